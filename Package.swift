@@ -1,0 +1,75 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The targets form one chain and imports run only down it:
+// ONNXBridge (C++ over libonnx/libprotobuf) <- ONNXGraph <- Interpreter <- onnx-dpo.
+let onnxDefines: [CXXSetting] = [
+    .define("ONNX_ML", to: "1"),
+    .define("ONNX_NAMESPACE", to: "onnx"),
+]
+
+let package = Package(
+    name: "onnx-dpo",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter"]),
+        .executable(name: "onnx-dpo", targets: ["onnx-dpo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "ONNXBridge",
+            cxxSettings: onnxDefines,
+            linkerSettings: [
+                .linkedLibrary("onnx"),
+                .linkedLibrary("onnx_proto"),
+                .linkedLibrary("protobuf"),
+            ]
+        ),
+        .target(
+            name: "ONNXGraph",
+            dependencies: [
+                "ONNXBridge",
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ]
+        ),
+        .target(
+            name: "Interpreter",
+            dependencies: [
+                "ONNXGraph",
+                .target(name: "CBLAS", condition: .when(platforms: [.linux])),
+            ],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .executableTarget(
+            name: "onnx-dpo",
+            dependencies: [
+                "ONNXGraph",
+                "Interpreter",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(
+            name: "TestSupport",
+            dependencies: ["ONNXGraph", "Interpreter"],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "ONNXGraphTests",
+            dependencies: ["ONNXGraph", "TestSupport"],
+            resources: []
+        ),
+        .testTarget(
+            name: "InterpreterTests",
+            dependencies: ["Interpreter", "ONNXGraph", "TestSupport"]
+        ),
+    ],
+    cxxLanguageStandard: .cxx17
+)

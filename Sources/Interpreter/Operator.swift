@@ -1,0 +1,69 @@
+import ONNXGraph
+
+/// One ONNX op: built once per node when a model loads (attributes parsed and checked then), run many times.
+///
+/// Each conforming type lives in a file named after the op and is listed in `OperatorRegistry`.
+public protocol Operator: Sendable {
+    /// The ONNX op type, as in `MatMul`.
+    static var opType: String { get }
+    /// The op's domain; `""` is the default ONNX domain.
+    static var domain: String { get }
+    /// The ONNX `since_version`s whose semantics this type implements, oldest first. A model at opset `o`
+    /// runs the newest listed version `<= o`; an opset older than the first is reported as unsupported.
+    static var sinceVersions: [Int] { get }
+
+    /// Parses and checks `node`'s attributes for the op version `version` (one of `sinceVersions`).
+    init(node: Node, version: Int) throws
+
+    /// Computes the outputs from the inputs. `inputs[i]` is nil where the node omits optional input `i`.
+    /// Returns one tensor per output the op defines, at least as many as the node names.
+    func run(_ inputs: [Tensor?]) throws -> [Tensor]
+}
+
+extension Operator {
+    public static var domain: String { "" }
+}
+
+extension Array where Element == Tensor? {
+    /// Input `index`, which the op requires.
+    @inlinable public func required(_ index: Int) throws(KernelError) -> Tensor {
+        guard index < count, let tensor = self[index] else {
+            throw KernelError("required input \(index) is missing")
+        }
+        return tensor
+    }
+
+    /// Optional input `index`, nil when omitted.
+    @inlinable public func optional(_ index: Int) -> Tensor? {
+        index < count ? self[index] : nil
+    }
+}
+
+extension Tensor {
+    /// The values of an integer tensor as `Int`s: for shape, axes and index inputs.
+    public func intValues(_ what: String) throws(KernelError) -> [Int] {
+        guard case .int64(let values) = storage else {
+            throw KernelError("\(what) must be an integer tensor, got \(dataType)")
+        }
+        return values.map { Int($0) }
+    }
+
+    /// The single value of a one-element tensor as a `Double`, whatever its storage.
+    public func scalarValue(_ what: String) throws(KernelError) -> Double {
+        guard count == 1 else { throw KernelError("\(what) must have one element, got shape \(shape)") }
+        switch storage {
+        case .float(let values): return Double(values[0])
+        case .int64(let values): return Double(values[0])
+        case .bool(let values): return values[0] ? 1 : 0
+        }
+    }
+}
+
+/// Normalises a possibly negative `axis` for a tensor of `rank` dimensions (ONNX accepts `[-rank, rank-1]`).
+@inlinable public func normalizedAxis(_ axis: Int, rank: Int) throws(KernelError) -> Int {
+    let normalized = axis < 0 ? axis + rank : axis
+    guard normalized >= 0, normalized < max(rank, 1) || (rank == 0 && normalized == 0) else {
+        throw KernelError("axis \(axis) is out of range for rank \(rank)")
+    }
+    return normalized
+}

@@ -1,0 +1,3 @@
+/// Elementwise, comparison, activation, normalisation and reduction ops.
+let elementwiseOperators: [any Operator.Type] = [
+]

@@ -1,0 +1,3 @@
+/// Matrix products, through BLAS.
+let linearAlgebraOperators: [any Operator.Type] = [
+]
