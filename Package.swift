@@ -64,11 +64,12 @@ let package = Package(
         .testTarget(
             name: "ONNXGraphTests",
             dependencies: ["ONNXGraph", "TestSupport"],
-            resources: []
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "InterpreterTests",
-            dependencies: ["Interpreter", "ONNXGraph", "TestSupport"]
+            dependencies: ["Interpreter", "ONNXGraph", "TestSupport"],
+            exclude: ["Fixtures"]
         ),
     ],
     cxxLanguageStandard: .cxx17

@@ -48,6 +48,14 @@ public struct OperatorRegistry: Sendable {
         return .success((op, version))
     }
 
+    /// The nodes of `model` this registry cannot run, in graph order (empty when it can run them all).
+    public func unsupportedOperators(in model: Model) -> [UnsupportedOperator] {
+        model.graph.nodes.compactMap { node in
+            if case .failure(let problem) = resolve(node, opsets: model.opsetImports) { return problem }
+            return nil
+        }
+    }
+
     /// Every op type registered, sorted, for `inspect` and documentation.
     public var operatorTypes: [String] { entries.keys.map(\.opType).sorted() }
 }

@@ -1,3 +1,5 @@
 /// Matrix products, through BLAS.
 let linearAlgebraOperators: [any Operator.Type] = [
+    MatMul.self,
+    Gemm.self,
 ]

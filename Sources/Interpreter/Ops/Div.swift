@@ -1,0 +1,31 @@
+import ONNXGraph
+
+/// `C = A / B` elementwise with numpy broadcasting (ONNX `Div`; 14 adds the 8- and 16-bit integer types).
+///
+/// Integer division truncates toward zero, as C and onnxruntime do, and division by zero is an error rather than
+/// a crash. Floating division follows IEEE 754 (`1 / 0 = inf`).
+///
+/// Backward: `dA = dC / B`, `dB = -dC * A / B²`, each summed over the axes its input was broadcast along.
+struct Div: Operator {
+    static let opType = "Div"
+    static let sinceVersions = [13, 14]
+
+    init(node: Node, version: Int) throws {}
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let a = try inputs.required(0), b = try inputs.required(1)
+        if case .int64(let divisors) = b.storage, try broadcastShape([a.shape, b.shape]).reduce(1, *) > 0,
+           divisors.contains(0) {
+            // Broadcasting reads every element of B when the output is non-empty, so a zero is always used.
+            throw KernelError("Div: integer division by zero (B of shape \(b.shape) holds a 0)")
+        }
+        if a.dataType == .uint64 {
+            return [try broadcastArithmetic(a, b, Self.opType, float: { $0 / $1 }, integer: { x, y in
+                Int64(bitPattern: UInt64(bitPattern: x) / UInt64(bitPattern: y))
+            })]
+        }
+        // `dividedReportingOverflow` wraps Int64.min / -1 to Int64.min instead of trapping.
+        return [try broadcastArithmetic(a, b, Self.opType, float: { $0 / $1 },
+                                        integer: { $0.dividedReportingOverflow(by: $1).partialValue })]
+    }
+}

@@ -1,0 +1,29 @@
+import ONNXGraph
+
+/// Broadcasts the input with `shape` in both directions, as numpy does: the output shape is the broadcast of
+/// the input's shape and `shape`, so a 1 in `shape` keeps the input's dimension.
+struct Expand: Operator {
+    static let opType = "Expand"
+    static let sinceVersions = [13]
+
+    init(node: Node, version: Int) throws {}
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let input = try inputs.required(0)
+        let shapeInput = try inputs.required(1)
+        let target = try shapeInput.intValues("Expand's shape")
+        guard shapeInput.rank == 1, target.allSatisfy({ $0 >= 0 }) else {
+            throw KernelError("Expand's shape must be a 1-D tensor of sizes >= 0, got \(target) (shape \(shapeInput.shape))")
+        }
+        let shape = try broadcastShape([input.shape, target])
+        if shape == input.shape { return [input] }
+        // Leading new dimensions and broadcast dimensions of size 1 re-read the same elements: stride 0.
+        let inputStrides = contiguousStrides(input.shape)
+        let leading = shape.count - input.rank
+        let strides = (0..<shape.count).map { axis in
+            axis < leading || input.shape[axis - leading] == 1 ? 0 : inputStrides[axis - leading]
+        }
+        let view = StridedView(shape: shape, strides: strides)
+        return [try moveElements(from: [input], shape: shape, dataType: input.dataType, view)]
+    }
+}

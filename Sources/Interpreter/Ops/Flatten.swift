@@ -1,0 +1,27 @@
+import ONNXGraph
+
+/// Reshapes to 2-D `[product of dims before axis, product of the rest]`, without copying. `axis` may be
+/// `-rank...rank`; 0 gives `[1, count]`.
+struct Flatten: Operator {
+    static let opType = "Flatten"
+    static let sinceVersions = [13, 21]
+
+    /// Where the second output dimension starts, possibly negative.
+    let axis: Int
+
+    init(node: Node, version: Int) throws {
+        axis = try node.int("axis", default: 1)
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let input = try inputs.required(0)
+        let axis = self.axis < 0 ? self.axis + input.rank : self.axis
+        guard axis >= 0, axis <= input.rank else {
+            throw KernelError("Flatten axis \(self.axis) is out of range for an input of shape \(input.shape) "
+                + "(accepted: \(-input.rank)...\(input.rank))")
+        }
+        let outer = input.shape[..<axis].reduce(1, *)
+        let inner = input.shape[axis...].reduce(1, *)
+        return [input.reshaped([outer, inner])]
+    }
+}

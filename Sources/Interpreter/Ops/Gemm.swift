@@ -1,0 +1,58 @@
+import ONNXGraph
+
+/// `Gemm`: `Y = alpha · A' · B' + beta · C`, where `A'` is A or Aᵀ (`transA`), `B'` is B or Bᵀ (`transB`), and
+/// C (optional since opset 11) broadcasts to `[M, N]`.
+struct Gemm: Operator {
+    static let opType = "Gemm"
+    static let sinceVersions = [13]
+
+    let alpha: Float
+    let beta: Float
+    let transA: Bool
+    let transB: Bool
+
+    init(node: Node, version: Int) throws {
+        alpha = try node.float("alpha", default: 1)
+        beta = try node.float("beta", default: 1)
+        transA = try node.int("transA", default: 0) != 0
+        transB = try node.int("transB", default: 0) != 0
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let a = try inputs.required(0), b = try inputs.required(1)
+        guard a.rank == 2, b.rank == 2 else {
+            throw KernelError("A and B must be 2-D, got \(a.shape) and \(b.shape)")
+        }
+        guard case .float(let x) = a.storage, case .float(let y) = b.storage else {
+            throw KernelError("Gemm supports floating-point operands, got \(a.dataType) and \(b.dataType)")
+        }
+        let m = transA ? a.shape[1] : a.shape[0], k = transA ? a.shape[0] : a.shape[1]
+        let n = transB ? b.shape[0] : b.shape[1]
+        guard (transB ? b.shape[1] : b.shape[0]) == k else {
+            throw KernelError("inner dimensions differ: A' is [\(m), \(k)], B\(transB ? "ᵀ" : "") is from \(b.shape)")
+        }
+        var out: [Float]
+        var beta: Float = 0
+        if let c = inputs.optional(2), self.beta != 0 {
+            guard case .float(let z) = c.storage else { throw KernelError("C must be floating-point, got \(c.dataType)") }
+            guard (try? broadcastShape([c.shape, [m, n]])) == [m, n] else {
+                throw KernelError("C of shape \(c.shape) does not broadcast to [\(m), \(n)]")
+            }
+            out = c.shape == [m, n] ? z : broadcastBinary(z, c.shape, [Float(0)], [1], outputShape: [m, n]) { value, _ in value }
+            beta = self.beta
+        } else {
+            out = [Float](repeating: 0, count: m * n)
+        }
+        x.withUnsafeBufferPointer { x in
+            y.withUnsafeBufferPointer { y in
+                out.withUnsafeMutableBufferPointer { out in
+                    guard let c = out.baseAddress else { return }
+                    BLAS.sgemm(transposeA: transA, transposeB: transB, m: m, n: n, k: k, alpha: alpha,
+                               a: x.baseAddress!, lda: a.shape[1], b: y.baseAddress!, ldb: b.shape[1],
+                               beta: beta, c: c, ldc: n)
+                }
+            }
+        }
+        return [Tensor(shape: [m, n], floats: out, dataType: a.dataType)]
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import Interpreter
+import ONNXGraph
+import TestSupport
+import XCTest
+
+/// Every op against reference outputs: one-node models and the outputs onnxruntime (or numpy) computed for them,
+/// made by `tools/make_op_references.py` from the cases in `tools/op_cases/`.
+final class OpReferenceTests: XCTestCase {
+    static let folder = repositoryPath("Tests/InterpreterTests/Fixtures/ops")
+
+    static func caseNames() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: folder)
+            .filter { $0.hasSuffix(".onnx") }.map { String($0.dropLast(5)) }.sorted()
+    }
+
+    func testEveryCaseMatchesItsReference() throws {
+        let names = try Self.caseNames()
+        XCTAssertGreaterThan(names.count, 100, "expected the committed op reference cases")
+        var failures: [String] = []
+        for name in names {
+            do {
+                let model = try Model.load(path: "\(Self.folder)/\(name).onnx")
+                let inputs = try NPZ.read(path: "\(Self.folder)/\(name).inputs.npz")
+                let expected = try NPZ.read(path: "\(Self.folder)/\(name).outputs.npz")
+                let outputs = try Session(model: model).run(inputs)
+                for (outputName, reference) in expected.sorted(by: { $0.key < $1.key }) {
+                    guard let actual = outputs[outputName] else {
+                        failures.append("\(name): output \(outputName) missing")
+                        continue
+                    }
+                    if let problem = closenessProblem(actual, reference, relative: 1e-5, absolute: 1e-6) {
+                        failures.append("\(name).\(outputName): \(problem)")
+                    }
+                }
+            } catch {
+                failures.append("\(name): \(error)")
+            }
+        }
+        XCTAssert(failures.isEmpty, "\(failures.count) of \(names.count) op cases fail:\n" + failures.joined(separator: "\n"))
+    }
+
+    /// Each registered op has at least one reference case, so none goes untested.
+    func testEveryRegisteredOpHasReferenceCases() throws {
+        var covered = Set<String>()
+        for name in try Self.caseNames() {
+            let model = try Model.load(path: "\(Self.folder)/\(name).onnx")
+            covered.formUnion(model.graph.nodes.map(\.opType))
+        }
+        let missing = OperatorRegistry.standard.operatorTypes.filter { !covered.contains($0) }
+        XCTAssertEqual(missing, [], "ops without reference cases")
+    }
+}
