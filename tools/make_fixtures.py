@@ -44,7 +44,10 @@ Set-up (CPU only):
 Combinations that are skipped (and why) are listed in SKIPPED below.
 """
 import collections
+import contextlib
+import io
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -71,6 +74,12 @@ TOLERANCE = 1e-4
 SIZE_LIMIT = 10_000_000  # bytes, apparent size (du -sb); stricter than 10 MiB
 
 EXPORTERS = ["dynamo", "torchscript", "torchscript-opset17"]
+
+# The extra architectures (Qwen2, GPT-NeoX, Phi-3) get a narrow MLP (64 -> 48 -> 64: still not square, so
+# a transposed weight cannot go unnoticed) and only the dynamo and default-opset TorchScript exports, to
+# keep models/ under 10 MB. With intermediate 128/256 and all three exporters models/ was 12.9 MB.
+EXTRA_INTERMEDIATE = 48
+EXTRA_EXPORTERS = ["dynamo", "torchscript"]
 
 # Exports that are deliberately not made. Empty: every architecture below exported cleanly with every
 # exporter (torch 2.15 / transformers 5.23). Add ("arch", "exporter"): "reason" here if one stops working.
@@ -195,19 +204,19 @@ def build_model(arch, info):
     elif arch == "qwen2":
         # Qwen2 puts biases on q/k/v (not on o); Qwen2-0.5B ties its embeddings.
         config = transformers.Qwen2Config(
-            num_key_value_heads=2, intermediate_size=128, rms_norm_eps=1e-6, tie_word_embeddings=True,
+            num_key_value_heads=2, intermediate_size=EXTRA_INTERMEDIATE, rms_norm_eps=1e-6, tie_word_embeddings=True,
             **tiny, **common,
         )
         cls = transformers.Qwen2ForCausalLM
     elif arch == "gpt-neox":
         # Fused query_key_value laid out per head ([.., heads, 3*head_dim]); partial rotary (25%),
         # parallel residual, untied embed_out.
-        config = transformers.GPTNeoXConfig(intermediate_size=256, **tiny, **common)
+        config = transformers.GPTNeoXConfig(intermediate_size=EXTRA_INTERMEDIATE, **tiny, **common)
         cls = transformers.GPTNeoXForCausalLM
     elif arch == "phi3":
         # Fused qkv_proj and gate_up_proj, split with Slices; untied lm_head.
         config = transformers.Phi3Config(
-            num_key_value_heads=4, intermediate_size=128, rms_norm_eps=1e-5, tie_word_embeddings=False,
+            num_key_value_heads=4, intermediate_size=EXTRA_INTERMEDIATE, rms_norm_eps=1e-5, tie_word_embeddings=False,
             original_max_position_embeddings=128, **tiny, **common,
         )
         cls = transformers.Phi3ForCausalLM
@@ -215,6 +224,13 @@ def build_model(arch, info):
         raise ValueError(arch)
     torch.manual_seed(0)
     model = cls(config).eval().to(torch.float32)
+    # Fresh init leaves every norm weight at 1 and every bias at 0. Identical tensors get merged by the
+    # exporters (TorchScript then emits Identity nodes for the copies), and a dropped bias or norm weight
+    # would go unnoticed; so give every 1-D parameter its own values, as in a trained model.
+    with torch.no_grad():
+        for _, parameter in sorted(model.named_parameters()):
+            if parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
     assert model.config._attn_implementation == "eager", model.config._attn_implementation
     return model
 
@@ -231,7 +247,21 @@ class LogitsOnly(torch.nn.Module):
 
 
 def export(wrapper, example, exporter, path):
-    """Exports to path (model.onnx); llama-dynamo gets external data."""
+    """Exports to path (model.onnx); llama-dynamo gets external data. The exporters' progress chatter
+    is captured and shown only if the export fails."""
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _export(wrapper, example, exporter, path)
+    except Exception:
+        print(chatter.getvalue())
+        raise
+    for file in path.parent.glob("model.onnx*"):
+        file.chmod(0o644)  # onnx writes external data files 0600
+
+
+def _export(wrapper, example, exporter, path):
     names = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"])
     if exporter == "dynamo":
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -249,13 +279,11 @@ def export(wrapper, example, exporter, path):
             onnx.save(proto, str(path))
     else:
         axes = {0: "batch", 1: "sequence"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper, example, str(path), dynamo=False,
-                opset_version=17 if exporter == "torchscript-opset17" else None,
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes}, **names,
-            )
+        torch.onnx.export(
+            wrapper, example, str(path), dynamo=False,
+            opset_version=17 if exporter == "torchscript-opset17" else None,
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes}, **names,
+        )
 
 
 def run_ort(path, input_ids, attention_mask):
@@ -319,14 +347,15 @@ def du(path):
 ARCHS = {
     "gpt2": ("gpt2", EXPORTERS),
     "llama": ("llama3", EXPORTERS),
-    "qwen2": ("gpt2", EXPORTERS),
-    "gpt-neox": ("gpt2", EXPORTERS),
-    "phi3": ("llama3", EXPORTERS),
+    "qwen2": ("gpt2", EXTRA_EXPORTERS),
+    "gpt-neox": ("gpt2", EXTRA_EXPORTERS),
+    "phi3": ("llama3", EXTRA_EXPORTERS),
 }
 
 
 def main():
     torch.set_num_threads(1)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     torch.manual_seed(0)
     np.random.seed(0)
     MODELS.mkdir(exist_ok=True)
@@ -364,7 +393,15 @@ def main():
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
             path = folder / "model.onnx"
-            export(wrapper, example, exporter, path)
+            try:
+                export(wrapper, example, exporter, path)
+            except Exception as error:
+                if arch in ("gpt2", "llama"):
+                    raise
+                # An extra architecture that no longer exports is reported and skipped, not fatal.
+                print(f"{name}: EXPORT FAILED, skipped: {type(error).__name__}: {error}")
+                shutil.rmtree(folder)
+                continue
 
             ort_logits = run_ort(path, input_ids, attention_mask)
             diff = masked_max_diff(torch_logits, ort_logits, attention_mask)
@@ -414,6 +451,8 @@ def main():
     new = sorted(set(histogram) - KNOWN_OPS)
     unused = sorted(KNOWN_OPS - set(histogram))
     print(f"ops not in DESIGN.md's list: {new or 'none'}")
+    for op in new:
+        print(f"  {op}: {', '.join(used_by[op])}")
     print(f"DESIGN.md ops not used here: {unused or 'none'}")
 
     total = du(MODELS)

@@ -63,7 +63,7 @@ public struct BroadcastPlan: Sendable {
     /// Walks output positions `range`, calling `body(outputOffset, runLength, operandOffsets, innerStrides)` for each
     /// run along the innermost dimension. Operand offsets are positions in each operand's storage.
     @inlinable
-    public func forEachRun(in range: Range<Int>, _ body: (Int, Int, [Int], [Int]) -> Void) {
+    public func forEachRun(in range: Swift.Range<Int>, _ body: (Int, Int, [Int], [Int]) -> Void) {
         let operandCount = strides.count
         let rank = shape.count
         let inner = shape[rank - 1]

@@ -16,7 +16,8 @@ func requireSameType(_ a: Tensor, _ b: Tensor, _ opType: String) throws(KernelEr
 /// `body(a, b)` elementwise with numpy broadcasting, for the arithmetic ops (`Add`, `Sub`, `Mul`, ...).
 ///
 /// Floating types compute with `float`, integer types with `integer` (which should wrap, `&+`), and the result is
-/// wrapped back into the declared integer width (uint8 200 + 100 is 44). The output keeps the inputs' type.
+/// brought back to the declared type: rounded to float16/bfloat16 precision, wrapped into the integer width
+/// (uint8 200 + 100 is 44). The output keeps the inputs' type.
 @inline(__always)
 func broadcastArithmetic(
     _ a: Tensor, _ b: Tensor, _ opType: String,
@@ -26,8 +27,8 @@ func broadcastArithmetic(
     let shape = try broadcastShape([a.shape, b.shape])
     switch (a.storage, b.storage) {
     case (.float(let x), .float(let y)):
-        return Tensor(shape: shape, floats: broadcastBinary(x, a.shape, y, b.shape, outputShape: shape, float),
-                      dataType: a.dataType)
+        let values = broadcastBinary(x, a.shape, y, b.shape, outputShape: shape, float)
+        return Tensor(shape: shape, floats: roundedToPrecision(values, a.dataType), dataType: a.dataType)
     case (.int64(let x), .int64(let y)):
         let values = broadcastBinary(x, a.shape, y, b.shape, outputShape: shape, integer)
         return Tensor(shape: shape, int64s: wrappedToWidth(values, a.dataType), dataType: a.dataType)
@@ -61,13 +62,33 @@ func broadcastComparison(
     }
 }
 
-/// `body(x)` on every element of a floating-point tensor; the output keeps its type.
+/// `body(x)` on every element of a floating-point tensor; the output keeps its type (and its precision).
 @inline(__always)
 func mapFloats(_ input: Tensor, _ opType: String, _ body: (Float) -> Float) throws(KernelError) -> Tensor {
     guard case .float(let x) = input.storage else {
         throw KernelError("\(opType) needs a floating-point input, got \(input.dataType)")
     }
-    return Tensor(shape: input.shape, floats: mapElements(x, body), dataType: input.dataType)
+    return Tensor(shape: input.shape, floats: roundedToPrecision(mapElements(x, body), input.dataType),
+                  dataType: input.dataType)
+}
+
+/// `values` rounded to the precision of the floating type `dataType` (round to nearest even), so that a float16 or
+/// bfloat16 result holds what a tensor of that type can: computing in `Float` and rounding once gives what
+/// onnxruntime's float16 kernels give. float32 and float64 values are returned unchanged.
+func roundedToPrecision(_ values: [Float], _ dataType: DataType) -> [Float] {
+    switch dataType {
+    case .float16: mapElements(values) { Float(Float16($0)) }
+    case .bfloat16: mapElements(values, roundedToBFloat16)
+    default: values
+    }
+}
+
+/// `value` rounded to the nearest bfloat16 (ties to even), as onnxruntime's `BFloat16(float)` does: add
+/// `0x7FFF` plus the lowest kept bit to the bit pattern and drop the low 16 bits. NaN stays NaN.
+func roundedToBFloat16(_ value: Float) -> Float {
+    if value.isNaN { return value }
+    let bits = value.bitPattern
+    return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
 }
 
 /// Integer values wrapped into the width of `dataType` (two's complement), as a fixed-width integer of that type

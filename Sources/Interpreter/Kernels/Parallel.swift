@@ -10,7 +10,7 @@ public enum Parallel {
     /// Calls `body` on disjoint ranges that together cover `0..<count`, concurrently when `count` is large.
     @inlinable
     public static func forEachChunk(
-        _ count: Int, minimumPerThread: Int = 32_768, _ body: (Range<Int>) -> Void
+        _ count: Int, minimumPerThread: Int = 32_768, _ body: (Swift.Range<Int>) -> Void
     ) {
         let threads = min(threadCount, count / max(minimumPerThread, 1))
         if threads <= 1 {

@@ -33,7 +33,7 @@ struct Concat: Operator {
         }
         // Joining an empty tensor to one other (the first step of a KV cache) needs no copy.
         let nonEmpty = tensors.filter { $0.count > 0 }
-        if nonEmpty.count == 1, nonEmpty[0].storage.kind == first.storage.kind {
+        if nonEmpty.count == 1, tensors.allSatisfy({ $0.storage.kind == first.storage.kind }) {
             return [nonEmpty[0].reshaped(shape)]
         }
         let outerCount = first.shape[..<axis].reduce(1, *)

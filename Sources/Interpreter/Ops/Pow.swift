@@ -21,12 +21,9 @@ struct Pow: Operator {
         let shape = try broadcastShape([base.shape, exponent.shape])
         switch (base.storage, exponent.storage) {
         case (.float(let x), .float(let y)):
-            return [Tensor(shape: shape, floats: Self.floatPower(x, base.shape, y, exponent.shape, shape),
-                           dataType: base.dataType)]
+            return [Self.floatPower(x, y, base: base, exponent: exponent, shape: shape)]
         case (.float(let x), .int64(let y)):
-            let y = mapElements(y) { Float($0) }
-            return [Tensor(shape: shape, floats: Self.floatPower(x, base.shape, y, exponent.shape, shape),
-                           dataType: base.dataType)]
+            return [Self.floatPower(x, mapElements(y) { Float($0) }, base: base, exponent: exponent, shape: shape)]
         case (.int64(let x), .int64(let y)):
             if x.contains(0), y.contains(where: { $0 < 0 }),
                broadcastBinary(x, base.shape, y, exponent.shape, outputShape: shape, { $0 == 0 && $1 < 0 })
@@ -45,19 +42,22 @@ struct Pow: Operator {
         }
     }
 
-    /// Floating `x ^ y`, with fast paths for the common scalar exponents.
-    private static func floatPower(_ x: [Float], _ xShape: [Int], _ y: [Float], _ yShape: [Int], _ shape: [Int]) -> [Float] {
-        if y.count == 1 && shape == xShape {
+    /// Floating `x ^ y` (the values of `base` and `exponent`), with fast paths for common scalar exponents.
+    private static func floatPower(_ x: [Float], _ y: [Float], base: Tensor, exponent: Tensor, shape: [Int]) -> Tensor {
+        let values: [Float]
+        if y.count == 1 && shape == base.shape {
             switch y[0] {
-            case 1: return x
-            case 2: return mapElements(x) { $0 * $0 }
-            case 3: return mapElements(x) { $0 * $0 * $0 }
+            case 1: values = x
+            case 2: values = mapElements(x) { $0 * $0 }
+            case 3: values = mapElements(x) { $0 * $0 * $0 }
             // pow(-0, 0.5) is +0 and pow(-inf, 0.5) is +inf, where sqrt gives -0 and NaN.
-            case 0.5: return mapElements(x) { $0 == -.infinity ? .infinity : $0.squareRoot() + 0 }
-            case let exponent: return mapElements(x) { Foundation.pow($0, exponent) }
+            case 0.5: values = mapElements(x) { $0 == -.infinity ? .infinity : $0.squareRoot() + 0 }
+            case let power: values = mapElements(x) { Foundation.pow($0, power) }
             }
+        } else {
+            values = broadcastBinary(x, base.shape, y, exponent.shape, outputShape: shape) { Foundation.pow($0, $1) }
         }
-        return broadcastBinary(x, xShape, y, yShape, outputShape: shape) { Foundation.pow($0, $1) }
+        return Tensor(shape: shape, floats: roundedToPrecision(values, base.dataType), dataType: base.dataType)
     }
 
     /// `base ^ exponent` by repeated squaring, wrapping on overflow; a negative exponent gives the truncated

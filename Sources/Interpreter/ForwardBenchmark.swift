@@ -1,0 +1,106 @@
+import Foundation
+import ONNXGraph
+
+/// `onnx-dpo bench forward`: times forward passes of a model on generated token inputs.
+public enum ForwardBenchmark {
+    /// What one benchmark run measured (encoded with snake_case keys: `tokens_per_second`, `peak_memory_bytes`).
+    public struct Result: Encodable, Sendable {
+        public var runtime = "onnx-dpo"
+        public var batch: Int
+        public var seq: Int
+        public var iterations: Int
+        public var secondsPerRun: Double
+        public var tokensPerSecond: Double
+        /// The process's peak resident memory (VmHWM), model weights included.
+        public var peakMemoryBytes: Int
+        public var loadSeconds: Double
+
+    }
+
+    /// Loads the model, runs `warmup` untimed passes and `iterations` timed ones on a `[batch, seq]` batch, and
+    /// reports the median. Token ids are drawn (seeded) below the size of the table the ids input indexes.
+    public static func run(modelPath: String, batch: Int, seq: Int, warmup: Int, iterations: Int) throws -> Result {
+        let loadStart = Date()
+        let model = try Model.load(path: modelPath)
+        let session = try Session(model: model)
+        let loadSeconds = Date().timeIntervalSince(loadStart)
+        let feeds = try syntheticInputs(for: session, batch: batch, seq: seq)
+        for _ in 0..<warmup { _ = try session.run(feeds) }
+        var times: [Double] = []
+        for _ in 0..<max(iterations, 1) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try session.run(feeds)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        let median = times.sorted()[times.count / 2]
+        return Result(batch: batch, seq: seq, iterations: times.count, secondsPerRun: median,
+                      tokensPerSecond: Double(batch * seq) / median, peakMemoryBytes: peakResidentMemory(),
+                      loadSeconds: loadSeconds)
+    }
+
+    /// Inputs for a language model: an integer input that a `Gather` uses as indices into an initializer gets
+    /// random ids below that table's size; other integer inputs get ones (attention masks), or `0..<seq` per
+    /// row when their dimensions are `[batch, seq]` and their name says positions; float inputs get zeros.
+    static func syntheticInputs(for session: Session, batch: Int, seq: Int) throws -> [String: Tensor] {
+        let graph = session.model.graph
+        let tableSizes = Dictionary(graph.initializers.map { ($0.name, $0.shape.first ?? 1) }, uniquingKeysWith: { a, _ in a })
+        var generator = SplitMix64(seed: 0)
+        var feeds: [String: Tensor] = [:]
+        for input in session.inputs {
+            let shape = (input.shape ?? [.symbolic("batch"), .symbolic("sequence")]).enumerated().map { axis, dimension in
+                if case .fixed(let size) = dimension { return size }
+                return axis == 0 ? batch : (axis == 1 ? seq : 0)
+            }
+            let count = shape.reduce(1, *)
+            switch input.elementType.storageKind {
+            case .int64:
+                let gather = graph.nodes.first { $0.opType == "Gather" && $0.inputs.count > 1 && $0.inputs[1] == input.name }
+                let values: [Int64]
+                if let table = gather.flatMap({ tableSizes[$0.inputs[0]] }) {
+                    values = (0..<count).map { _ in Int64(generator.next() % UInt64(table)) }
+                } else if input.name.contains("position") && shape.count == 2 {
+                    values = (0..<count).map { Int64($0 % shape[1]) }
+                } else {
+                    values = [Int64](repeating: 1, count: count)
+                }
+                feeds[input.name] = Tensor(shape: shape, int64s: values, dataType: input.elementType)
+            case .float:
+                feeds[input.name] = Tensor(shape: shape, floats: [Float](repeating: 0, count: count), dataType: input.elementType)
+            case .bool:
+                feeds[input.name] = Tensor(shape: shape, bools: [Bool](repeating: true, count: count))
+            case nil:
+                throw InterpreterError.invalidInput(name: input.name, reason: "has element type \(input.elementType), which the benchmark cannot generate")
+            }
+        }
+        return feeds
+    }
+}
+
+/// The process's peak resident set size in bytes (`VmHWM` on Linux, `ru_maxrss` elsewhere).
+public func peakResidentMemory() -> Int {
+    #if os(Linux)
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kilobytes = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") {
+        return kilobytes * 1024
+    }
+    return 0
+    #else
+    var usage = rusage()
+    getrusage(RUSAGE_SELF, &usage)
+    return Int(usage.ru_maxrss)  // bytes on Darwin
+    #endif
+}
+
+/// A small seeded generator (SplitMix64), so benchmark inputs are the same on every run and platform.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,17 @@
+import ONNXGraph
+
+/// `onnx-dpo run`: a model on the arrays of an `.npz`, every graph output written to another `.npz`.
+public enum NPZRunner {
+    /// Runs the model at `modelPath` on the arrays in `inputsPath` (keyed by graph input name) and writes every
+    /// graph output, under its name, to `outputPath`. Returns the outputs written, in graph order.
+    @discardableResult
+    public static func run(modelPath: String, inputsPath: String, outputPath: String) throws -> [(name: String, tensor: Tensor)] {
+        let model = try Model.load(path: modelPath)
+        let session = try Session(model: model)
+        let feeds = try NPZ.read(path: inputsPath)
+        let results = try session.run(feeds)
+        let ordered = session.outputs.map { ($0.name, results[$0.name]!) }
+        try NPZ.write(ordered, path: outputPath)
+        return ordered
+    }
+}

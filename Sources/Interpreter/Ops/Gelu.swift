@@ -1,0 +1,40 @@
+import Foundation
+import ONNXGraph
+
+/// The Gaussian error linear unit, elementwise (ONNX `Gelu`, opset 20; Hendrycks & Gimpel, arXiv:1606.08415):
+///
+///     approximate = "none":  Y = X/2 · (1 + erf(X / √2))
+///     approximate = "tanh":  Y = X/2 · (1 + tanh(√(2/π) · (X + 0.044715 X³)))
+///
+/// Backward ("none"): `dX = dY * (Φ(X) + X φ(X))` with `Φ(x) = (1 + erf(x/√2))/2`, `φ(x) = e^(-x²/2)/√(2π)`.
+/// Backward ("tanh"): with `u = √(2/π)(X + 0.044715 X³)`, `t = tanh(u)`,
+/// `dX = dY * (½(1 + t) + ½ X (1 - t²) √(2/π)(1 + 3·0.044715 X²))`.
+struct Gelu: Operator {
+    static let opType = "Gelu"
+    static let sinceVersions = [20]
+
+    /// Whether to use the tanh approximation; the ONNX attribute is the string `approximate`.
+    let approximate: Bool
+
+    init(node: Node, version: Int) throws {
+        switch try node.string("approximate", default: "none") {
+        case "none": approximate = false
+        case "tanh": approximate = true
+        case let other:
+            throw GraphError.invalidAttribute(node: node.label, opType: node.opType, attribute: "approximate",
+                                              reason: "must be \"none\" or \"tanh\", got \"\(other)\"")
+        }
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let input = try inputs.required(0)
+        if approximate {
+            let scale = Float((2 / Double.pi).squareRoot())
+            return [try mapFloats(input, Self.opType) { x in
+                0.5 * x * (1 + Foundation.tanh(scale * (x + 0.044715 * x * x * x)))
+            }]
+        }
+        let inverseRootTwo = Float(1 / 2.0.squareRoot())
+        return [try mapFloats(input, Self.opType) { x in 0.5 * x * (1 + Foundation.erf(x * inverseRootTwo)) }]
+    }
+}

@@ -1,0 +1,56 @@
+import ONNXGraph
+
+/// The same values under the shape given by the second input, without copying. In that shape a -1 (at most one)
+/// is inferred from the element count, and a 0 copies the input's dimension at the same position, unless
+/// `allowzero` (opset 14 on) is set, when 0 is a zero-size dimension.
+struct Reshape: Operator {
+    static let opType = "Reshape"
+    static let sinceVersions = [13, 14, 19, 21]
+
+    /// Whether a 0 in the shape means a zero-size dimension rather than "keep the input's".
+    let allowZero: Bool
+
+    init(node: Node, version: Int) throws {
+        allowZero = version >= 14 ? try node.int("allowzero", default: 0) != 0 : false
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let data = try inputs.required(0)
+        let shapeInput = try inputs.required(1)
+        let requested = try shapeInput.intValues("Reshape's shape")
+        func failure(_ reason: String) -> KernelError {
+            KernelError("cannot reshape an input of shape \(data.shape) to \(requested)"
+                + (allowZero ? " with allowzero" : "") + ": \(reason)")
+        }
+        guard shapeInput.rank == 1 else { throw failure("the shape must be a 1-D tensor, got shape \(shapeInput.shape)") }
+        var shape: [Int] = []
+        var inferred: Int?
+        for (axis, size) in requested.enumerated() {
+            switch size {
+            case -1:
+                guard inferred == nil else { throw failure("more than one -1") }
+                inferred = axis
+                shape.append(1)
+            case 0 where !allowZero:
+                guard axis < data.rank else { throw failure("0 at position \(axis) has no input dimension to copy") }
+                shape.append(data.shape[axis])
+            case ..<0:
+                throw failure("negative size \(size)")
+            default:
+                shape.append(size)
+            }
+        }
+        if let inferred {
+            if allowZero && requested.contains(0) { throw failure("-1 together with 0 is ambiguous under allowzero") }
+            let known = shape.reduce(1, *)
+            guard known != 0, data.count % known == 0 else {
+                throw failure("the -1 cannot be inferred from \(data.count) elements")
+            }
+            shape[inferred] = data.count / known
+        }
+        guard shape.reduce(1, *) == data.count else {
+            throw failure("\(shape) holds \(shape.reduce(1, *)) elements, the input \(data.count)")
+        }
+        return [data.reshaped(shape)]
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import ONNXGraph
+
+/// `Y = exp(X - max(X)) / Σ exp(X - max(X))` along `axis` (ONNX `Softmax`, opset 13, where the sum runs over the
+/// one axis rather than over all axes from it as before 13). Subtracting the maximum first keeps `exp` from
+/// overflowing and leaves the result unchanged.
+///
+/// X is viewed as `[outer, n, inner]`, `n` the size of `axis`. Rows (`inner == 1`, the last axis, as in
+/// attention) are contiguous; otherwise the `inner` lanes are processed side by side so reads stay contiguous.
+///
+/// Backward: `dX = Y * (dY - Σ(dY * Y, axis))`.
+struct Softmax: Operator {
+    static let opType = "Softmax"
+    static let sinceVersions = [13]
+
+    /// The ONNX attribute `axis`, possibly negative.
+    let axis: Int
+
+    init(node: Node, version: Int) throws {
+        axis = try node.int("axis", default: -1)
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let input = try inputs.required(0)
+        guard case .float(let x) = input.storage else {
+            throw KernelError("Softmax needs a floating-point input, got \(input.dataType)")
+        }
+        let axis = try normalizedAxis(self.axis, rank: input.rank)
+        guard input.rank > 0 else { throw KernelError("Softmax needs an input of rank 1 or more, got a scalar") }
+        let (outer, inner) = splitAround(input.shape, axis: axis)
+        let n = input.shape[axis]
+        let y = x.isEmpty ? [] : [Float](unsafeUninitializedCapacity: x.count) { out, initialized in
+            x.withUnsafeBufferPointer { x in
+                let xBase = x.baseAddress!, yBase = out.baseAddress!
+                if inner == 1 {
+                    Self.rows(xBase, yBase, rows: outer, n: n)
+                } else {
+                    Self.lanes(xBase, yBase, outer: outer, n: n, inner: inner)
+                }
+            }
+            initialized = x.count
+        }
+        return [Tensor(shape: input.shape, floats: roundedToPrecision(y, input.dataType), dataType: input.dataType)]
+    }
+
+    /// Softmax of `rows` contiguous rows of `n`.
+    private static func rows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        forEachRowChunk(rows: rows, rowLength: n) { range in
+            for row in range {
+                let input = x + row * n, output = y + row * n
+                let maximum = vectorMaximum(input, n)
+                var sum: Float = 0
+                for k in 0..<n {
+                    let e = Foundation.exp(input[k] - maximum)
+                    output[k] = e
+                    sum += e
+                }
+                let scale = 1 / sum
+                for k in 0..<n { output[k] *= scale }
+            }
+        }
+    }
+
+    /// Softmax along the middle axis of `[outer, n, inner]`, `inner` lanes at a time.
+    private static func lanes(
+        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, outer: Int, n: Int, inner: Int
+    ) {
+        forEachRowChunk(rows: outer, rowLength: n * inner) { range in
+            var maxima = [Float](repeating: 0, count: inner), sums = [Float](repeating: 0, count: inner)
+            maxima.withUnsafeMutableBufferPointer { maxima in
+                sums.withUnsafeMutableBufferPointer { sums in
+                    for block in range {
+                        let input = x + block * n * inner, output = y + block * n * inner
+                        maxima.update(repeating: -.infinity)
+                        sums.update(repeating: 0)
+                        for j in 0..<n {
+                            for i in 0..<inner { maxima[i] = Swift.max(maxima[i], input[j * inner + i]) }
+                        }
+                        for j in 0..<n {
+                            for i in 0..<inner {
+                                let e = Foundation.exp(input[j * inner + i] - maxima[i])
+                                output[j * inner + i] = e
+                                sums[i] += e
+                            }
+                        }
+                        for i in 0..<inner { sums[i] = 1 / sums[i] }
+                        for j in 0..<n {
+                            for i in 0..<inner { output[j * inner + i] *= sums[i] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import ONNXGraph
+
+/// Cuts the input along `axis` into consecutive parts: of the sizes in the optional `split` input; else (opset 18)
+/// into `num_outputs` parts of `ceil(n / num_outputs)`, the last smaller; else into as many equal parts as the
+/// node has outputs.
+struct Split: Operator {
+    static let opType = "Split"
+    static let sinceVersions = [13, 18]
+
+    /// The axis cut, possibly negative.
+    let axis: Int
+    /// `num_outputs` (opset 18 on), nil when absent.
+    let numOutputs: Int?
+    /// Number of outputs the node names.
+    let outputCount: Int
+    /// The op version, which decides how a dimension that does not divide evenly is cut.
+    let version: Int
+
+    init(node: Node, version: Int) throws {
+        axis = try node.int("axis", default: 0)
+        numOutputs = version >= 18 ? try node.int("num_outputs") : nil
+        outputCount = node.outputs.count
+        self.version = version
+        if let numOutputs, numOutputs < 1 || numOutputs < outputCount {
+            throw GraphError.invalidAttribute(node: node.label, opType: node.opType, attribute: "num_outputs",
+                                              reason: "is \(numOutputs), but the node has \(outputCount) outputs")
+        }
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let input = try inputs.required(0)
+        let axis = try resolveAxis(self.axis, in: input.shape)
+        let size = input.shape[axis]
+        let sizes = try partSizes(splitInput: inputs.optional(1), size: size, shape: input.shape)
+        if sizes.count == 1 { return [input] }
+        // Part i is a slice of the input: a view starting at its first row along the axis.
+        let strides = contiguousStrides(input.shape)
+        var start = 0
+        return try sizes.map { partSize throws(KernelError) -> Tensor in
+            var shape = input.shape
+            shape[axis] = partSize
+            let view = StridedView(shape: shape, offset: start * strides[axis], strides: strides)
+            start += partSize
+            return try moveElements(from: [input], shape: shape, dataType: input.dataType, view)
+        }
+    }
+
+    /// The length of each part along an axis of `size`.
+    private func partSizes(splitInput: Tensor?, size: Int, shape: [Int]) throws(KernelError) -> [Int] {
+        if let splitInput {
+            guard numOutputs == nil else {
+                throw KernelError("Split takes either the split input or the num_outputs attribute, not both")
+            }
+            let sizes = try splitInput.intValues("Split's split")
+            guard sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == size, sizes.count >= max(outputCount, 1) else {
+                throw KernelError("Split sizes \(sizes) must be >= 0, sum to \(size) (axis \(axis) of shape \(shape)) "
+                    + "and cover the node's \(outputCount) outputs")
+            }
+            return sizes
+        }
+        let parts = numOutputs ?? outputCount
+        guard parts >= 1 else { throw KernelError("Split has no outputs to cut into") }
+        if numOutputs == nil && version < 18 {
+            guard size % parts == 0 else {
+                throw KernelError("Split cannot cut axis \(axis) of shape \(shape) into \(parts) equal parts")
+            }
+            return [Int](repeating: size / parts, count: parts)
+        }
+        let partSize = (size + parts - 1) / parts
+        let last = size - partSize * (parts - 1)
+        guard last >= 0 else {
+            throw KernelError("Split cannot cut axis \(axis) of shape \(shape) into \(parts) parts of \(partSize)")
+        }
+        return [Int](repeating: partSize, count: parts - 1) + [last]
+    }
+}

@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import Interpreter
+import ONNXGraph
+
+@main
+struct OnnxDPO: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "onnx-dpo",
+        abstract: "Inspect, run and align language models stored as ONNX files.",
+        subcommands: [Inspect.self, Run.self, Bench.self])
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a model: versions, inputs and outputs, ops, parameters, external data, unsupported ops.")
+
+    @Argument(help: "The .onnx file.")
+    var model: String
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    func run() throws {
+        let report = ModelReport(model: try Model.load(path: model))
+        print(json ? try jsonText(report) : report.text)
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a model on the arrays of an .npz and write every graph output to another .npz.")
+
+    @Option(help: "The .onnx file.")
+    var model: String
+
+    @Option(help: "An .npz whose keys are the model's input names.")
+    var inputs: String
+
+    @Option(help: "Where to write the outputs (.npz, keyed by output name).")
+    var output: String
+
+    func run() throws {
+        let written = try NPZRunner.run(modelPath: model, inputsPath: inputs, outputPath: output)
+        for (name, tensor) in written {
+            print("\(name): \(tensor.dataType)\(tensor.shape)")
+        }
+        print("wrote \(output)")
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure speed and memory.", subcommands: [Forward.self])
+
+    struct Forward: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time forward passes on generated token inputs: tokens per second and peak memory.")
+
+        @Option(help: "The .onnx file.")
+        var model: String
+
+        @Option(help: "Sequences per batch.")
+        var batch = 4
+
+        @Option(help: "Tokens per sequence.")
+        var seq = 128
+
+        @Option(help: "Untimed passes first.")
+        var warmup = 2
+
+        @Option(help: "Timed passes (the median is reported).")
+        var iterations = 5
+
+        @Flag(help: "Print one JSON object.")
+        var json = false
+
+        func run() throws {
+            let result = try ForwardBenchmark.run(
+                modelPath: model, batch: batch, seq: seq, warmup: warmup, iterations: iterations)
+            if json {
+                print(try jsonText(result))
+            } else {
+                print(String(format: "%.1f tokens/s  (%.3f s per %d×%d batch, median of %d)  peak memory %.1f MiB  load %.2f s",
+                             result.tokensPerSecond, result.secondsPerRun, batch, seq, result.iterations,
+                             Double(result.peakMemoryBytes) / 1_048_576, result.loadSeconds))
+            }
+        }
+    }
+}
+
+/// JSON with snake_case keys (`tokens_per_second`), the convention of every `--json` output.
+func jsonText<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
