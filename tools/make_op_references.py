@@ -14,6 +14,8 @@ A case module defines CASES, a list of dicts:
   inputs   list of (name, numpy array) or (name, None) for an omitted optional input; order = node input order
   outputs  list of output names (default ["y"])
   attrs    dict of attributes (default {})
+  output_type  optional TensorProto element type of the outputs (needed where ONNX cannot infer it, e.g. contrib ops)
+  domain   optional op domain (e.g. "com.microsoft" for onnxruntime's contrib ops), imported at version 1
   reference  optional callable(*inputs) -> list of arrays: numpy reference used instead of onnxruntime
            (for cases onnxruntime cannot run at that opset); the file records which one produced it.
 
@@ -57,10 +59,16 @@ def build_model(case):
         node_inputs.append(name)
         elem = helper.np_dtype_to_tensor_dtype(array.dtype)
         graph_inputs.append(helper.make_tensor_value_info(name, elem, list(array.shape)))
-    node = helper.make_node(case["op"], node_inputs, outputs, name=f"{case['name']}_node", **case.get("attrs", {}))
-    graph_outputs = [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None) for name in outputs]
+    node = helper.make_node(case["op"], node_inputs, outputs, name=f"{case['name']}_node",
+                            domain=case.get("domain", ""), **case.get("attrs", {}))
+    # A case may give its outputs' element type ("output_type"); otherwise ONNX shape inference fills it in below.
+    output_type = case.get("output_type", onnx.TensorProto.UNDEFINED)
+    graph_outputs = [helper.make_tensor_value_info(name, output_type, None) for name in outputs]
     graph = helper.make_graph([node], case["name"], graph_inputs, graph_outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case["opset"])])
+    opsets = [helper.make_opsetid("", case["opset"])]
+    if case.get("domain"):
+        opsets.append(helper.make_opsetid(case["domain"], 1))
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8 if case["opset"] <= 17 else (9 if case["opset"] <= 20 else 10)
     # onnxruntime refuses graph outputs of type UNDEFINED: let ONNX shape inference fill in their types.
     return onnx.shape_inference.infer_shapes(model)

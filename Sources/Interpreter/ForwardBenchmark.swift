@@ -18,8 +18,9 @@ public enum ForwardBenchmark {
     }
 
     /// Loads the model, runs `warmup` untimed passes and `iterations` timed ones on a `[batch, seq]` batch, and
-    /// reports the median. Token ids are drawn (seeded) below the size of the table the ids input indexes.
-    public static func run(modelPath: String, batch: Int, seq: Int, warmup: Int, iterations: Int) throws -> Result {
+    /// reports the median. A `profile` collects time per op type over the timed passes. Token ids are drawn (seeded) below the size of the table the ids input indexes.
+    public static func run(modelPath: String, batch: Int, seq: Int, warmup: Int, iterations: Int,
+                           profile: OpProfile? = nil) throws -> Result {
         let loadStart = Date()
         let model = try Model.load(path: modelPath)
         let session = try Session(model: model)
@@ -29,7 +30,7 @@ public enum ForwardBenchmark {
         var times: [Double] = []
         for _ in 0..<max(iterations, 1) {
             let start = DispatchTime.now().uptimeNanoseconds
-            _ = try session.run(feeds)
+            _ = try session.run(feeds, profile: profile)
             times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
         let median = times.sorted()[times.count / 2]

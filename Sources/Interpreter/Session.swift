@@ -1,3 +1,4 @@
+import Dispatch
 import ONNXGraph
 
 /// A model prepared to run: every node resolved to an op (unsupported ones reported here, at load), initializers
@@ -20,13 +21,16 @@ public final class Session: @unchecked Sendable {
     }
 
     private let steps: [Step]
+
+    /// The nodes the session runs, in order: the graph's, after `GraphOptimizer`'s rewrites when enabled.
+    public var nodes: [Node] { steps.map(\.node) }
     private let slotByName: [String: Int]
     private let constants: [(slot: Int, tensor: Tensor)]
     private let slotCount: Int
 
     /// Prepares `model`. Throws `InterpreterError.unsupportedOperators` listing every node the registry cannot run,
-    /// and `GraphError` for an initializer that cannot be loaded.
-    public init(model: Model, registry: OperatorRegistry = .standard) throws {
+    /// and `GraphError` for an initializer that cannot be loaded. `optimize` applies `GraphOptimizer`'s rewrites.
+    public init(model: Model, registry: OperatorRegistry = .standard, optimize: Bool = true) throws {
         self.model = model
         let graph = model.graph
         inputs = graph.runtimeInputs
@@ -35,7 +39,10 @@ public final class Session: @unchecked Sendable {
         // Every unsupported op is reported together, before anything is loaded.
         let unsupported = registry.unsupportedOperators(in: model)
         guard unsupported.isEmpty else { throw InterpreterError.unsupportedOperators(unsupported) }
-        let resolved = graph.nodes.map { try! registry.resolve($0, opsets: model.opsetImports).get() }
+        var opsets = model.opsetImports
+        opsets[GraphOptimizer.fusedDomain] = opsets[GraphOptimizer.fusedDomain] ?? 1
+        let nodes = optimize ? GraphOptimizer.optimize(graph.nodes, graphOutputs: Set(graph.outputs.map(\.name))) : graph.nodes
+        let resolved = nodes.map { try! registry.resolve($0, opsets: opsets).get() }
 
         var slots: [String: Int] = [:]
         func slot(_ name: String) -> Int {
@@ -50,7 +57,7 @@ public final class Session: @unchecked Sendable {
         for input in graph.inputs { _ = slot(input.name) }
 
         var steps: [Step] = []
-        for (node, entry) in zip(graph.nodes, resolved) {
+        for (node, entry) in zip(nodes, resolved) {
             let op: any Operator
             do {
                 op = try entry.type.init(node: node, version: entry.version)
@@ -84,8 +91,8 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Runs the graph on `feeds` (keyed by input name) and returns the graph outputs named in `outputNames`
-    /// (all of them by default).
-    public func run(_ feeds: [String: Tensor], outputNames: [String]? = nil) throws -> [String: Tensor] {
+    /// (all of them by default). With a `profile`, adds each node's wall time to its op type's total.
+    public func run(_ feeds: [String: Tensor], outputNames: [String]? = nil, profile: OpProfile? = nil) throws -> [String: Tensor] {
         try validate(feeds)
         let wanted = outputNames ?? outputs.map(\.name)
         for name in wanted where !outputs.contains(where: { $0.name == name }) {
@@ -107,8 +114,10 @@ public final class Session: @unchecked Sendable {
                 arguments.append(value)
             }
             let results: [Tensor]
+            let start = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             do {
                 results = try step.op.run(arguments)
+                profile?.record(step.node.opType, nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
             } catch let error as KernelError {
                 let shapes = arguments.map { $0.map { "\($0.dataType)\($0.shape)" } ?? "omitted" }.joined(separator: ", ")
                 throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
@@ -171,5 +180,28 @@ public final class Session: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// Wall time per op type over one or more runs (`Session.run(_:profile:)`), for finding what to optimise.
+public final class OpProfile: @unchecked Sendable {
+    public private(set) var nanoseconds: [String: UInt64] = [:]
+    public private(set) var calls: [String: Int] = [:]
+
+    public init() {}
+
+    func record(_ opType: String, nanoseconds elapsed: UInt64) {
+        nanoseconds[opType, default: 0] += elapsed
+        calls[opType, default: 0] += 1
+    }
+
+    /// One line per op type, slowest first: total seconds, share of the total, and calls.
+    public var table: String {
+        let total = max(nanoseconds.values.reduce(0, +), 1)
+        return nanoseconds.sorted { $0.value > $1.value }.map { opType, time in
+            let seconds = Double(time) / 1e9
+            let share = 100 * Double(time) / Double(total)
+            return "\(opType.padding(toLength: 20, withPad: " ", startingAt: 0)) \(String(format: "%8.3f s %5.1f%%", seconds, share))  \(calls[opType]!) calls"
+        }.joined(separator: "\n")
     }
 }

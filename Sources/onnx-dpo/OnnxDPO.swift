@@ -75,9 +75,16 @@ struct Bench: ParsableCommand {
         @Flag(help: "Print one JSON object.")
         var json = false
 
+        @Flag(help: "Also print the time spent per op type (to standard error).")
+        var profile = false
+
         func run() throws {
+            let opProfile = profile ? OpProfile() : nil
             let result = try ForwardBenchmark.run(
-                modelPath: model, batch: batch, seq: seq, warmup: warmup, iterations: iterations)
+                modelPath: model, batch: batch, seq: seq, warmup: warmup, iterations: iterations, profile: opProfile)
+            if let opProfile {
+                FileHandle.standardError.write(Data((opProfile.table + "\n").utf8))
+            }
             if json {
                 print(try jsonText(result))
             } else {

@@ -93,12 +93,14 @@ rng = np.random.default_rng(3)
 case("max_single_input", "Max", 13, [("a", rng.standard_normal((2, 3)).astype(np.float32))])
 for label, a_shape, b_shape in BINARY_SHAPES:
     case(f"max_{label}", "Max", 13,
-         [("a", rng.standard_normal(a_shape).astype(np.float32)), ("b", rng.standard_normal(b_shape).astype(np.float32))])
+         [("a", rng.standard_normal(a_shape).astype(np.float32)),
+          ("b", rng.standard_normal(b_shape).astype(np.float32))])
 case("max_three_inputs", "Max", 13,
      [("a", rng.standard_normal((2, 1, 4)).astype(np.float32)), ("b", rng.standard_normal((3, 1)).astype(np.float32)),
       ("c", rng.standard_normal((4,)).astype(np.float32))])
 case("max_nan_propagates", "Max", 13,
-     [("a", np.array([1, np.nan, 2, np.nan], dtype=np.float32)), ("b", np.array([np.nan, 1, 3, np.nan], dtype=np.float32))])
+     [("a", np.array([1, np.nan, 2, np.nan], dtype=np.float32)),
+      ("b", np.array([np.nan, 1, 3, np.nan], dtype=np.float32))])
 case("max_int64", "Max", 13,
      [("a", rng.integers(-9, 9, (2, 3)).astype(np.int64)), ("b", rng.integers(-9, 9, (3,)).astype(np.int64))])
 
@@ -109,7 +111,7 @@ positive = np.abs(general) + 0.05
 extremes = np.array([-100, -20, -1e-3, 0, 1e-3, 20, 100, np.inf, -np.inf, np.nan], dtype=np.float32)
 UNARY = [
     ("Neg", 13, general), ("Reciprocal", 13, general), ("Sqrt", 13, positive), ("Sin", 7, general),
-    ("Cos", 7, general), ("Tanh", 13, general), ("Sigmoid", 13, general),
+    ("Cos", 7, general), ("Tanh", 13, general), ("Sigmoid", 13, general), ("Erf", 13, general),
 ]
 for op, opset, x in UNARY:
     name = op.lower()
@@ -122,6 +124,8 @@ case("sqrt_negative", "Sqrt", 13, [("x", np.array([-1, -0.0, 4], dtype=np.float3
 case("neg_int64", "Neg", 13, [("x", np.array([[3, -4, 0], [2**62, -(2**62), 9]], dtype=np.int64))])
 case("neg_int32_wraps", "Neg", 13, [("x", np.array([-(2**31), 5, -7], dtype=np.int32))])
 case("sigmoid_opset21", "Sigmoid", 21, [("x", general)])
+case("sin_opset21", "Sin", 21, [("x", general)])
+case("cos_opset13", "Cos", 13, [("x", general)])
 for approximate in ("none", "tanh"):
     case(f"gelu_{approximate}", "Gelu", 20, [("x", general)], {"approximate": approximate})
     case(f"gelu_{approximate}_extremes", "Gelu", 20, [("x", extremes)], {"approximate": approximate})
@@ -147,7 +151,8 @@ for op, opsets in [("Equal", (13, 19)), ("Greater", (13,)), ("LessOrEqual", (13,
         case(f"{name}_{label}", op, opsets[-1], [("a", a), ("b", b)])
     for opset in opsets[:-1]:
         case(f"{name}_opset{opset}", op, opset,
-             [("a", rng.integers(-2, 3, (3, 4)).astype(np.float32)), ("b", rng.integers(-2, 3, (4,)).astype(np.float32))])
+             [("a", rng.integers(-2, 3, (3, 4)).astype(np.float32)),
+              ("b", rng.integers(-2, 3, (4,)).astype(np.float32))])
     case(f"{name}_int64", op, opsets[-1],
          [("a", rng.integers(-2, 3, (2, 1, 4)).astype(np.int64)), ("b", rng.integers(-2, 3, (3, 1)).astype(np.int64))])
     case(f"{name}_nan", op, opsets[-1],
@@ -192,6 +197,8 @@ CAST = [
     ("float_to_int32", fractional, TensorProto.INT32),
     ("float_to_int8", fractional, TensorProto.INT8),
     ("float_to_uint8", np.abs(fractional), TensorProto.UINT8),
+    ("float_to_uint64", np.abs(fractional), TensorProto.UINT64),
+    ("float_to_int16", fractional, TensorProto.INT16),
     ("float_to_bool", fractional, TensorProto.BOOL),
     ("float_to_float16", in_float16, TensorProto.FLOAT16),
     ("float_to_double", fractional, TensorProto.DOUBLE),
@@ -243,7 +250,8 @@ rng = np.random.default_rng(9)
 x = (rng.standard_normal((2, 3, 8)) * 2 + 1).astype(np.float32)
 STATS = ["y", "mean", "inv_std_dev"]
 case("layernorm_last_axis_bias_stats", "LayerNormalization", 17,
-     [("x", x), ("scale", rng.standard_normal((8,)).astype(np.float32)), ("b", rng.standard_normal((8,)).astype(np.float32))],
+     [("x", x), ("scale", rng.standard_normal((8,)).astype(np.float32)),
+      ("b", rng.standard_normal((8,)).astype(np.float32))],
      outputs=STATS)
 case("layernorm_last_axis_no_bias", "LayerNormalization", 17,
      [("x", x), ("scale", rng.standard_normal((8,)).astype(np.float32))])
@@ -267,8 +275,12 @@ case("layernorm_constant_rows", "LayerNormalization", 17,
      [("x", np.full((2, 4), 3.0, dtype=np.float32)), ("scale", np.ones((4,), dtype=np.float32))], outputs=STATS)
 case("layernorm_zero_rows", "LayerNormalization", 17,
      [("x", np.zeros((0, 4), dtype=np.float32)), ("scale", np.ones((4,), dtype=np.float32))], outputs=STATS)
+case("layernorm_axis1_scale_broadcasts", "LayerNormalization", 17,
+     [("x", x), ("scale", rng.standard_normal((8,)).astype(np.float32)),
+      ("b", rng.standard_normal((1, 8)).astype(np.float32))], {"axis": 1}, outputs=STATS)
 case("layernorm_opset21", "LayerNormalization", 21,
-     [("x", x), ("scale", rng.standard_normal((8,)).astype(np.float32)), ("b", rng.standard_normal((8,)).astype(np.float32))])
+     [("x", x), ("scale", rng.standard_normal((8,)).astype(np.float32)),
+      ("b", rng.standard_normal((8,)).astype(np.float32))])
 
 # --- ReduceMean -------------------------------------------------------------------------------------------------------
 rng = np.random.default_rng(10)
@@ -284,7 +296,10 @@ for label, axes in [("last", [-1]), ("middle", [1]), ("first_last", [0, 2]), ("f
         inputs = [("x", x)] + ([("axes", np.array(axes, dtype=np.int64))] if axes is not None else [])
         case(f"reducemean18_{label}_keep{keepdims}", "ReduceMean", 18, inputs, {"keepdims": keepdims})
 case("reducemean13_int64_middle", "ReduceMean", 13, [("x", xi)], {"axes": [1]})
-case("reducemean18_int64_last", "ReduceMean", 18, [("x", xi), ("axes", np.array([-1], dtype=np.int64))], {"keepdims": 0})
+case("reducemean18_int64_last", "ReduceMean", 18, [("x", xi), ("axes", np.array([-1], dtype=np.int64))],
+     {"keepdims": 0})
+case("reducemean18_axes_unsorted", "ReduceMean", 18,
+     [("x", x), ("axes", np.array([2, -3], dtype=np.int64))], {"keepdims": 0})
 case("reducemean13_default_keepdims", "ReduceMean", 13, [("x", x)], {"axes": [2]})
 case("reducemean18_empty_axes_noop", "ReduceMean", 18,
      [("x", x), ("axes", np.array([], dtype=np.int64))], {"noop_with_empty_axes": 1})

@@ -45,3 +45,14 @@ CASES.append({"name": "gemm_no_c", "op": "Gemm", "opset": 13,
               "inputs": [("a", f32(3, 4)), ("b", f32(4, 5))], "attrs": {"alpha": 1.5}})
 CASES.append({"name": "gemm_opset21", "op": "Gemm", "opset": 21,
               "inputs": [("a", f32(2, 4)), ("b", f32(4, 3)), ("c", f32(2, 3))]})
+
+# onnxruntime's contrib FusedMatMul (what GraphOptimizer writes for Transpose -> MatMul).
+for label, a, b, attrs in [
+    ("transB", (2, 3, 4), (5, 4), {"transB": 1}),
+    ("transA", (2, 4, 3), (2, 4, 5), {"transA": 1}),
+    ("both_alpha", (2, 3, 4, 6), (3, 5, 4), {"transA": 1, "transB": 1, "alpha": 0.125}),
+    ("attention", (2, 3, 6, 8), (2, 3, 6, 8), {"transB": 1}),
+    ("plain", (3, 4), (4, 5), {}),
+]:
+    CASES.append({"name": f"fusedmatmul_{label}", "op": "FusedMatMul", "domain": "com.microsoft", "opset": 17,
+                  "inputs": [("a", f32(*a)), ("b", f32(*b))], "attrs": attrs, "output_type": 1})

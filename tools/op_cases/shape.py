@@ -221,3 +221,9 @@ case("transpose_identity", "Transpose", [("x", f32(2, 3))], attrs={"perm": [0, 1
 case("transpose_int64", "Transpose", [("x", i64(3, 4, 2))], attrs={"perm": [1, 2, 0]})
 case("transpose_bool", "Transpose", [("x", boolean(3, 5))])
 case("transpose_zero_dim", "Transpose", [("x", f32(2, 0, 3))], attrs={"perm": [2, 0, 1]})
+
+# Identity: every storage kind, a scalar, an empty tensor, and the newest opset.
+case("identity_float", "Identity", [("x", f32(2, 3))])
+case("identity_int64_opset21", "Identity", [("x", np.array([[1, -2], [3, 4]], dtype=np.int64))], opset=21)
+case("identity_bool_scalar", "Identity", [("x", np.array(True))], opset=16)
+case("identity_empty", "Identity", [("x", np.zeros((0, 3), dtype=np.float32))], opset=19)

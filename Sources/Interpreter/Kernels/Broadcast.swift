@@ -100,14 +100,49 @@ public struct BroadcastPlan: Sendable {
     }
 }
 
-/// `out[i] = body(a[i'], b[i''])` with numpy broadcasting, split across cores when large.
-@inline(__always)
-public func broadcastBinary<A, B, R>(
-    _ a: [A], _ aShape: [Int], _ b: [B], _ bShape: [Int], outputShape: [Int], _ body: (A, B) -> R
-) -> [R] {
+// The loops below take the per-element function as a type (a `UnaryKernel` or `BinaryKernel`), not a closure:
+// a closure reaches the loop captured by the chunk closure that `Parallel.forEachChunk` hands to Dispatch, where
+// the optimiser cannot see through it, so every element pays an indirect call and the loop does not vectorise. A
+// loop generic over a kernel type is specialised with the function inlined: measured on 786k floats, `x * x` takes
+// 0.33 ms this way and 1.8 ms through a closure.
+
+/// A function applied to one element, as a type so that loops specialised for it inline it.
+protocol UnaryKernel {
+    associatedtype Input
+    associatedtype Output
+    static func apply(_ x: Input) -> Output
+}
+
+/// A function of two elements, as a type so that loops specialised for it inline it.
+protocol BinaryKernel {
+    associatedtype Left
+    associatedtype Right
+    associatedtype Output
+    static func apply(_ a: Left, _ b: Right) -> Output
+}
+
+/// `K.apply(x[i])` for every element, split across cores when large.
+func mapKernel<K: UnaryKernel>(_ x: [K.Input], _: K.Type) -> [K.Output] {
+    if x.isEmpty { return [] }
+    return [K.Output](unsafeUninitializedCapacity: x.count) { out, initialized in
+        x.withUnsafeBufferPointer { x in
+            let outBase = out.baseAddress!, xBase = x.baseAddress!
+            Parallel.forEachChunk(x.count) { range in
+                for i in range { (outBase + i).initialize(to: K.apply(xBase[i])) }
+            }
+        }
+        initialized = x.count
+    }
+}
+
+/// `K.apply(a[i'], b[i''])` with numpy broadcasting into `outputShape`, split across cores when large: walking a
+/// `BroadcastPlan`.
+func broadcastKernel<K: BinaryKernel>(
+    _ a: [K.Left], _ aShape: [Int], _ b: [K.Right], _ bShape: [Int], outputShape: [Int], _: K.Type
+) -> [K.Output] {
     let plan = BroadcastPlan(output: outputShape, operands: [aShape, bShape])
     if plan.count == 0 { return [] }
-    return [R](unsafeUninitializedCapacity: plan.count) { out, initialized in
+    return [K.Output](unsafeUninitializedCapacity: plan.count) { out, initialized in
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
                 let outBase = out.baseAddress!, aBase = a.baseAddress!, bBase = b.baseAddress!
@@ -115,10 +150,10 @@ public func broadcastBinary<A, B, R>(
                     plan.forEachRun(in: range) { position, run, offsets, inner in
                         let o = outBase + position, x = aBase + offsets[0], y = bBase + offsets[1]
                         switch (inner[0], inner[1]) {
-                        case (1, 1): for k in 0..<run { (o + k).initialize(to: body(x[k], y[k])) }
-                        case (0, 1): let xv = x[0]; for k in 0..<run { (o + k).initialize(to: body(xv, y[k])) }
-                        case (1, 0): let yv = y[0]; for k in 0..<run { (o + k).initialize(to: body(x[k], yv)) }
-                        case let (sx, sy): for k in 0..<run { (o + k).initialize(to: body(x[k * sx], y[k * sy])) }
+                        case (1, 1): for k in 0..<run { (o + k).initialize(to: K.apply(x[k], y[k])) }
+                        case (0, 1): let xv = x[0]; for k in 0..<run { (o + k).initialize(to: K.apply(xv, y[k])) }
+                        case (1, 0): let yv = y[0]; for k in 0..<run { (o + k).initialize(to: K.apply(x[k], yv)) }
+                        case let (sx, sy): for k in 0..<run { (o + k).initialize(to: K.apply(x[k * sx], y[k * sy])) }
                         }
                     }
                 }
@@ -128,25 +163,25 @@ public func broadcastBinary<A, B, R>(
     }
 }
 
-/// `out[i] = body(cond[i'], a[i''], b[i'''])` with numpy broadcasting (for `Where`), split across cores when large.
-@inline(__always)
-public func broadcastTernary<C, A, B, R>(
-    _ c: [C], _ cShape: [Int], _ a: [A], _ aShape: [Int], _ b: [B], _ bShape: [Int], outputShape: [Int],
-    _ body: (C, A, B) -> R
-) -> [R] {
-    let plan = BroadcastPlan(output: outputShape, operands: [cShape, aShape, bShape])
+/// `condition ? a : b` with numpy broadcasting of all three, split across cores when large (for `Where`).
+func broadcastSelect<T>(
+    _ condition: [Bool], _ conditionShape: [Int], _ a: [T], _ aShape: [Int], _ b: [T], _ bShape: [Int],
+    outputShape: [Int]
+) -> [T] {
+    let plan = BroadcastPlan(output: outputShape, operands: [conditionShape, aShape, bShape])
     if plan.count == 0 { return [] }
-    return [R](unsafeUninitializedCapacity: plan.count) { out, initialized in
-        c.withUnsafeBufferPointer { c in
+    return [T](unsafeUninitializedCapacity: plan.count) { out, initialized in
+        condition.withUnsafeBufferPointer { c in
             a.withUnsafeBufferPointer { a in
                 b.withUnsafeBufferPointer { b in
-                    let outBase = out.baseAddress!, cBase = c.baseAddress!, aBase = a.baseAddress!, bBase = b.baseAddress!
+                    let outBase = out.baseAddress!, cBase = c.baseAddress!
+                    let aBase = a.baseAddress!, bBase = b.baseAddress!
                     Parallel.forEachChunk(plan.count) { range in
                         plan.forEachRun(in: range) { position, run, offsets, inner in
                             let o = outBase + position
                             let z = cBase + offsets[0], x = aBase + offsets[1], y = bBase + offsets[2]
                             let (sz, sx, sy) = (inner[0], inner[1], inner[2])
-                            for k in 0..<run { (o + k).initialize(to: body(z[k * sz], x[k * sx], y[k * sy])) }
+                            for k in 0..<run { (o + k).initialize(to: z[k * sz] ? x[k * sx] : y[k * sy]) }
                         }
                     }
                 }
@@ -156,17 +191,3 @@ public func broadcastTernary<C, A, B, R>(
     }
 }
 
-/// `out[i] = body(x[i])`, split across cores when large.
-@inline(__always)
-public func mapElements<A, R>(_ x: [A], _ body: (A) -> R) -> [R] {
-    if x.isEmpty { return [] }
-    return [R](unsafeUninitializedCapacity: x.count) { out, initialized in
-        x.withUnsafeBufferPointer { x in
-            let outBase = out.baseAddress!, xBase = x.baseAddress!
-            Parallel.forEachChunk(x.count) { range in
-                for i in range { (outBase + i).initialize(to: body(xBase[i])) }
-            }
-        }
-        initialized = x.count
-    }
-}

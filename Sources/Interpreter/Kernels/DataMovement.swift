@@ -41,6 +41,21 @@ extension ElementMovement {
     }
 }
 
+/// `tensor` broadcast (numpy rules) to `shape`, which it must broadcast to: leading new dimensions and dimensions
+/// of size 1 re-read the same elements (stride 0). Returns `tensor` itself when the shape is already `shape`.
+func expanded(_ tensor: Tensor, to shape: [Int]) throws(KernelError) -> Tensor {
+    if tensor.shape == shape { return tensor }
+    guard (try? broadcastShape([tensor.shape, shape])) == shape else {
+        throw KernelError("shape \(tensor.shape) does not broadcast to \(shape)")
+    }
+    let inputStrides = contiguousStrides(tensor.shape)
+    let leading = shape.count - tensor.rank
+    let strides = (0..<shape.count).map { axis in
+        axis < leading || tensor.shape[axis - leading] == 1 ? 0 : inputStrides[axis - leading]
+    }
+    return try moveElements(from: [tensor], shape: shape, dataType: tensor.dataType, StridedView(shape: shape, strides: strides))
+}
+
 /// Calls `body` with buffer pointers to every array of `arrays`, kept valid for the whole call.
 private func withBuffers<Element, Result>(
     _ arrays: ArraySlice<[Element]>, _ buffers: [UnsafeBufferPointer<Element>],
@@ -100,7 +115,8 @@ struct StridedView: ElementMovement {
         let view = simplified()
         let source = sources[0].baseAddress! + view.offset
         let rank = view.shape.count
-        if rank >= 2 && view.strides[rank - 1] != 1 && view.strides[rank - 2] == 1 {
+        // A broadcast innermost dimension (stride 0) is better served by the fills below.
+        if rank >= 2 && view.strides[rank - 1] != 1 && view.strides[rank - 1] != 0 && view.strides[rank - 2] == 1 {
             view.copyTransposedTiles(source, into: output, count: count)
             return
         }

@@ -38,23 +38,23 @@ struct Cast: Operator {
         case .float(let x):
             switch to.storageKind {
             case .float: storage = .float(roundedToPrecision(x, to))
-            case .int64 where to == .uint64: storage = .int64(mapElements(x) { Self.truncatedToUInt64(Double($0)) })
-            case .int64: storage = .int64(wrappedToWidth(mapElements(x) { Self.truncatedToInt64(Double($0)) }, to))
-            default: storage = .bool(mapElements(x) { $0 != 0 })
+            case .int64 where to == .uint64: storage = .int64(x.map { Self.truncatedToUInt64(Double($0)) })
+            case .int64: storage = .int64(wrappedToWidth(x.map { Self.truncatedToInt64(Double($0)) }, to))
+            default: storage = .bool(x.map { $0 != 0 })
             }
         case .int64(let x):
             switch to.storageKind {
             case .float:
                 let values = input.dataType == .uint64
-                    ? mapElements(x) { Float(UInt64(bitPattern: $0)) } : mapElements(x) { Float($0) }
+                    ? x.map { Float(UInt64(bitPattern: $0)) } : x.map { Float($0) }
                 storage = .float(roundedToPrecision(values, to))
             case .int64: storage = .int64(wrappedToWidth(x, to))
-            default: storage = .bool(mapElements(x) { $0 != 0 })
+            default: storage = .bool(x.map { $0 != 0 })
             }
         case .bool(let x):
             switch to.storageKind {
-            case .float: storage = .float(mapElements(x) { $0 ? 1 : 0 })
-            case .int64: storage = .int64(mapElements(x) { $0 ? 1 : 0 })
+            case .float: storage = .float(x.map { $0 ? 1 : 0 })
+            case .int64: storage = .int64(x.map { $0 ? 1 : 0 })
             default: storage = .bool(x)
             }
         }

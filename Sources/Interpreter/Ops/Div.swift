@@ -3,14 +3,18 @@ import ONNXGraph
 /// `C = A / B` elementwise with numpy broadcasting (ONNX `Div`; 14 adds the 8- and 16-bit integer types).
 ///
 /// Integer division truncates toward zero, as C and onnxruntime do, and division by zero is an error rather than
-/// a crash. Floating division follows IEEE 754 (`1 / 0 = inf`).
+/// a crash; uint64 (held as `Int64` bit patterns) divides as unsigned. Floating division follows IEEE 754
+/// (`1 / 0 = inf`).
 ///
 /// Backward: `dA = dC / B`, `dB = -dC * A / B²`, each summed over the axes its input was broadcast along.
-struct Div: Operator {
+struct Div: ArithmeticOperator {
     static let opType = "Div"
     static let sinceVersions = [13, 14]
 
-    init(node: Node, version: Int) throws {}
+    static func float(_ a: Float, _ b: Float) -> Float { a / b }
+    /// `dividedReportingOverflow` wraps `Int64.min / -1` to `Int64.min` instead of trapping; zero divisors are
+    /// rejected before any division.
+    static func integer(_ a: Int64, _ b: Int64) -> Int64 { a.dividedReportingOverflow(by: b).partialValue }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let a = try inputs.required(0), b = try inputs.required(1)
@@ -20,12 +24,16 @@ struct Div: Operator {
             throw KernelError("Div: integer division by zero (B of shape \(b.shape) holds a 0)")
         }
         if a.dataType == .uint64 {
-            return [try broadcastArithmetic(a, b, Self.opType, float: { $0 / $1 }, integer: { x, y in
-                Int64(bitPattern: UInt64(bitPattern: x) / UInt64(bitPattern: y))
-            })]
+            return [try broadcastArithmetic(a, b, Self.opType, float: FloatArithmetic<Self>.self,
+                                            integer: UnsignedDivision.self)]
         }
-        // `dividedReportingOverflow` wraps Int64.min / -1 to Int64.min instead of trapping.
-        return [try broadcastArithmetic(a, b, Self.opType, float: { $0 / $1 },
-                                        integer: { $0.dividedReportingOverflow(by: $1).partialValue })]
+        return [try broadcastArithmetic(a, b, Self.self)]
+    }
+}
+
+/// Division of uint64 values held as `Int64` bit patterns.
+private enum UnsignedDivision: BinaryKernel {
+    static func apply(_ a: Int64, _ b: Int64) -> Int64 {
+        Int64(bitPattern: UInt64(bitPattern: a) / UInt64(bitPattern: b))
     }
 }

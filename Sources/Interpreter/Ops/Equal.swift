@@ -4,14 +4,12 @@ import ONNXGraph
 /// interpreter does not hold). NaN equals nothing.
 ///
 /// Backward: none (bool output).
-struct Equal: Operator {
+struct Equal: ComparisonOperator {
     static let opType = "Equal"
     static let sinceVersions = [13, 19]
 
-    init(node: Node, version: Int) throws {}
-
-    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
-        [try broadcastComparison(try inputs.required(0), try inputs.required(1), Self.opType,
-                                 float: { $0 == $1 }, integer: { $0 == $1 }, bool: { $0 == $1 })]
-    }
+    static func float(_ a: Float, _ b: Float) -> Bool { a == b }
+    static func integer(_ a: Int64, _ b: Int64) -> Bool { a == b }
+    static let comparesBools = true
+    static func bool(_ a: Bool, _ b: Bool) -> Bool { a == b }
 }

@@ -15,15 +15,6 @@ struct Expand: Operator {
         guard shapeInput.rank == 1, target.allSatisfy({ $0 >= 0 }) else {
             throw KernelError("Expand's shape must be a 1-D tensor of sizes >= 0, got \(target) (shape \(shapeInput.shape))")
         }
-        let shape = try broadcastShape([input.shape, target])
-        if shape == input.shape { return [input] }
-        // Leading new dimensions and broadcast dimensions of size 1 re-read the same elements: stride 0.
-        let inputStrides = contiguousStrides(input.shape)
-        let leading = shape.count - input.rank
-        let strides = (0..<shape.count).map { axis in
-            axis < leading || input.shape[axis - leading] == 1 ? 0 : inputStrides[axis - leading]
-        }
-        let view = StridedView(shape: shape, strides: strides)
-        return [try moveElements(from: [input], shape: shape, dataType: input.dataType, view)]
+        return [try expanded(input, to: try broadcastShape([input.shape, target]))]
     }
 }

@@ -28,13 +28,19 @@ struct Gelu: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let input = try inputs.required(0)
-        if approximate {
-            let scale = Float((2 / Double.pi).squareRoot())
-            return [try mapFloats(input, Self.opType) { x in
-                0.5 * x * (1 + Foundation.tanh(scale * (x + 0.044715 * x * x * x)))
-            }]
+        return [approximate ? try mapFloats(input, Self.opType, TanhApproximation.self)
+                            : try mapFloats(input, Self.opType, Exact.self)]
+    }
+
+    /// `X/2 · (1 + erf(X / √2))`.
+    private enum Exact: UnaryKernel {
+        static func apply(_ x: Float) -> Float { 0.5 * x * (1 + Foundation.erf(x * Float(0.5.squareRoot()))) }
+    }
+
+    /// `X/2 · (1 + tanh(√(2/π) · (X + 0.044715 X³)))`.
+    private enum TanhApproximation: UnaryKernel {
+        static func apply(_ x: Float) -> Float {
+            0.5 * x * (1 + Foundation.tanh(Float((2 / Double.pi).squareRoot()) * (x + 0.044715 * x * x * x)))
         }
-        let inverseRootTwo = Float(1 / 2.0.squareRoot())
-        return [try mapFloats(input, Self.opType) { x in 0.5 * x * (1 + Foundation.erf(x * inverseRootTwo)) }]
     }
 }

@@ -34,11 +34,8 @@ struct Gemm: Operator {
         var out: [Float]
         var beta: Float = 0
         if let c = inputs.optional(2), self.beta != 0 {
-            guard case .float(let z) = c.storage else { throw KernelError("C must be floating-point, got \(c.dataType)") }
-            guard (try? broadcastShape([c.shape, [m, n]])) == [m, n] else {
-                throw KernelError("C of shape \(c.shape) does not broadcast to [\(m), \(n)]")
-            }
-            out = c.shape == [m, n] ? z : broadcastBinary(z, c.shape, [Float(0)], [1], outputShape: [m, n]) { value, _ in value }
+            guard c.storage.kind == .float else { throw KernelError("C must be floating-point, got \(c.dataType)") }
+            out = try expanded(c, to: [m, n]).floats
             beta = self.beta
         } else {
             out = [Float](repeating: 0, count: m * n)

@@ -4,17 +4,19 @@ import ONNXGraph
 /// interpreter does not hold).
 ///
 /// Backward: none (bool output).
-struct IsNaN: Operator {
+struct IsNaN: Operator, UnaryKernel {
     static let opType = "IsNaN"
     static let sinceVersions = [13, 20]
 
     init(node: Node, version: Int) throws {}
+
+    static func apply(_ x: Float) -> Bool { x.isNaN }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let input = try inputs.required(0)
         guard case .float(let x) = input.storage else {
             throw KernelError("IsNaN needs a floating-point input, got \(input.dataType)")
         }
-        return [Tensor(shape: input.shape, bools: mapElements(x) { $0.isNaN })]
+        return [Tensor(shape: input.shape, bools: mapKernel(x, Self.self))]
     }
 }

@@ -41,11 +41,10 @@ struct LayerNormalization: Operator {
         let normalizedShape = Array(input.shape[axis...])
         let rowLength = normalizedShape.reduce(1, *), rows = input.shape[..<axis].reduce(1, *)
         guard rowLength > 0 else {
-            throw KernelError("LayerNormalization: X.shape[\(axis)...] = \(normalizedShape) has no elements to normalise")
+            throw KernelError("LayerNormalization: X.shape[\(axis)...] = \(normalizedShape) is empty")
         }
         let scaleRow = try Self.row(scale, "Scale", input, normalizedShape)
         let biasRow = try bias.map { try Self.row($0, "B", input, normalizedShape) }
-        let epsilon = self.epsilon
 
         var means = [Float](repeating: 0, count: rows), inverseDeviations = [Float](repeating: 0, count: rows)
         let y = [Float](unsafeUninitializedCapacity: x.count) { out, initialized in
@@ -54,28 +53,9 @@ struct LayerNormalization: Operator {
                     inverseDeviations.withUnsafeMutableBufferPointer { inverseDeviations in
                         scaleRow.withUnsafeBufferPointer { scale in
                             (biasRow ?? []).withUnsafeBufferPointer { bias in
-                                let xBase = x.baseAddress!, yBase = out.baseAddress!
-                                let meanBase = means.baseAddress!, inverseBase = inverseDeviations.baseAddress!
-                                let scaleBase = scale.baseAddress!
-                                let biasBase = biasRow == nil ? nil : bias.baseAddress
-                                forEachRowChunk(rows: rows, rowLength: rowLength) { range in
-                                    for row in range {
-                                        let input = xBase + row * rowLength, output = yBase + row * rowLength
-                                        let mean = vectorSum(input, rowLength) / Float(rowLength)
-                                        let variance = vectorSquaredDeviationSum(input, rowLength, center: mean)
-                                            / Float(rowLength)
-                                        let inverse = 1 / (variance + epsilon).squareRoot()
-                                        if let biasBase {
-                                            for k in 0..<rowLength {
-                                                output[k] = (input[k] - mean) * inverse * scaleBase[k] + biasBase[k]
-                                            }
-                                        } else {
-                                            for k in 0..<rowLength { output[k] = (input[k] - mean) * inverse * scaleBase[k] }
-                                        }
-                                        meanBase[row] = mean
-                                        inverseBase[row] = inverse
-                                    }
-                                }
+                                normalize(x.baseAddress!, out.baseAddress!, rows: rows, rowLength: rowLength,
+                                          scale: scale.baseAddress!, bias: biasRow == nil ? nil : bias.baseAddress,
+                                          means: means.baseAddress!, inverseDeviations: inverseDeviations.baseAddress!)
                             }
                         }
                     }
@@ -91,18 +71,45 @@ struct LayerNormalization: Operator {
         ]
     }
 
+    /// Normalises `rows` rows of `rowLength` from `x` into `y`, recording each row's mean and 1/σ.
+    private func normalize(
+        _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, rowLength: Int,
+        scale: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        means: UnsafeMutablePointer<Float>, inverseDeviations: UnsafeMutablePointer<Float>
+    ) {
+        let epsilon = self.epsilon, count = Float(rowLength)
+        forEachRowChunk(rows: rows, rowLength: rowLength) { range in
+            for row in range {
+                let input = x + row * rowLength, output = y + row * rowLength
+                let mean = vectorSum(input, rowLength) / count
+                let variance = vectorSquaredDeviationSum(input, rowLength, center: mean) / count
+                let inverse = 1 / (variance + epsilon).squareRoot()
+                if let bias {
+                    for k in 0..<rowLength { output[k] = (input[k] - mean) * inverse * scale[k] + bias[k] }
+                } else {
+                    for k in 0..<rowLength { output[k] = (input[k] - mean) * inverse * scale[k] }
+                }
+                means[row] = mean
+                inverseDeviations[row] = inverse
+            }
+        }
+    }
+
     /// `parameter` (Scale or B) broadcast to one row of `normalizedShape`, checked against X's type.
     private static func row(
         _ parameter: Tensor, _ name: String, _ input: Tensor, _ normalizedShape: [Int]
     ) throws(KernelError) -> [Float] {
         guard parameter.dataType == input.dataType, case .float(let values) = parameter.storage else {
-            throw KernelError("LayerNormalization: \(name) must have X's type \(input.dataType), got \(parameter.dataType)")
+            throw KernelError(
+                "LayerNormalization: \(name) must have X's type \(input.dataType), got \(parameter.dataType)")
         }
         if parameter.shape == normalizedShape { return values }
-        guard (try? broadcastShape([normalizedShape, parameter.shape])) == normalizedShape else {
+        // Leading 1s do not change which row element a value applies to ([1, D] serves a [D] row).
+        let shape = Array(parameter.shape.drop { $0 == 1 })
+        guard (try? broadcastShape([normalizedShape, shape])) == normalizedShape else {
             throw KernelError("LayerNormalization: \(name) of shape \(parameter.shape) does not broadcast to "
                               + "X.shape[axis...] = \(normalizedShape)")
         }
-        return broadcastBinary(values, parameter.shape, [Float(0)], [], outputShape: normalizedShape) { value, _ in value }
+        return try expanded(parameter.reshaped(shape), to: normalizedShape).floats
     }
 }

@@ -4,14 +4,10 @@ import ONNXGraph
 /// Opset 12's version is listed too, so that models at opsets 13 to 15 resolve it.
 ///
 /// Backward: none (bool output).
-struct LessOrEqual: Operator {
+struct LessOrEqual: ComparisonOperator {
     static let opType = "LessOrEqual"
     static let sinceVersions = [12, 16]
 
-    init(node: Node, version: Int) throws {}
-
-    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
-        [try broadcastComparison(try inputs.required(0), try inputs.required(1), Self.opType,
-                                 float: { $0 <= $1 }, integer: { $0 <= $1 })]
-    }
+    static func float(_ a: Float, _ b: Float) -> Bool { a <= b }
+    static func integer(_ a: Int64, _ b: Int64) -> Bool { a <= b }
 }

@@ -12,13 +12,21 @@ struct Neg: Operator {
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let input = try inputs.required(0)
         switch input.storage {
-        case .float(let x):
-            return [Tensor(shape: input.shape, floats: mapElements(x) { -$0 }, dataType: input.dataType)]
+        case .float:
+            return [try mapFloats(input, Self.opType, FloatNegation.self)]
         case .int64(let x):
-            return [Tensor(shape: input.shape, int64s: wrappedToWidth(mapElements(x) { 0 &- $0 }, input.dataType),
-                           dataType: input.dataType)]
+            let values = wrappedToWidth(mapKernel(x, IntegerNegation.self), input.dataType)
+            return [Tensor(shape: input.shape, int64s: values, dataType: input.dataType)]
         case .bool:
             throw KernelError("Neg is not defined for bool inputs")
         }
+    }
+
+    private enum FloatNegation: UnaryKernel {
+        static func apply(_ x: Float) -> Float { -x }
+    }
+
+    private enum IntegerNegation: UnaryKernel {
+        static func apply(_ x: Int64) -> Int64 { 0 &- x }
     }
 }

@@ -23,19 +23,17 @@ struct Pow: Operator {
         case (.float(let x), .float(let y)):
             return [Self.floatPower(x, y, base: base, exponent: exponent, shape: shape)]
         case (.float(let x), .int64(let y)):
-            return [Self.floatPower(x, mapElements(y) { Float($0) }, base: base, exponent: exponent, shape: shape)]
+            return [Self.floatPower(x, y.map { Float($0) }, base: base, exponent: exponent, shape: shape)]
         case (.int64(let x), .int64(let y)):
             if x.contains(0), y.contains(where: { $0 < 0 }),
-               broadcastBinary(x, base.shape, y, exponent.shape, outputShape: shape, { $0 == 0 && $1 < 0 })
+               broadcastKernel(x, base.shape, y, exponent.shape, outputShape: shape, ZeroToNegativePower.self)
                 .contains(true) {
                 throw KernelError("Pow: integer 0 raised to a negative power")
             }
-            let values = broadcastBinary(x, base.shape, y, exponent.shape, outputShape: shape, Self.integerPower)
+            let values = broadcastKernel(x, base.shape, y, exponent.shape, outputShape: shape, IntegerPower.self)
             return [Tensor(shape: shape, int64s: wrappedToWidth(values, base.dataType), dataType: base.dataType)]
         case (.int64(let x), .float(let y)):
-            let values = broadcastBinary(x, base.shape, y, exponent.shape, outputShape: shape) { x, y in
-                Cast.truncatedToInt64(Foundation.pow(Double(x), Double(y)))
-            }
+            let values = broadcastKernel(x, base.shape, y, exponent.shape, outputShape: shape, IntegerFloatPower.self)
             return [Tensor(shape: shape, int64s: wrappedToWidth(values, base.dataType), dataType: base.dataType)]
         default:
             throw KernelError("Pow is not defined for a \(base.dataType) base and a \(exponent.dataType) exponent")
@@ -48,34 +46,64 @@ struct Pow: Operator {
         if y.count == 1 && shape == base.shape {
             switch y[0] {
             case 1: values = x
-            case 2: values = mapElements(x) { $0 * $0 }
-            case 3: values = mapElements(x) { $0 * $0 * $0 }
-            // pow(-0, 0.5) is +0 and pow(-inf, 0.5) is +inf, where sqrt gives -0 and NaN.
-            case 0.5: values = mapElements(x) { $0 == -.infinity ? .infinity : $0.squareRoot() + 0 }
-            case let power: values = mapElements(x) { Foundation.pow($0, power) }
+            case 2: values = mapKernel(x, Square.self)
+            case 3: values = mapKernel(x, Cube.self)
+            case 0.5: values = mapKernel(x, SquareRoot.self)
+            case let power: values = x.map { Foundation.pow($0, power) }
             }
         } else {
-            values = broadcastBinary(x, base.shape, y, exponent.shape, outputShape: shape) { Foundation.pow($0, $1) }
+            values = broadcastKernel(x, base.shape, y, exponent.shape, outputShape: shape, FloatPower.self)
         }
         return Tensor(shape: shape, floats: roundedToPrecision(values, base.dataType), dataType: base.dataType)
     }
 
+    /// Whether an integer `0 ^ negative` occurs, which has no integer result.
+    private enum ZeroToNegativePower: BinaryKernel {
+        static func apply(_ base: Int64, _ exponent: Int64) -> Bool { base == 0 && exponent < 0 }
+    }
+
+    private enum Square: UnaryKernel {
+        static func apply(_ x: Float) -> Float { x * x }
+    }
+
+    private enum Cube: UnaryKernel {
+        static func apply(_ x: Float) -> Float { x * x * x }
+    }
+
+    /// `x ^ 0.5`: `pow(-0, 0.5)` is +0 and `pow(-inf, 0.5)` is +inf, where `sqrt` gives -0 and NaN.
+    private enum SquareRoot: UnaryKernel {
+        static func apply(_ x: Float) -> Float { x == -.infinity ? .infinity : x.squareRoot() + 0 }
+    }
+
+    private enum FloatPower: BinaryKernel {
+        static func apply(_ x: Float, _ y: Float) -> Float { Foundation.pow(x, y) }
+    }
+
+    /// An integer base to a floating power, computed in `Double` and truncated toward zero as onnxruntime does.
+    private enum IntegerFloatPower: BinaryKernel {
+        static func apply(_ x: Int64, _ y: Float) -> Int64 {
+            Cast.truncatedToInt64(Foundation.pow(Double(x), Double(y)))
+        }
+    }
+
     /// `base ^ exponent` by repeated squaring, wrapping on overflow; a negative exponent gives the truncated
     /// reciprocal (0 unless the base is ±1). Base 0 with a negative exponent is rejected before this is called.
-    private static func integerPower(_ base: Int64, _ exponent: Int64) -> Int64 {
-        if exponent < 0 {
-            switch base {
-            case 1: return 1
-            case -1: return exponent & 1 == 0 ? 1 : -1
-            default: return 0
+    private enum IntegerPower: BinaryKernel {
+        static func apply(_ base: Int64, _ exponent: Int64) -> Int64 {
+            if exponent < 0 {
+                switch base {
+                case 1: return 1
+                case -1: return exponent & 1 == 0 ? 1 : -1
+                default: return 0
+                }
             }
+            var result: Int64 = 1, factor = base, remaining = exponent
+            while remaining > 0 {
+                if remaining & 1 == 1 { result = result &* factor }
+                factor = factor &* factor
+                remaining >>= 1
+            }
+            return result
         }
-        var result: Int64 = 1, factor = base, remaining = exponent
-        while remaining > 0 {
-            if remaining & 1 == 1 { result = result &* factor }
-            factor = factor &* factor
-            remaining >>= 1
-        }
-        return result
     }
 }

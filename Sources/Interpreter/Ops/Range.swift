@@ -47,6 +47,7 @@ struct RangeOperator: Operator {
         }
     }
 
+    /// `count`, or an error when it is more than a range should hold.
     private func checkedCount(_ count: Int) throws(KernelError) -> Int {
         guard count <= Self.maximumCount else {
             throw KernelError("Range would produce more than \(Self.maximumCount) elements")
@@ -54,6 +55,7 @@ struct RangeOperator: Operator {
         return count
     }
 
+    /// `count` values from `start`, each `delta` more than the previous.
     private func accumulate<Value: AdditiveArithmetic>(from start: Value, by delta: Value, count: Int) -> [Value] {
         var values: [Value] = []
         values.reserveCapacity(count)

@@ -35,7 +35,8 @@ struct ReduceMean: Operator {
         for axis in requested {
             let axis = try normalizedAxis(axis, rank: data.rank)
             guard axis < data.rank, !reduced[axis] else {
-                throw KernelError("ReduceMean: axes \(requested) repeat an axis or are out of range for rank \(data.rank)")
+                throw KernelError(
+                    "ReduceMean: axes \(requested) repeat an axis or are out of range for rank \(data.rank)")
             }
             reduced[axis] = true
         }
@@ -48,9 +49,10 @@ struct ReduceMean: Operator {
             var sums = Self.sums(x, data.shape, keptShape, zero: 0, add: { $0 + $1 }, rowSum: vectorSum)
             if reducedCount > 0 {
                 let scale = 1 / Float(reducedCount)
-                sums = mapElements(sums) { $0 * scale }
+                sums = sums.map { $0 * scale }
             }
-            return [Tensor(shape: outputShape, floats: roundedToPrecision(sums, data.dataType), dataType: data.dataType)]
+            sums = roundedToPrecision(sums, data.dataType)
+            return [Tensor(shape: outputShape, floats: sums, dataType: data.dataType)]
         case .int64(let x):
             var sums = Self.sums(x, data.shape, keptShape, zero: 0, add: { $0 &+ $1 }) { values, count in
                 var total: Int64 = 0
@@ -59,7 +61,7 @@ struct ReduceMean: Operator {
             }
             if reducedCount > 0 {
                 let divisor = Int64(reducedCount)
-                sums = mapElements(sums) { $0 / divisor }
+                sums = sums.map { $0 / divisor }
             }
             return [Tensor(shape: outputShape, int64s: sums, dataType: data.dataType)]
         case .bool:

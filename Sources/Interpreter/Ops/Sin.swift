@@ -4,13 +4,9 @@ import ONNXGraph
 /// `Y = sin(X)` elementwise (ONNX `Sin`).
 ///
 /// Backward: `dX = dY * cos(X)`.
-struct Sin: Operator {
+struct Sin: FloatFunctionOperator {
     static let opType = "Sin"
     static let sinceVersions = [7]
 
-    init(node: Node, version: Int) throws {}
-
-    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
-        [try mapFloats(try inputs.required(0), Self.opType) { Foundation.sin($0) }]
-    }
+    static func apply(_ x: Float) -> Float { Foundation.sin(x) }
 }

@@ -4,13 +4,9 @@ import ONNXGraph
 /// `Y = tanh(X)` elementwise (ONNX `Tanh`).
 ///
 /// Backward: `dX = dY * (1 - Y²)`.
-struct Tanh: Operator {
+struct Tanh: FloatFunctionOperator {
     static let opType = "Tanh"
     static let sinceVersions = [13]
 
-    init(node: Node, version: Int) throws {}
-
-    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
-        [try mapFloats(try inputs.required(0), Self.opType) { Foundation.tanh($0) }]
-    }
+    static func apply(_ x: Float) -> Float { Foundation.tanh(x) }
 }

@@ -21,11 +21,11 @@ struct Where: Operator {
         let storage: Tensor.Storage
         switch (x.storage, y.storage) {
         case (.float(let a), .float(let b)):
-            storage = .float(broadcastTernary(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape) { $0 ? $1 : $2 })
+            storage = .float(broadcastSelect(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape))
         case (.int64(let a), .int64(let b)):
-            storage = .int64(broadcastTernary(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape) { $0 ? $1 : $2 })
+            storage = .int64(broadcastSelect(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape))
         case (.bool(let a), .bool(let b)):
-            storage = .bool(broadcastTernary(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape) { $0 ? $1 : $2 })
+            storage = .bool(broadcastSelect(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape))
         default:
             throw KernelError("Where: X and Y must have the same type, got \(x.dataType) and \(y.dataType)")
         }

@@ -1,0 +1,100 @@
+import ONNXGraph
+
+/// numpy-style batched matrix product, `Y = alpha · op(A) · op(B)`, where `op` transposes the last two axes when
+/// asked, shared by `MatMul`, `FusedMatMul` and (later) their gradients.
+///
+/// Shapes: `op(A)` `[..., M, K]`, `op(B)` `[..., K, N]`, Y `[..., M, N]`; batch axes broadcast. 1-D operands are
+/// promoted as numpy does (a leading 1 for A, a trailing 1 for B) and the added axis removed from Y. Floating-point
+/// products are GEMMs reading the operands in place: one GEMM when B is a single matrix (A's batch folds into
+/// M), otherwise one per batch entry.
+func matrixProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false, alpha: Float = 1) throws(KernelError) -> Tensor {
+    guard a.dataType == b.dataType else {
+        throw KernelError("operands have different types: \(a.dataType) and \(b.dataType)")
+    }
+    guard a.rank >= 1, b.rank >= 1 else {
+        throw KernelError("operands must have rank >= 1, got \(a.shape) and \(b.shape)")
+    }
+    guard !(transposeA && a.rank < 2), !(transposeB && b.rank < 2) else {
+        throw KernelError("a transposed operand must have rank >= 2, got \(a.shape) and \(b.shape)")
+    }
+    let aShape = a.rank == 1 ? [1] + a.shape : a.shape
+    let bShape = b.rank == 1 ? b.shape + [1] : b.shape
+    let (aRows, aColumns) = (aShape[aShape.count - 2], aShape[aShape.count - 1])
+    let (bRows, bColumns) = (bShape[bShape.count - 2], bShape[bShape.count - 1])
+    let (m, k) = transposeA ? (aColumns, aRows) : (aRows, aColumns)
+    let (bInner, n) = transposeB ? (bColumns, bRows) : (bRows, bColumns)
+    guard bInner == k else {
+        throw KernelError("inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")")
+    }
+    let aBatch = Array(aShape.dropLast(2)), bBatch = Array(bShape.dropLast(2))
+    let batch = try broadcastShape([aBatch, bBatch])
+    var outputShape = batch + [m, n]
+    if b.rank == 1 { outputShape.removeLast() }
+    if a.rank == 1 { outputShape.remove(at: outputShape.count - (b.rank == 1 ? 1 : 2)) }
+
+    let batchCount = batch.reduce(1, *)
+    let count = batchCount * m * n
+    switch (a.storage, b.storage) {
+    case (.float(let x), .float(let y)):
+        let product = [Float](unsafeUninitializedCapacity: count) { out, initialized in
+            initialized = count
+            guard count > 0 else { return }
+            guard k > 0 else { return out.initialize(repeating: 0) }
+            x.withUnsafeBufferPointer { x in
+                y.withUnsafeBufferPointer { y in
+                    let (xBase, yBase, outBase) = (x.baseAddress!, y.baseAddress!, out.baseAddress!)
+                    if bBatch.reduce(1, *) == 1 && aBatch == batch && !transposeA {
+                        // B is one matrix for every batch entry: fold A's batch into its rows.
+                        BLAS.sgemm(transposeA: false, transposeB: transposeB, m: batchCount * m, n: n, k: k,
+                                   alpha: alpha, a: xBase, lda: aColumns, b: yBase, ldb: bColumns,
+                                   beta: 0, c: outBase, ldc: n)
+                        return
+                    }
+                    // One GEMM per batch entry; the entries (attention's batch × heads) are spread over the threads.
+                    let pairs = batchPairs(aBatch, bBatch, batch)
+                    let perThread = max(1, BLAS.parallelThreshold / max(m * n * k, 1))
+                    Parallel.forEachChunk(pairs.count, minimumPerThread: perThread) { entries in
+                        for (index, aIndex, bIndex) in pairs[entries] {
+                            BLAS.serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                                             alpha: alpha, a: xBase + aIndex * aRows * aColumns, lda: aColumns,
+                                             b: yBase + bIndex * bRows * bColumns, ldb: bColumns,
+                                             beta: 0, c: outBase + index * m * n, ldc: n)
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: outputShape, floats: product, dataType: a.dataType)
+    case (.int64(let x), .int64(let y)):
+        guard !transposeA, !transposeB, alpha == 1 else {
+            throw KernelError("transposed or scaled integer products are not supported")
+        }
+        var product = [Int64](repeating: 0, count: count)
+        for (index, aIndex, bIndex) in batchPairs(aBatch, bBatch, batch) {
+            for row in 0..<m {
+                for inner in 0..<k {
+                    let scale = x[aIndex * m * k + row * k + inner]
+                    for column in 0..<n {
+                        product[index * m * n + row * n + column] &+= scale &* y[bIndex * k * n + inner * n + column]
+                    }
+                }
+            }
+        }
+        return Tensor(shape: outputShape, int64s: product, dataType: a.dataType)
+    default:
+        throw KernelError("matrix products are not defined for \(a.dataType)")
+    }
+}
+
+/// `(outputBatchIndex, aBatchIndex, bBatchIndex)` for every entry of the broadcast batch.
+private func batchPairs(_ aBatch: [Int], _ bBatch: [Int], _ batch: [Int]) -> [(Int, Int, Int)] {
+    var pairs: [(Int, Int, Int)] = []
+    let plan = BroadcastPlan(output: batch, operands: [aBatch, bBatch])
+    pairs.reserveCapacity(plan.count)
+    plan.forEachRun(in: 0..<plan.count) { position, run, offsets, strides in
+        for step in 0..<run {
+            pairs.append((position + step, offsets[0] + step * strides[0], offsets[1] + step * strides[1]))
+        }
+    }
+    return pairs
+}

@@ -1,0 +1,29 @@
+import ONNXGraph
+
+/// `com.microsoft.FusedMatMul` (onnxruntime's contrib op): `Y = alpha · op(A) · op(B)`, where `transA` / `transB`
+/// transpose the last two axes of A / B. Models optimised by onnxruntime contain it, and `GraphOptimizer` writes
+/// it in place of `Transpose` → `MatMul`, so that the transposed operand is read in place instead of copied.
+/// `transBatchA` / `transBatchB` (batch-axis transposes) are not supported and are refused at load.
+struct FusedMatMul: Operator {
+    static let opType = "FusedMatMul"
+    static let domain = "com.microsoft"
+    static let sinceVersions = [1]
+
+    let alpha: Float
+    let transA: Bool
+    let transB: Bool
+
+    init(node: Node, version: Int) throws {
+        alpha = try node.float("alpha", default: 1)
+        transA = try node.int("transA", default: 0) != 0
+        transB = try node.int("transB", default: 0) != 0
+        for attribute in ["transBatchA", "transBatchB"] where try node.int(attribute, default: 0) != 0 {
+            throw GraphError.invalidAttribute(node: node.label, opType: node.opType, attribute: attribute,
+                                              reason: "= 1 is not supported")
+        }
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        [try matrixProduct(inputs.required(0), inputs.required(1), transposeA: transA, transposeB: transB, alpha: alpha)]
+    }
+}

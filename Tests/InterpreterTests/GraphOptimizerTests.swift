@@ -1,0 +1,29 @@
+import Foundation
+import Interpreter
+import ONNXGraph
+import TestSupport
+import XCTest
+
+/// The session's rewrites change no result: every fixture gives the same logits with and without them.
+final class GraphOptimizerTests: XCTestCase {
+    func testFusedTransposeMatMulGivesTheUnoptimisedLogits() throws {
+        var fusedSomewhere = false
+        for fixture in try ModelFixtureTests.fixtures() {
+            let model = try Model.load(path: repositoryPath(fixture.path))
+            let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
+            let inputs = try NPZ.read(path: "\(folder)/inputs.npz")
+            let optimized = try Session(model: model)
+            let plain = try Session(model: model, optimize: false)
+            // Each transA / transB flag stands for one Transpose folded away.
+            let fused = optimized.nodes.filter { $0.opType == "FusedMatMul" }
+                .map { node in ["transA", "transB"].filter { (try? node.int($0, default: 0)) == 1 }.count }
+                .reduce(0, +)
+            let transposes = { (session: Session) in session.nodes.filter { $0.opType == "Transpose" }.count }
+            XCTAssertEqual(transposes(plain) - transposes(optimized), fused, "\(fixture.name): one Transpose removed per folded operand")
+            fusedSomewhere = fusedSomewhere || fused > 0
+            assertClose(try XCTUnwrap(optimized.run(inputs)["logits"]), try XCTUnwrap(plain.run(inputs)["logits"]),
+                        relative: 1e-5, absolute: 1e-5, fixture.name)
+        }
+        XCTAssert(fusedSomewhere, "attention's Q·Kᵀ should be fused in some fixture")
+    }
+}
