@@ -31,6 +31,7 @@ public final class Session: @unchecked Sendable {
     /// Prepares `model`. Throws `InterpreterError.unsupportedOperators` listing every node the registry cannot run,
     /// and `GraphError` for an initializer that cannot be loaded. `optimize` applies `GraphOptimizer`'s rewrites.
     public init(model: Model, registry: OperatorRegistry = .standard, optimize: Bool = true) throws {
+        _ = Allocator.tuned
         self.model = model
         let graph = model.graph
         inputs = graph.runtimeInputs

@@ -33,6 +33,22 @@ public final class ExternalDataStore: @unchecked Sendable {
         return UnsafeRawBufferPointer(rebasing: file.bytes[reference.offset..<(reference.offset + length)])
     }
 
+    /// Tells the kernel that the pages holding `reference` will not be read again soon, so they stop counting
+    /// in the process's resident memory once their values were copied out (they are re-read from the file if
+    /// needed). Without this a model's weights are resident twice while a session loads: mapped and decoded.
+    public func discardPages(of reference: ExternalDataReference) {
+        lock.lock()
+        let file = files[reference.location]
+        lock.unlock()
+        guard let file, let base = file.bytes.baseAddress else { return }
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (reference.offset + pageSize - 1) / pageSize * pageSize
+        let end = min(reference.offset + (reference.length ?? file.bytes.count - reference.offset), file.bytes.count)
+            / pageSize * pageSize
+        guard end > start else { return }
+        madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, Int32(MADV_DONTNEED))
+    }
+
     /// The resolved path of `location`, refused unless it is inside the model's folder.
     public func resolve(_ location: String, tensor name: String) throws(GraphError) -> String {
         let components = location.split(separator: "/", omittingEmptySubsequences: false)

@@ -176,6 +176,7 @@ public struct Model: Sendable {
         if onnx_tensor_is_external(tensor) != 0 {
             let reference = try externalReference(tensor, name: name)
             let bytes = try externalData.bytes(of: reference, tensor: name)
+            defer { externalData.discardPages(of: reference) }
             return try TensorDecoding.decode(raw: bytes, dataType: dataType, shape: shape, name: name)
         }
         if onnx_tensor_has_raw_data(tensor) != 0 {

@@ -21,7 +21,7 @@ public enum BLAS {
     }()
 
     /// `C = alpha · op(A) · op(B) + beta · C` with `op(A)` `[m, k]`, `op(B)` `[k, n]`, `C` `[m, n]`, row-major,
-    /// leading dimensions in elements. Large products are split by rows of C across threads.
+    /// leading dimensions in elements. Large products are split across threads by columns or rows of C.
     @inlinable
     public static func sgemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
@@ -29,15 +29,27 @@ public enum BLAS {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         let work = m * n * k
-        if work < parallelThreshold || Parallel.threadCount == 1 || m < 2 * Parallel.threadCount {
+        let threads = Parallel.threadCount
+        if work < parallelThreshold || threads == 1 || (m < 2 * threads && n < 2 * threads) {
             return serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                                a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         }
-        // Row block `rows` of C needs rows `rows` of op(A): A's rows, or A's columns when transposed.
-        Parallel.forEachChunk(m, minimumPerThread: 1) { rows in
-            serialSgemm(transposeA: transposeA, transposeB: transposeB, m: rows.count, n: n, k: k, alpha: alpha,
-                        a: a + (transposeA ? rows.lowerBound : rows.lowerBound * lda), lda: lda, b: b, ldb: ldb,
-                        beta: beta, c: c + rows.lowerBound * ldc, ldc: ldc)
+        // Every thread packs (copies into BLAS's blocked layout) the whole of the operand it does not split, so
+        // split the larger one: B's columns when it is the bigger matrix (a weight), else A's rows.
+        if n * k >= m * k && n >= 2 * threads {
+            // Columns `columns` of C need columns `columns` of op(B): B's columns, or B's rows when transposed.
+            Parallel.forEachChunk(n, minimumPerThread: 1) { columns in
+                serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: columns.count, k: k, alpha: alpha,
+                            a: a, lda: lda, b: b + (transposeB ? columns.lowerBound * ldb : columns.lowerBound), ldb: ldb,
+                            beta: beta, c: c + columns.lowerBound, ldc: ldc)
+            }
+        } else {
+            // Rows `rows` of C need rows `rows` of op(A): A's rows, or A's columns when transposed.
+            Parallel.forEachChunk(m, minimumPerThread: 1) { rows in
+                serialSgemm(transposeA: transposeA, transposeB: transposeB, m: rows.count, n: n, k: k, alpha: alpha,
+                            a: a + (transposeA ? rows.lowerBound : rows.lowerBound * lda), lda: lda, b: b, ldb: ldb,
+                            beta: beta, c: c + rows.lowerBound * ldc, ldc: ldc)
+            }
         }
     }
 

@@ -141,7 +141,6 @@ extension FloatFunctionOperator {
         [try mapFloats(try inputs.required(0), Self.opType, Self.self)]
     }
 }
-
 /// `K.apply` on every element of a floating-point tensor; the output keeps its type (and its precision).
 func mapFloats<K: UnaryKernel>(_ input: Tensor, _ opType: String, _ kernel: K.Type) throws(KernelError) -> Tensor
 where K.Input == Float, K.Output == Float {
@@ -265,7 +264,8 @@ func vectorMaximum(_ values: UnsafePointer<Float>, _ count: Int) -> Float {
     if count >= 8 {
         var lanes = SIMD8<Float>(repeating: -.infinity)
         while index + 8 <= count {
-            lanes = pointwiseMax(lanes, raw.loadUnaligned(fromByteOffset: index * 4, as: SIMD8<Float>.self))
+            let next = raw.loadUnaligned(fromByteOffset: index * 4, as: SIMD8<Float>.self)
+            lanes.replace(with: next, where: next .> lanes)  // the generic pointwiseMax is not specialised
             index += 8
         }
         result = lanes.max()

@@ -2,7 +2,7 @@ import Foundation
 import ONNXGraph
 
 /// `Y = 1 / (1 + e^-X)` elementwise (ONNX `Sigmoid`), evaluated as `e^X / (1 + e^X)` for negative `X` so that
-/// large negative inputs give tiny values rather than overflowing `e^-X`.
+/// large negative inputs give tiny values rather than overflowing `e^-X`; `e^x` is `fastExp`.
 ///
 /// Backward: `dX = dY * Y * (1 - Y)`.
 struct Sigmoid: FloatFunctionOperator {
@@ -10,8 +10,9 @@ struct Sigmoid: FloatFunctionOperator {
     static let sinceVersions = [13]
 
     static func apply(_ x: Float) -> Float {
-        if x >= 0 { return 1 / (1 + Foundation.exp(-x)) }
-        let e = Foundation.exp(x)
-        return e / (1 + e)
+        // e = exp(-|x|) never overflows: 1/(1+e) for x >= 0, e/(1+e) below. Branch-free, so the loop vectorises.
+        let e = fastExp(x > 0 ? -x : x)
+        let positive = 1 / (1 + e)
+        return x < 0 ? e * positive : positive
     }
 }

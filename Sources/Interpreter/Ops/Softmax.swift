@@ -3,7 +3,7 @@ import ONNXGraph
 
 /// `Y = exp(X - max(X)) / Σ exp(X - max(X))` along `axis` (ONNX `Softmax`, opset 13, where the sum runs over the
 /// one axis rather than over all axes from it as before 13). Subtracting the maximum first keeps `exp` from
-/// overflowing and leaves the result unchanged.
+/// overflowing and leaves the result unchanged; `e^x` is `fastExp`.
 ///
 /// X is viewed as `[outer, n, inner]`, `n` the size of `axis`. Rows (`inner == 1`, the last axis, as in
 /// attention) are contiguous; otherwise the `inner` lanes are processed side by side so reads stay contiguous.
@@ -49,12 +49,9 @@ struct Softmax: Operator {
             for row in range {
                 let input = x + row * n, output = y + row * n
                 let maximum = vectorMaximum(input, n)
-                var sum: Float = 0
-                for k in 0..<n {
-                    let e = Foundation.exp(input[k] - maximum)
-                    output[k] = e
-                    sum += e
-                }
+                // Exponentials first, then their sum: a running sum in the same loop would stop it vectorising.
+                for k in 0..<n { output[k] = fastExp(input[k] - maximum) }
+                let sum = vectorSum(output, n)
                 let scale = 1 / sum
                 for k in 0..<n { output[k] *= scale }
             }
@@ -78,7 +75,7 @@ struct Softmax: Operator {
                         }
                         for j in 0..<n {
                             for i in 0..<inner {
-                                let e = Foundation.exp(input[j * inner + i] - maxima[i])
+                                let e = fastExp(input[j * inner + i] - maxima[i])
                                 output[j * inner + i] = e
                                 sums[i] += e
                             }
