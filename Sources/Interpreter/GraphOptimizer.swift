@@ -6,28 +6,44 @@ enum GraphOptimizer {
     /// The domain of the ops the rewrites introduce (onnxruntime's contrib domain, whose ops they are).
     static let fusedDomain = "com.microsoft"
 
+    /// Applies every rewrite, in order.
+    static func optimize(_ nodes: [Node], graphOutputs: Set<String>) -> [Node] {
+        let fused = fuseTransposedMatMul(nodes, uses: Uses(nodes), graphOutputs: graphOutputs)
+        return fuseSwish(fused, uses: Uses(fused), graphOutputs: graphOutputs)
+    }
+
+    /// How often each value is read, and which node writes it.
+    struct Uses {
+        var readers: [String: Int] = [:]
+        var producer: [String: Int] = [:]
+
+        init(_ nodes: [Node]) {
+            for (index, node) in nodes.enumerated() {
+                for input in node.inputs where !input.isEmpty { readers[input, default: 0] += 1 }
+                for output in node.outputs where !output.isEmpty { producer[output] = index }
+            }
+        }
+
+        /// The node writing `value`, when `value` is read exactly once and is not a graph output (so that a
+        /// rewrite may fold that node into its reader).
+        func soleProducer(of value: String, graphOutputs: Set<String>) -> Int? {
+            guard readers[value] == 1, !graphOutputs.contains(value) else { return nil }
+            return producer[value]
+        }
+    }
+
     /// `Transpose(X, perm swapping the last two axes) → MatMul` becomes `FusedMatMul(transA/transB)` reading X in
     /// place, when the transpose's result has no other reader. Attention's `Q · Kᵀ` and a tied output embedding
     /// (`hidden · Eᵀ`) are the cases that pay: each would otherwise copy a tensor on every run.
-    static func optimize(_ nodes: [Node], graphOutputs: Set<String>) -> [Node] {
-        var readers: [String: Int] = [:]
-        for node in nodes {
-            for input in node.inputs where !input.isEmpty { readers[input, default: 0] += 1 }
-        }
-        var producer: [String: Int] = [:]
-        for (index, node) in nodes.enumerated() {
-            for output in node.outputs where !output.isEmpty { producer[output] = index }
-        }
+    static func fuseTransposedMatMul(_ nodes: [Node], uses: Uses, graphOutputs: Set<String>) -> [Node] {
         var removed = Set<Int>()
         var result = nodes
         for (index, node) in nodes.enumerated() where node.opType == "MatMul" && node.domain.isEmpty && node.inputs.count == 2 {
             var fused = node
             var flags: [String: Attribute] = [:]
             for (position, flag) in [(0, "transA"), (1, "transB")] {
-                let operand = node.inputs[position]
-                guard let source = producer[operand], !removed.contains(source),
-                      readers[operand] == 1, !graphOutputs.contains(operand),
-                      swapsLastTwoAxes(nodes[source]) else { continue }
+                guard let source = uses.soleProducer(of: node.inputs[position], graphOutputs: graphOutputs),
+                      !removed.contains(source), swapsLastTwoAxes(nodes[source]) else { continue }
                 fused.inputs[position] = nodes[source].inputs[0]
                 flags[flag] = .int(1)
                 removed.insert(source)
@@ -37,6 +53,30 @@ enum GraphOptimizer {
             fused.domain = fusedDomain
             fused.attributes = flags
             result[index] = fused
+        }
+        return result.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+    }
+
+    /// `Mul(X, Sigmoid(X))` (either operand order) becomes `QuickGelu(X, alpha = 1)`, i.e. SiLU, when the sigmoid
+    /// has no other reader: one pass and no intermediate tensor instead of two passes.
+    static func fuseSwish(_ nodes: [Node], uses: Uses, graphOutputs: Set<String>) -> [Node] {
+        var removed = Set<Int>()
+        var result = nodes
+        for (index, node) in nodes.enumerated() where node.opType == "Mul" && node.domain.isEmpty && node.inputs.count == 2 {
+            for position in 0..<2 {
+                let other = node.inputs[1 - position]
+                guard let source = uses.soleProducer(of: node.inputs[position], graphOutputs: graphOutputs),
+                      !removed.contains(source), nodes[source].opType == "Sigmoid", nodes[source].domain.isEmpty,
+                      nodes[source].inputs.first == other else { continue }
+                var fused = node
+                fused.opType = "QuickGelu"
+                fused.domain = fusedDomain
+                fused.inputs = [other]
+                fused.attributes = ["alpha": .float(1)]
+                result[index] = fused
+                removed.insert(source)
+                break
+            }
         }
         return result.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
     }

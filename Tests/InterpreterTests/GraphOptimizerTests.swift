@@ -8,6 +8,7 @@ import XCTest
 final class GraphOptimizerTests: XCTestCase {
     func testFusedTransposeMatMulGivesTheUnoptimisedLogits() throws {
         var fusedSomewhere = false
+        var swishSomewhere = false
         for fixture in try ModelFixtureTests.fixtures() {
             let model = try Model.load(path: repositoryPath(fixture.path))
             let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
@@ -21,9 +22,14 @@ final class GraphOptimizerTests: XCTestCase {
             let transposes = { (session: Session) in session.nodes.filter { $0.opType == "Transpose" }.count }
             XCTAssertEqual(transposes(plain) - transposes(optimized), fused, "\(fixture.name): one Transpose removed per folded operand")
             fusedSomewhere = fusedSomewhere || fused > 0
+            let swish = optimized.nodes.filter { $0.opType == "QuickGelu" }.count
+            XCTAssertEqual(plain.nodes.filter { $0.opType == "Sigmoid" }.count - optimized.nodes.filter { $0.opType == "Sigmoid" }.count,
+                           swish, "\(fixture.name): one Sigmoid removed per QuickGelu")
+            swishSomewhere = swishSomewhere || swish > 0
             assertClose(try XCTUnwrap(optimized.run(inputs)["logits"]), try XCTUnwrap(plain.run(inputs)["logits"]),
                         relative: 1e-5, absolute: 1e-5, fixture.name)
         }
         XCTAssert(fusedSomewhere, "attention's Q·Kᵀ should be fused in some fixture")
+        XCTAssert(swishSomewhere, "Llama's SiLU should become QuickGelu in some fixture")
     }
 }

@@ -317,3 +317,9 @@ case("reducemean18_float16", "ReduceMean", 18,
      [("x", x.astype(np.float16)), ("axes", np.array([1], dtype=np.int64))])
 case("reducemean13_size1_axes_between", "ReduceMean", 13,
      [("x", rng.standard_normal((2, 1, 3, 1)).astype(np.float32))], {"axes": [0, 2]})
+
+# onnxruntime's contrib QuickGelu (x · sigmoid(alpha·x)); alpha 1 is the SiLU GraphOptimizer writes.
+for label, attrs in [("default_alpha", {}), ("silu", {"alpha": 1.0}), ("alpha_half", {"alpha": 0.5})]:
+    CASES.append({"name": f"quickgelu_{label}", "op": "QuickGelu", "domain": "com.microsoft", "opset": 17,
+                  "inputs": [("x", np.concatenate([general.ravel(), extremes[:7]]).astype(np.float32))],
+                  "attrs": attrs, "output_type": 1})

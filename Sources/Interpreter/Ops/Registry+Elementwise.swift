@@ -13,6 +13,7 @@ let elementwiseOperators: [any Operator.Type] = [
     Cos.self,
     Tanh.self,
     Sigmoid.self,
+    QuickGelu.self,
     Erf.self,
     Gelu.self,
     IsNaN.self,
