@@ -28,14 +28,7 @@ import onnxruntime as ort
 import torch
 import transformers
 
-
-class LogitsOnly(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+from make_fixtures import LogitsOnly  # the same wrapper the fixtures are exported with
 
 
 def main():

@@ -35,7 +35,8 @@ OUT = ROOT / "Tests" / "InterpreterTests" / "Fixtures" / "ops"
 
 def load_cases():
     cases = []
-    for path in sorted((ROOT / "tools" / "op_cases").glob("*.py")):
+    sys.path.insert(0, str(ROOT / "tools" / "op_cases"))  # for the shared _builder module
+    for path in sorted((ROOT / "tools" / "op_cases").glob("[!_]*.py")):
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -59,11 +59,13 @@ extension Tensor {
     }
 }
 
-/// Normalises a possibly negative `axis` for a tensor of `rank` dimensions (ONNX accepts `[-rank, rank-1]`).
-@inlinable public func normalizedAxis(_ axis: Int, rank: Int) throws(KernelError) -> Int {
-    let normalized = axis < 0 ? axis + rank : axis
-    guard normalized >= 0, normalized < max(rank, 1) || (rank == 0 && normalized == 0) else {
-        throw KernelError("axis \(axis) is out of range for rank \(rank)")
+/// `axis` (possibly negative, ONNX's `[-rank, rank-1]`) as an index into `shape`, or an error naming the shape.
+/// Scalars have no axes.
+public func resolveAxis(_ axis: Int, in shape: [Int], _ name: String = "axis") throws(KernelError) -> Int {
+    let rank = shape.count
+    let resolved = axis < 0 ? axis + rank : axis
+    guard resolved >= 0, resolved < rank else {
+        throw KernelError("\(name) \(axis) is out of range for an input of shape \(shape) (rank \(rank))")
     }
-    return normalized
+    return resolved
 }

@@ -1,22 +1,15 @@
 """Reference cases for the elementwise, comparison, activation, normalisation and reduction ops
 (see tools/make_op_references.py for the format)."""
 import numpy as np
+
+from _builder import make_case
 from onnx import TensorProto
 
 CASES = []
 
 
 def case(name, op, opset, inputs, attrs=None, outputs=None, reference=None):
-    # numpy gives 0-d results as scalars (np.float32, np.bool): make every input an array.
-    inputs = [(input_name, None if array is None else np.asarray(array)) for input_name, array in inputs]
-    entry = {"name": name, "op": op, "opset": opset, "inputs": inputs}
-    if attrs:
-        entry["attrs"] = attrs
-    if outputs:
-        entry["outputs"] = outputs
-    if reference:
-        entry["reference"] = reference
-    CASES.append(entry)
+    CASES.append(make_case(name, op, opset, inputs, attrs, outputs, reference))
 
 
 # Broadcasting shape pairs every binary op is run over.

@@ -1,6 +1,8 @@
 """Reference cases for the data-movement ops: Concat, Constant, ConstantOfShape, Expand, Flatten, Gather, GatherND,
 Range, Reshape, Shape, Slice, Split, Squeeze, Unsqueeze, Transpose (see tools/make_op_references.py for the format)."""
 import numpy as np
+
+from _builder import make_case
 from onnx import numpy_helper
 
 rng = np.random.default_rng(11)
@@ -29,14 +31,7 @@ CASES = []
 
 
 def case(name, op, inputs, opset=13, attrs=None, outputs=None, reference=None):
-    entry = {"name": name, "op": op, "opset": opset, "inputs": inputs}
-    if attrs:
-        entry["attrs"] = attrs
-    if outputs:
-        entry["outputs"] = outputs
-    if reference:
-        entry["reference"] = reference
-    CASES.append(entry)
+    CASES.append(make_case(name, op, opset, inputs, attrs, outputs, reference))
 
 
 # Concat: negative axes, three operands, an empty KV cache joined along its sequence axis, int64 and bool.

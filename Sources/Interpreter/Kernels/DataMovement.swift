@@ -241,14 +241,3 @@ struct Concatenation: ElementMovement {
         }
     }
 }
-
-/// `axis` (possibly negative, ONNX's `[-rank, rank-1]`) as an index into `shape`, or an error naming the shape.
-/// Scalars have no axes.
-func resolveAxis(_ axis: Int, in shape: [Int], _ name: String = "axis") throws(KernelError) -> Int {
-    let rank = shape.count
-    let resolved = axis < 0 ? axis + rank : axis
-    guard resolved >= 0, resolved < rank else {
-        throw KernelError("\(name) \(axis) is out of range for an input of shape \(shape) (rank \(rank))")
-    }
-    return resolved
-}

@@ -37,7 +37,7 @@ struct LayerNormalization: Operator {
         guard case .float(let x) = input.storage else {
             throw KernelError("LayerNormalization needs a floating-point X, got \(input.dataType)")
         }
-        let axis = try normalizedAxis(self.axis, rank: input.rank)
+        let axis = try resolveAxis(self.axis, in: input.shape)
         let normalizedShape = Array(input.shape[axis...])
         let rowLength = normalizedShape.reduce(1, *), rows = input.shape[..<axis].reduce(1, *)
         guard rowLength > 0 else {

@@ -33,7 +33,7 @@ struct ReduceMean: Operator {
         if requested.isEmpty && noopWithEmptyAxes { return [data] }
         var reduced = [Bool](repeating: requested.isEmpty, count: data.rank)
         for axis in requested {
-            let axis = try normalizedAxis(axis, rank: data.rank)
+            let axis = try resolveAxis(axis, in: data.shape)
             guard axis < data.rank, !reduced[axis] else {
                 throw KernelError(
                     "ReduceMean: axes \(requested) repeat an axis or are out of range for rank \(data.rank)")

@@ -25,7 +25,7 @@ struct Softmax: Operator {
         guard case .float(let x) = input.storage else {
             throw KernelError("Softmax needs a floating-point input, got \(input.dataType)")
         }
-        let axis = try normalizedAxis(self.axis, rank: input.rank)
+        let axis = try resolveAxis(self.axis, in: input.shape)
         guard input.rank > 0 else { throw KernelError("Softmax needs an input of rank 1 or more, got a scalar") }
         let (outer, inner) = splitAround(input.shape, axis: axis)
         let n = input.shape[axis]
