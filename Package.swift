@@ -2,7 +2,7 @@
 import PackageDescription
 
 // The targets form one chain and imports run only down it:
-// ONNXBridge (C++ over libonnx/libprotobuf) <- ONNXGraph <- Interpreter <- onnx-dpo.
+// ONNXBridge (C++ over libonnx/libprotobuf) <- ONNXGraph <- Interpreter <- Finetune <- onnx-dpo.
 let onnxDefines: [CXXSetting] = [
     .define("ONNX_ML", to: "1"),
     .define("ONNX_NAMESPACE", to: "onnx"),
@@ -12,7 +12,7 @@ let package = Package(
     name: "onnx-dpo",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter"]),
+        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Finetune"]),
         .executable(name: "onnx-dpo", targets: ["onnx-dpo"]),
     ],
     dependencies: [
@@ -48,11 +48,16 @@ let package = Package(
             ],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
+        .target(
+            name: "Finetune",
+            dependencies: ["ONNXGraph", "Interpreter"]
+        ),
         .executableTarget(
             name: "onnx-dpo",
             dependencies: [
                 "ONNXGraph",
                 "Interpreter",
+                "Finetune",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -60,6 +65,11 @@ let package = Package(
             name: "TestSupport",
             dependencies: ["ONNXGraph", "Interpreter"],
             path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "FinetuneTests",
+            dependencies: ["Finetune", "Interpreter", "ONNXGraph", "TestSupport"],
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "ONNXGraphTests",
