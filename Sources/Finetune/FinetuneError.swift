@@ -8,6 +8,12 @@ public enum FinetuneError: Error, Sendable, Equatable, CustomStringConvertible {
     case unsupportedTokenizerComponent(path: String, component: String, type: String)
     /// No projection to adapt was found in the graph, or one was found but cannot be adapted.
     case loraTargetsNotFound(model: String, reason: String)
+    /// A `--target` pattern that cannot be read (empty, or a bad regular expression).
+    case invalidTargetPattern(pattern: String, reason: String)
+    /// A checkpoint's optimiser state is for another optimiser.
+    case optimizerStateMismatch(expected: String, found: String)
+    /// Parameters, gradients or optimiser state disagree (a bug or a corrupt checkpoint).
+    case invalidTrainingState(reason: String)
 
     public var description: String {
         switch self {
@@ -17,6 +23,12 @@ public enum FinetuneError: Error, Sendable, Equatable, CustomStringConvertible {
             "tokenizer '\(path)': \(component) of type '\(type)' is not supported"
         case .loraTargetsNotFound(let model, let reason):
             "no LoRA targets in '\(model)': \(reason)"
+        case .invalidTargetPattern(let pattern, let reason):
+            "--target '\(pattern)': \(reason)"
+        case .optimizerStateMismatch(let expected, let found):
+            "the checkpoint's optimiser state is for \(found), but this run uses \(expected)"
+        case .invalidTrainingState(let reason):
+            "invalid training state: \(reason)"
         }
     }
 }

@@ -56,6 +56,11 @@ public struct OperatorRegistry: Sendable {
         }
     }
 
+    /// The type implementing `opType` in `domain`, if registered.
+    public func implementation(of opType: String, domain: String = "") -> (any Operator.Type)? {
+        entries[Key(domain: Self.canonicalDomain(domain), opType: opType)]
+    }
+
     /// Every op type registered, sorted, for `inspect` and documentation.
     public var operatorTypes: [String] { entries.keys.map(\.opType).sorted() }
 }

@@ -25,7 +25,7 @@ public final class Session: @unchecked Sendable {
     /// The nodes the session runs, in order: the graph's, after `GraphOptimizer`'s rewrites when enabled.
     public var nodes: [Node] { steps.map(\.node) }
     private let slotByName: [String: Int]
-    private let constants: [(slot: Int, tensor: Tensor)]
+    private var constants: [(slot: Int, tensor: Tensor)]
     private let slotCount: Int
 
     /// Prepares `model`. Throws `InterpreterError.unsupportedOperators` listing every node the registry cannot run,
@@ -94,6 +94,43 @@ public final class Session: @unchecked Sendable {
     /// Runs the graph on `feeds` (keyed by input name) and returns the graph outputs named in `outputNames`
     /// (all of them by default). With a `profile`, adds each node's wall time to its op type's total.
     public func run(_ feeds: [String: Tensor], outputNames: [String]? = nil, profile: OpProfile? = nil) throws -> [String: Tensor] {
+        try execute(feeds, outputNames: outputNames, profile: profile, tape: nil)
+    }
+
+    /// Runs the graph recording what `ForwardPass.backward` needs to differentiate the outputs with respect to the
+    /// `trainable` values (initializers or graph inputs, floating-point). Only nodes a trainable value reaches are
+    /// recorded; everything else (masks, shapes, rotary tables, frozen branches) runs as in `run` and is released
+    /// as soon as it is read.
+    public func forward(_ feeds: [String: Tensor], trainable: Set<String>, outputNames: [String]? = nil) throws -> ForwardPass {
+        var slots: [String: Int] = [:]
+        for name in trainable.sorted() {
+            guard let slot = slotByName[name],
+                  constants.contains(where: { $0.slot == slot }) || inputs.contains(where: { $0.name == name }) else {
+                throw InterpreterError.invalidInput(name: name, reason: "is not an initializer or graph input, so it cannot be trained")
+            }
+            slots[name] = slot
+        }
+        let tape = Tape(slotCount: slotCount, trainable: slots)
+        let outputs = try execute(feeds, outputNames: outputNames, profile: nil, tape: tape)
+        return ForwardPass(outputs: outputs, session: self, tape: tape)
+    }
+
+    /// Replaces the values of initializer `name` (same shape and type), for parameters that change between runs.
+    public func setInitializer(_ name: String, _ tensor: Tensor) throws {
+        guard let slot = slotByName[name], let index = constants.firstIndex(where: { $0.slot == slot }) else {
+            throw InterpreterError.invalidInput(name: name, reason: "is not an initializer of the model")
+        }
+        let current = constants[index].tensor
+        guard current.shape == tensor.shape, current.dataType == tensor.dataType else {
+            throw InterpreterError.invalidInput(name: name, reason:
+                "expected \(current.dataType)\(current.shape), got \(tensor.dataType)\(tensor.shape)")
+        }
+        constants[index].tensor = tensor
+    }
+
+    /// The forward pass shared by `run` and `forward`: with a `tape`, marks which values depend on a trainable one
+    /// and saves the inputs and outputs of the nodes that compute them.
+    private func execute(_ feeds: [String: Tensor], outputNames: [String]?, profile: OpProfile?, tape: Tape?) throws -> [String: Tensor] {
         try validate(feeds)
         let wanted = outputNames ?? outputs.map(\.name)
         for name in wanted where !outputs.contains(where: { $0.name == name }) {
@@ -102,8 +139,16 @@ public final class Session: @unchecked Sendable {
         var values = [Tensor?](repeating: nil, count: slotCount)
         for (slot, tensor) in constants { values[slot] = tensor }
         for (name, tensor) in feeds { values[slotByName[name]!] = tensor }
+        if let tape {
+            for (name, slot) in tape.trainable {
+                guard values[slot]?.storage.kind == .float else {
+                    throw InterpreterError.invalidInput(name: name, reason: "is not floating-point, so it cannot be trained")
+                }
+                tape.requiresGradient[slot] = true
+            }
+        }
 
-        for step in steps {
+        for (index, step) in steps.enumerated() {
             var arguments: [Tensor?] = []
             arguments.reserveCapacity(step.inputSlots.count)
             for (position, slot) in step.inputSlots.enumerated() {
@@ -128,6 +173,7 @@ public final class Session: @unchecked Sendable {
                 throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
                     reason: "produced \(results.count) outputs, the node names \(step.outputSlots.count)")
             }
+            if let tape { try tape.record(step: index, step.node, step.op, step.inputSlots, step.outputSlots, arguments, results) }
             for (slot, result) in zip(step.outputSlots, results) where slot != nil {
                 values[slot!] = result
             }
@@ -140,6 +186,56 @@ public final class Session: @unchecked Sendable {
                 throw InterpreterError.invalidGraph(reason: "output '\(name)' was not computed")
             }
             result[name] = value
+        }
+        return result
+    }
+
+    /// Differentiates the recorded nodes in reverse order (see `ForwardPass.backward`).
+    fileprivate func backward(_ tape: Tape, seeds: [String: Tensor]) throws -> [String: Tensor] {
+        var gradients = [Tensor?](repeating: nil, count: slotCount)
+        for (name, seed) in seeds {
+            guard let slot = slotByName[name], outputs.contains(where: { $0.name == name }) else {
+                throw InterpreterError.invalidInput(name: name, reason: "is not a graph output")
+            }
+            guard tape.requiresGradient[slot] else {
+                throw InterpreterError.invalidInput(name: name, reason: "does not depend on any trainable value")
+            }
+            gradients[slot] = seed
+        }
+        for index in steps.indices.reversed() {
+            guard let record = tape.records[index] else { continue }
+            tape.records[index] = nil  // saved activations go as soon as this rule has run
+            let step = steps[index]
+            let outputGradients = step.outputSlots.map { $0.flatMap { gradients[$0] } }
+            for case let slot? in step.outputSlots { gradients[slot] = nil }  // read once, by this rule
+            guard outputGradients.contains(where: { $0 != nil }) else { continue }
+            let wanted = step.inputSlots.map { $0.map { tape.requiresGradient[$0] } ?? false }
+            let context = GradientContext(inputs: record.inputs, outputs: record.outputs,
+                                          outputGradients: outputGradients, wanted: wanted)
+            let inputGradients: [Tensor?]
+            do {
+                inputGradients = try record.op.gradient(context)
+            } catch let error as KernelError {
+                throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
+                                                  reason: "gradient: \(error.message)")
+            }
+            for (position, slot) in step.inputSlots.enumerated() where wanted[position] {
+                guard position < inputGradients.count, let gradient = inputGradients[position] else { continue }
+                let input = record.inputs[position]!
+                guard gradient.shape == input.shape else {
+                    throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType, reason:
+                        "gradient rule returned shape \(gradient.shape) for input \(position) of shape \(input.shape)")
+                }
+                let slot = slot!
+                gradients[slot] = try gradients[slot].map { try addGradients($0, gradient) } ?? gradient
+            }
+        }
+        var result: [String: Tensor] = [:]
+        for (name, slot) in tape.trainable {
+            let value = constants.first(where: { $0.slot == slot })?.tensor ?? tape.trainableValues[slot]
+            result[name] = gradients[slot] ?? value.map {
+                Tensor(shape: $0.shape, floats: [Float](repeating: 0, count: $0.count), dataType: $0.dataType)
+            }
         }
         return result
     }
@@ -204,5 +300,79 @@ public final class OpProfile: @unchecked Sendable {
             let share = 100 * Double(time) / Double(total)
             return "\(opType.padding(toLength: 20, withPad: " ", startingAt: 0)) \(String(format: "%8.3f s %5.1f%%", seconds, share))  \(calls[opType]!) calls"
         }.joined(separator: "\n")
+    }
+}
+
+/// The record of a forward pass, which `backward` differentiates once.
+public final class ForwardPass: @unchecked Sendable {
+    /// The graph outputs the pass computed.
+    public let outputs: [String: Tensor]
+    private let session: Session
+    private var tape: Tape?
+
+    /// The op types of the nodes recorded for the backward pass, in graph order: those a trainable value
+    /// reaches. Everything else ran without saving anything.
+    public let recordedOperators: [String]
+
+    fileprivate init(outputs: [String: Tensor], session: Session, tape: Tape) {
+        self.outputs = outputs
+        self.session = session
+        self.tape = tape
+        recordedOperators = zip(session.nodes, tape.records).compactMap { $1 == nil ? nil : $0.opType }
+    }
+
+    /// The gradients of a scalar loss with respect to every trainable value, given `seeds`: `dLoss/dOutput` for
+    /// the graph outputs the loss reads (same shapes as the outputs). A trainable value the loss does not reach
+    /// gets zeros. The saved activations are released as the pass goes, so it can run once.
+    public func backward(_ seeds: [String: Tensor]) throws -> [String: Tensor] {
+        guard let tape else {
+            throw InterpreterError.invalidGraph(reason: "backward was already run on this forward pass")
+        }
+        self.tape = nil
+        return try session.backward(tape, seeds: seeds)
+    }
+}
+
+/// What a forward pass records for its backward pass.
+final class Tape {
+    struct Record {
+        let op: any DifferentiableOperator
+        let inputs: [Tensor?]
+        let outputs: [Tensor]
+    }
+
+    /// Trainable value names and their slots.
+    let trainable: [String: Int]
+    /// Per slot: whether the value depends on a trainable one (and is floating-point).
+    var requiresGradient: [Bool]
+    /// Per step: the saved inputs and outputs of the nodes a trainable value reaches.
+    var records: [Record?]
+    /// The fed values of trainable graph inputs, to shape their zero gradients.
+    var trainableValues: [Int: Tensor] = [:]
+
+    init(slotCount: Int, trainable: [String: Int]) {
+        self.trainable = trainable
+        requiresGradient = [Bool](repeating: false, count: slotCount)
+        records = []
+    }
+
+    /// Marks the float outputs of a node that reads a value requiring a gradient, and saves what its rule needs.
+    func record(step index: Int, _ node: Node, _ op: any Operator, _ inputSlots: [Int?], _ outputSlots: [Int?],
+                _ inputs: [Tensor?], _ outputs: [Tensor]) throws {
+        if records.count <= index { records += [Record?](repeating: nil, count: index + 1 - records.count) }
+        for (slot, input) in zip(inputSlots, inputs) {
+            if let slot, trainable.values.contains(slot), let input { trainableValues[slot] = input }
+        }
+        let reached = inputSlots.contains { $0.map { requiresGradient[$0] } ?? false }
+        guard reached else { return }
+        let floatOutputs = outputSlots.enumerated().filter { $0.element != nil && outputs[$0.offset].storage.kind == .float }
+        guard !floatOutputs.isEmpty else { return }  // integer or bool results (Shape, Equal, ...) carry no gradient
+        guard let differentiable = op as? any DifferentiableOperator else {
+            let through = zip(node.inputs, inputSlots).filter { $0.1.map { requiresGradient[$0] } ?? false }.map(\.0)
+            throw InterpreterError.nodeFailed(node: node.label, opType: node.opType, reason:
+                "has no gradient rule, but trainable values reach it through \(through.joined(separator: ", "))")
+        }
+        for (_, slot) in floatOutputs { requiresGradient[slot!] = true }
+        records[index] = Record(op: differentiable, inputs: inputs, outputs: outputs)
     }
 }

@@ -7,15 +7,6 @@ import XCTest
 /// Kernels whose fast paths the small op reference cases do not reach: GEMMs large enough to be split across
 /// threads, and the vectorisable `exp`.
 final class KernelTests: XCTestCase {
-    /// Deterministic values in [-1, 1).
-    static func values(_ count: Int, seed: UInt64) -> [Float] {
-        var state = seed
-        return (0..<count).map { _ in
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Float(Int64(bitPattern: state >> 11) % 2_000_000) / 1_000_000 - 1
-        }
-    }
-
     /// `op(A) · op(B)` in Double, for one matrix pair (no batch).
     static func naiveProduct(_ a: [Float], _ aShape: [Int], transposeA: Bool, _ b: [Float], _ bShape: [Int], transposeB: Bool) -> [Float] {
         let (m, k) = transposeA ? (aShape[1], aShape[0]) : (aShape[0], aShape[1])
@@ -42,7 +33,7 @@ final class KernelTests: XCTestCase {
             for transposeA in [false, true] {
                 for transposeB in [false, true] {
                     let aShape = transposeA ? [k, m] : [m, k], bShape = transposeB ? [n, k] : [k, n]
-                    let a = Self.values(m * k, seed: 1), b = Self.values(k * n, seed: 2)
+                    let a = KernelTestValues.values(m * k, seed: 1), b = KernelTestValues.values(k * n, seed: 2)
                     let product = try matrixProduct(Tensor(shape: aShape, floats: a), Tensor(shape: bShape, floats: b),
                                                     transposeA: transposeA, transposeB: transposeB)
                     let expected = Self.naiveProduct(a, aShape, transposeA: transposeA, b, bShape, transposeB: transposeB)
@@ -56,7 +47,7 @@ final class KernelTests: XCTestCase {
     func testBatchedProductsSpreadOverThreadsMatchPerBatchProducts() throws {
         // 40 batch entries of [32, 48] × [48, 40]ᵀ: small GEMMs, spread over the threads by batch entry.
         let (batch, m, k, n) = (40, 32, 48, 40)
-        let a = Self.values(batch * m * k, seed: 3), b = Self.values(batch * n * k, seed: 4)
+        let a = KernelTestValues.values(batch * m * k, seed: 3), b = KernelTestValues.values(batch * n * k, seed: 4)
         let product = try matrixProduct(Tensor(shape: [4, 10, m, k], floats: a), Tensor(shape: [4, 10, n, k], floats: b),
                                         transposeB: true)
         var expected: [Float] = []

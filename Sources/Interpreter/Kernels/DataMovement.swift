@@ -56,6 +56,49 @@ func expanded(_ tensor: Tensor, to shape: [Int]) throws(KernelError) -> Tensor {
     return try moveElements(from: [tensor], shape: shape, dataType: tensor.dataType, StridedView(shape: shape, strides: strides))
 }
 
+/// `tensor` with its axes permuted: output axis `i` is input axis `perm[i]` (Transpose, and its own gradient with
+/// the inverse permutation). Moving only dimensions of size 1 leaves the order of the values unchanged, so
+/// needs no copy.
+func transposed(_ tensor: Tensor, perm: [Int]) throws(KernelError) -> Tensor {
+    guard perm.count == tensor.rank, perm.sorted() == Array(0..<tensor.rank) else {
+        throw KernelError("\(perm) is not a permutation of the axes of shape \(tensor.shape)")
+    }
+    let shape = perm.map { tensor.shape[$0] }
+    let moved = perm.filter { tensor.shape[$0] != 1 }
+    if moved == moved.sorted() { return tensor.reshaped(shape) }
+    let strides = contiguousStrides(tensor.shape)
+    let view = StridedView(shape: shape, strides: perm.map { strides[$0] })
+    return try moveElements(from: [tensor], shape: shape, dataType: tensor.dataType, view)
+}
+
+/// `tensors` joined along `axis` (resolved, the other dimensions already checked to match): Concat, and Split's
+/// gradient. Operands with a zero-size axis contribute nothing, and joining one non-empty operand to empty ones
+/// (the first step of a KV cache) copies nothing.
+func concatenated(_ tensors: [Tensor], along axis: Int) throws(KernelError) -> Tensor {
+    guard let first = tensors.first else { throw KernelError("nothing to concatenate") }
+    var shape = first.shape
+    shape[axis] = tensors.reduce(0) { $0 + $1.shape[axis] }
+    let nonEmpty = tensors.filter { $0.count > 0 }
+    if nonEmpty.count == 1, tensors.allSatisfy({ $0.storage.kind == first.storage.kind }) {
+        return nonEmpty[0].reshaped(shape)
+    }
+    let outerCount = first.shape[..<axis].reduce(1, *)
+    let innerCount = first.shape[(axis + 1)...].reduce(1, *)
+    let movement = Concatenation(blockSizes: tensors.map { $0.shape[axis] * innerCount }, outerCount: outerCount)
+    return try moveElements(from: tensors, shape: shape, dataType: first.dataType, movement)
+}
+
+/// Positions `rows` along `axis` of `tensor`, everything else whole: a part of Split, and an operand's share of
+/// Concat's gradient. The whole axis is `tensor` itself.
+func part(of tensor: Tensor, along axis: Int, _ rows: Swift.Range<Int>) throws(KernelError) -> Tensor {
+    if rows == 0..<tensor.shape[axis] { return tensor }
+    var shape = tensor.shape
+    shape[axis] = rows.count
+    let strides = contiguousStrides(tensor.shape)
+    let view = StridedView(shape: shape, offset: rows.lowerBound * strides[axis], strides: strides)
+    return try moveElements(from: [tensor], shape: shape, dataType: tensor.dataType, view)
+}
+
 /// Calls `body` with buffer pointers to every array of `arrays`, kept valid for the whole call.
 private func withBuffers<Element, Result>(
     _ arrays: ArraySlice<[Element]>, _ buffers: [UnsafeBufferPointer<Element>],
@@ -87,6 +130,37 @@ struct StridedView: ElementMovement {
     /// The whole of a contiguous row-major tensor of `shape`.
     init(contiguous shape: [Int]) {
         self.init(shape: shape, strides: contiguousStrides(shape))
+    }
+
+    /// Whether the view reads all of a contiguous tensor of `shape`, in order, so that copying it changes nothing.
+    /// The stride of a dimension of size 1 is never followed, so it may be anything.
+    func isWhole(of shape: [Int]) -> Bool {
+        guard self.shape == shape, offset == 0 else { return false }
+        let contiguous = contiguousStrides(shape)
+        return shape.indices.allSatisfy { shape[$0] == 1 || strides[$0] == contiguous[$0] }
+    }
+
+    /// Calls `body(row, position)` for each of `rows`, the runs along the innermost dimension numbered in
+    /// row-major order, with `position` the offset (from `offset`) of the row's first element in the source.
+    func forEachRow(in rows: Swift.Range<Int>, _ body: (_ row: Int, _ position: Int) -> Void) {
+        let rank = shape.count
+        let outerShape = Array(shape.dropLast())
+        let outerStrides = Array(strides.dropLast())
+        var index = [Int](repeating: 0, count: rank - 1)
+        var position = outerPosition(of: rows.lowerBound, shape: outerShape, strides: outerStrides, index: &index)
+        for row in rows {
+            body(row, position)
+            // Step the outer index, carrying into outer dimensions.
+            var axis = rank - 2
+            while axis >= 0 {
+                index[axis] += 1
+                position += outerStrides[axis]
+                if index[axis] < outerShape[axis] { break }
+                position -= outerShape[axis] * outerStrides[axis]
+                index[axis] = 0
+                axis -= 1
+            }
+        }
     }
 
     /// The same walk with dimensions of size 1 dropped and neighbours the source steps over contiguously merged,
@@ -123,28 +197,14 @@ struct StridedView: ElementMovement {
         // Rows along the innermost dimension: contiguous (a block copy), repeated (a fill) or strided.
         let inner = view.shape[rank - 1]
         let innerStride = view.strides[rank - 1]
-        let outerShape = Array(view.shape.dropLast())
-        let outerStrides = Array(view.strides.dropLast())
         Parallel.forEachChunk(count / inner, minimumPerThread: max(1, 32_768 / inner)) { rows in
-            var index = [Int](repeating: 0, count: rank - 1)
-            var position = outerPosition(of: rows.lowerBound, shape: outerShape, strides: outerStrides, index: &index)
-            for row in rows {
+            view.forEachRow(in: rows) { row, position in
                 let destination = output + row * inner
                 let start = source + position
                 switch innerStride {
                 case 1: destination.initialize(from: start, count: inner)
                 case 0: destination.initialize(repeating: start.pointee, count: inner)
                 default: for k in 0..<inner { (destination + k).initialize(to: start[k * innerStride]) }
-                }
-                // Step the outer index, carrying into outer dimensions.
-                var axis = rank - 2
-                while axis >= 0 {
-                    index[axis] += 1
-                    position += outerStrides[axis]
-                    if index[axis] < outerShape[axis] { break }
-                    position -= outerShape[axis] * outerStrides[axis]
-                    index[axis] = 0
-                    axis -= 1
                 }
             }
         }

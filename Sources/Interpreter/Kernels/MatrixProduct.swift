@@ -98,3 +98,50 @@ private func batchPairs(_ aBatch: [Int], _ bBatch: [Int], _ batch: [Int]) -> [(I
     }
     return pairs
 }
+
+/// The gradients of `Y = alpha · op(A) · op(B)` (see `matrixProduct`) with respect to A and B, each only when
+/// `wantA` / `wantB`, summed over the batch axes the operand was broadcast along.
+///
+/// With `op` the identity: `dA = alpha · dY · Bᵀ`, `dB = alpha · Aᵀ · dY`. With `op(A) = Aᵀ`: `dA = alpha · B · dYᵀ`
+/// (that is `(dY · Bᵀ)ᵀ`), and likewise for B: `dB = alpha · dYᵀ · A` when `op(B) = Bᵀ`. 1-D operands are promoted
+/// as in the forward product and the gradient reshaped back.
+func matrixProductGradient(
+    _ a: Tensor, _ b: Tensor, _ dY: Tensor, transposeA: Bool, transposeB: Bool, alpha: Float, wantA: Bool, wantB: Bool
+) throws(KernelError) -> (Tensor?, Tensor?) {
+    let a2 = a.rank == 1 ? a.reshaped([1] + a.shape) : a
+    let b2 = b.rank == 1 ? b.reshaped(b.shape + [1]) : b
+    // dY with the promoted axes restored: [..., M, N].
+    var dShape = dY.shape
+    if b.rank == 1 { dShape.append(1) }
+    if a.rank == 1 { dShape.insert(1, at: dShape.count - 1) }
+    let d = dY.reshaped(dShape)
+    var dA: Tensor?
+    var dB: Tensor?
+    if wantA {
+        // op(A)'s gradient is dY · op(B)ᵀ; for A itself transpose back when op transposed it.
+        let g = transposeA
+            ? try matrixProduct(b2, d, transposeA: transposeB, transposeB: true, alpha: alpha)
+            : try matrixProduct(d, b2, transposeA: false, transposeB: !transposeB, alpha: alpha)
+        dA = try reduceGradient(g, to: a2.shape).reshaped(a.shape)
+    }
+    if wantB && b2.rank == 2 && !transposeA && a2.rank > 2 {
+        // A 2-D B shared by every batch entry: fold the batch into rows, one GEMM instead of a per-entry
+        // gradient summed afterwards. [..., M, K] → [rows, K] and [..., M, N] → [rows, N].
+        let k = a2.shape[a2.rank - 1], n = d.shape[d.rank - 1]
+        let rowsA = a2.reshaped([a2.count / max(k, 1), k]), rowsD = d.reshaped([d.count / max(n, 1), n])
+        if rowsA.shape[0] == rowsD.shape[0] {
+            let g = transposeB
+                ? try matrixProduct(rowsD, rowsA, transposeA: true, transposeB: false, alpha: alpha)
+                : try matrixProduct(rowsA, rowsD, transposeA: true, transposeB: false, alpha: alpha)
+            return (dA, g.reshaped(b.shape))
+        }
+    }
+    if wantB {
+        // op(B)'s gradient is op(A)ᵀ · dY; for B itself transpose back when op transposed it.
+        let g = transposeB
+            ? try matrixProduct(d, a2, transposeA: true, transposeB: transposeA, alpha: alpha)
+            : try matrixProduct(a2, d, transposeA: !transposeA, transposeB: false, alpha: alpha)
+        dB = try reduceGradient(g, to: b2.shape).reshaped(b.shape)
+    }
+    return (dA, dB)
+}

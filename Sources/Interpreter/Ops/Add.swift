@@ -11,3 +11,13 @@ struct Add: ArithmeticOperator {
     static func float(_ a: Float, _ b: Float) -> Float { a + b }
     static func integer(_ a: Int64, _ b: Int64) -> Int64 { a &+ b }
 }
+
+extension Add: DifferentiableOperator {
+    // dA = Σ_broadcast dC, dB = Σ_broadcast dC
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let dC = context.outputGradient()
+        return try (0..<2).map { index throws(KernelError) in
+            context.wants(index) ? try reduceGradient(dC, to: context.input(index).shape) : nil
+        }
+    }
+}

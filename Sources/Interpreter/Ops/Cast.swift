@@ -71,3 +71,14 @@ struct Cast: Operator {
         value >= 0x1p63 && value < 0x1p64 ? Int64(bitPattern: UInt64(value)) : truncatedToInt64(value)
     }
 }
+
+extension Cast: DifferentiableOperator {
+    // dInput = Cast(dOutput, to: input type), between floating types (an integer or bool output carries none)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let input = try context.input(0)
+        guard context.wants(0), input.storage.kind == .float,
+              case .float(let dOutput) = context.outputGradient().storage else { return [nil] }
+        let values = roundedToPrecision(dOutput, input.dataType)
+        return [Tensor(shape: input.shape, floats: values, dataType: input.dataType)]
+    }
+}

@@ -2,6 +2,8 @@ import ONNXGraph
 
 /// Joins tensors along `axis`; every other dimension must match. Operands with a zero-size axis (an empty KV
 /// cache `[batch, heads, 0, headDim]`) contribute nothing.
+///
+/// Backward: each operand gets its own rows of `dY` along `axis`.
 struct Concat: Operator {
     static let opType = "Concat"
     static let sinceVersions = [13]
@@ -20,8 +22,6 @@ struct Concat: Operator {
         let tensors = inputs.compactMap { $0 }
         guard let first = tensors.first else { throw KernelError("Concat needs at least one input") }
         let axis = try resolveAxis(self.axis, in: first.shape)
-        var shape = first.shape
-        shape[axis] = 0
         for tensor in tensors {
             let matches = tensor.rank == first.rank
                 && (0..<first.rank).allSatisfy { $0 == axis || tensor.shape[$0] == first.shape[$0] }
@@ -29,16 +29,23 @@ struct Concat: Operator {
                 throw KernelError("Concat along axis \(self.axis) needs the other dimensions to match, got shapes "
                     + tensors.map { "\($0.shape)" }.joined(separator: ", "))
             }
-            shape[axis] += tensor.shape[axis]
         }
-        // Joining an empty tensor to one other (the first step of a KV cache) needs no copy.
-        let nonEmpty = tensors.filter { $0.count > 0 }
-        if nonEmpty.count == 1, tensors.allSatisfy({ $0.storage.kind == first.storage.kind }) {
-            return [nonEmpty[0].reshaped(shape)]
+        return [try concatenated(tensors, along: axis)]
+    }
+}
+
+extension Concat: DifferentiableOperator {
+    // dX_i = dY[..., offset_i ..< offset_i + n_i, ...] along axis, offset_i = n_0 + ... + n_(i-1)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard let first = context.inputs.compactMap({ $0 }).first else { return context.inputs.map { _ in nil } }
+        let axis = try resolveAxis(self.axis, in: first.shape)
+        let dY = context.outputGradient()
+        var offset = 0
+        return try context.inputs.enumerated().map { index, input throws(KernelError) -> Tensor? in
+            guard let input else { return nil }
+            let rows = offset..<(offset + input.shape[axis])
+            offset = rows.upperBound
+            return context.wants(index) ? try part(of: dY, along: axis, rows) : nil
         }
-        let outerCount = first.shape[..<axis].reduce(1, *)
-        let innerCount = first.shape[(axis + 1)...].reduce(1, *)
-        let movement = Concatenation(blockSizes: tensors.map { $0.shape[axis] * innerCount }, outerCount: outerCount)
-        return [try moveElements(from: tensors, shape: shape, dataType: first.dataType, movement)]
     }
 }

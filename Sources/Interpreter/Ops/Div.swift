@@ -37,3 +37,16 @@ private enum UnsignedDivision: BinaryKernel {
         Int64(bitPattern: UInt64(bitPattern: a) / UInt64(bitPattern: b))
     }
 }
+
+extension Div: DifferentiableOperator {
+    // dA = Σ_broadcast dC / B, dB = −Σ_broadcast dC · C / B
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let dC = context.outputGradient()
+        let a = try context.input(0), b = try context.input(1)
+        return [
+            context.wants(0) ? try reduceGradient(combine(dC, b, Quotient.self), to: a.shape) : nil,
+            context.wants(1) ? try transform(reduceGradient(combine(combine(dC, context.outputs[0], Product.self), b, Quotient.self),
+                                                            to: b.shape), Negation.self) : nil,
+        ]
+    }
+}

@@ -10,3 +10,17 @@ struct Erf: FloatFunctionOperator {
 
     static func apply(_ x: Float) -> Float { Foundation.erf(x) }
 }
+
+extension Erf: DifferentiableOperator {
+    // dX = dY · 2/√π · e^(−X²)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try combine(context.outputGradient(), context.input(0), Gradient.self) : nil]
+    }
+
+    /// `(dY, X) ↦ dY · 2/√π · e^(−X²)`.
+    private enum Gradient: BinaryKernel {
+        static func apply(_ dy: Float, _ x: Float) -> Float {
+            dy * Float(2 / Double.pi.squareRoot()) * fastExp(-x * x)
+        }
+    }
+}

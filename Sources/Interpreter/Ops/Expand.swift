@@ -2,6 +2,8 @@ import ONNXGraph
 
 /// Broadcasts the input with `shape` in both directions, as numpy does: the output shape is the broadcast of
 /// the input's shape and `shape`, so a 1 in `shape` keeps the input's dimension.
+///
+/// Backward: `dX = dY` summed over the axes the input was broadcast along.
 struct Expand: Operator {
     static let opType = "Expand"
     static let sinceVersions = [13]
@@ -16,5 +18,12 @@ struct Expand: Operator {
             throw KernelError("Expand's shape must be a 1-D tensor of sizes >= 0, got \(target) (shape \(shapeInput.shape))")
         }
         return [try expanded(input, to: try broadcastShape([input.shape, target]))]
+    }
+}
+
+extension Expand: DifferentiableOperator {
+    // dX = Σ_broadcast dY; the shape input has no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try reduceGradient(context.outputGradient(), to: context.input(0).shape) : nil, nil]
     }
 }

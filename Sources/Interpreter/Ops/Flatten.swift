@@ -2,6 +2,8 @@ import ONNXGraph
 
 /// Reshapes to 2-D `[product of dims before axis, product of the rest]`, without copying. `axis` may be
 /// `-rank...rank`; 0 gives `[1, count]`.
+///
+/// Backward: `dX = dY` reshaped to the input's shape.
 struct Flatten: Operator {
     static let opType = "Flatten"
     static let sinceVersions = [13, 21]
@@ -23,5 +25,12 @@ struct Flatten: Operator {
         let outer = input.shape[..<axis].reduce(1, *)
         let inner = input.shape[axis...].reduce(1, *)
         return [input.reshaped([outer, inner])]
+    }
+}
+
+extension Flatten: DifferentiableOperator {
+    // dX = reshape(dY, X.shape)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil]
     }
 }

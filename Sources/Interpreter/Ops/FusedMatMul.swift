@@ -27,3 +27,13 @@ struct FusedMatMul: Operator {
         [try matrixProduct(inputs.required(0), inputs.required(1), transposeA: transA, transposeB: transB, alpha: alpha)]
     }
 }
+
+extension FusedMatMul: DifferentiableOperator {
+    // dA = alpha · dY · op(B)ᵀ, dB = alpha · op(A)ᵀ · dY (see `matrixProductGradient`)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let (dA, dB) = try matrixProductGradient(
+            context.input(0), context.input(1), context.outputGradient(), transposeA: transA, transposeB: transB, alpha: alpha,
+            wantA: context.wants(0), wantB: context.wants(1))
+        return [dA, dB]
+    }
+}

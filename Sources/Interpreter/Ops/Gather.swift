@@ -2,6 +2,8 @@ import ONNXGraph
 
 /// Picks entries of `data` along `axis` at `indices` (negative ones count from the end): the output shape is
 /// `data.shape[..<axis] + indices.shape + data.shape[(axis + 1)...]`. An embedding lookup is Gather on axis 0.
+///
+/// Backward: `dData` is zeros with each block of `dY` added back where it was read, so a repeated index sums.
 struct Gather: Operator {
     static let opType = "Gather"
     static let sinceVersions = [13]
@@ -15,7 +17,12 @@ struct Gather: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let data = try inputs.required(0)
-        let indices = try inputs.required(1)
+        let (movement, shape) = try gathering(from: data, at: inputs.required(1))
+        return [try moveElements(from: [data], shape: shape, dataType: data.dataType, movement)]
+    }
+
+    /// The blocks of `data` the gather reads, in output order, and the output's shape.
+    private func gathering(from data: Tensor, at indices: Tensor) throws(KernelError) -> (BlockGather, shape: [Int]) {
         let axis = try resolveAxis(self.axis, in: data.shape)
         let axisSize = data.shape[axis]
         let positions = try indices.intValues("Gather indices").map { index throws(KernelError) -> Int in
@@ -34,7 +41,17 @@ struct Gather: Operator {
         for outer in 0..<outerCount {
             for position in positions { offsets.append((outer * axisSize + position) * innerCount) }
         }
-        let movement = BlockGather(offsets: offsets, blockSize: innerCount)
-        return [try moveElements(from: [data], shape: shape, dataType: data.dataType, movement)]
+        return (BlockGather(offsets: offsets, blockSize: innerCount), shape)
+    }
+}
+
+extension Gather: DifferentiableOperator {
+    // dData = zeros(data.shape); for each output block b read from data block offset_b: dData[offset_b] += dY[b]
+    // (scatter-add along axis); the indices have no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return [nil, nil] }
+        let data = try context.input(0)
+        let (movement, _) = try gathering(from: data, at: context.input(1))
+        return [try scatterAdded(context.outputGradient(), into: data.shape, movement), nil]
     }
 }

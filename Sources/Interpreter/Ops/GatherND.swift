@@ -4,6 +4,8 @@ import ONNXGraph
 /// both being matched batch dimensions:
 /// `output[b..., i...] = data[b..., indices[b..., i..., 0], ..., indices[b..., i..., k - 1], ...]`, of shape
 /// `indices.shape[..<(q - 1)] + data.shape[(batch_dims + k)...]` (q the rank of `indices`, k its last dimension).
+///
+/// Backward: `dData` is zeros with each slice of `dY` added back where it was read, so a repeated index sums.
 struct GatherND: Operator {
     static let opType = "GatherND"
     static let sinceVersions = [13]
@@ -21,7 +23,12 @@ struct GatherND: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let data = try inputs.required(0)
-        let indices = try inputs.required(1)
+        let (movement, shape) = try gathering(from: data, at: inputs.required(1))
+        return [try moveElements(from: [data], shape: shape, dataType: data.dataType, movement)]
+    }
+
+    /// The slices of `data` the gather reads, in output order, and the output's shape.
+    private func gathering(from data: Tensor, at indices: Tensor) throws(KernelError) -> (BlockGather, shape: [Int]) {
         let indexValues = try indices.intValues("GatherND indices")
         let batchDims = batchDims
         guard data.rank > batchDims, indices.rank > batchDims,
@@ -56,7 +63,17 @@ struct GatherND: Operator {
             }
         }
         let shape = Array(indices.shape.dropLast()) + Array(data.shape[(batchDims + tupleLength)...])
-        let movement = BlockGather(offsets: offsets, blockSize: blockSize)
-        return [try moveElements(from: [data], shape: shape, dataType: data.dataType, movement)]
+        return (BlockGather(offsets: offsets, blockSize: blockSize), shape)
+    }
+}
+
+extension GatherND: DifferentiableOperator {
+    // dData = zeros(data.shape); dData[b..., indices[b..., i..., :], ...] += dY[b..., i..., ...] (scatter-add, per
+    // batch); the indices have no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return [nil, nil] }
+        let data = try context.input(0)
+        let (movement, _) = try gathering(from: data, at: context.input(1))
+        return [try scatterAdded(context.outputGradient(), into: data.shape, movement), nil]
     }
 }

@@ -44,3 +44,32 @@ struct Gelu: Operator {
         }
     }
 }
+
+extension Gelu: DifferentiableOperator {
+    // "none": dX = dY · (Φ(X) + X · φ(X)), Φ(x) = (1 + erf(x/√2))/2, φ(x) = e^(−x²/2)/√(2π)
+    // "tanh": dX = dY · (½(1 + t) + ½ X (1 − t²) √(2/π)(1 + 3·0.044715 X²)), t = tanh(√(2/π)(X + 0.044715 X³))
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return [nil] }
+        let dY = context.outputGradient(), x = try context.input(0)
+        return [approximate ? try combine(dY, x, TanhApproximationGradient.self)
+                            : try combine(dY, x, ExactGradient.self)]
+    }
+
+    /// `(dY, X) ↦ dY · (Φ(X) + X · φ(X))`.
+    private enum ExactGradient: BinaryKernel {
+        static func apply(_ dy: Float, _ x: Float) -> Float {
+            let cumulative = 0.5 * (1 + Foundation.erf(x * Float(0.5.squareRoot())))
+            let density = Float(1 / (2 * Double.pi).squareRoot()) * fastExp(-0.5 * x * x)
+            return dy * (cumulative + x * density)
+        }
+    }
+
+    /// `(dY, X) ↦ dY · (½(1 + t) + ½ X (1 − t²) √(2/π)(1 + 3·0.044715 X²))`.
+    private enum TanhApproximationGradient: BinaryKernel {
+        static func apply(_ dy: Float, _ x: Float) -> Float {
+            let c = Float((2 / Double.pi).squareRoot())
+            let t = Foundation.tanh(c * (x + 0.044715 * x * x * x))
+            return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))
+        }
+    }
+}

@@ -53,3 +53,20 @@ struct Gemm: Operator {
         return [Tensor(shape: [m, n], floats: out, dataType: a.dataType)]
     }
 }
+
+extension Gemm: DifferentiableOperator {
+    // dA = alpha · dY · op(B)ᵀ and dB = alpha · op(A)ᵀ · dY (transposed back where op transposes; see
+    // `matrixProductGradient`), dC = beta · Σ_broadcast dY.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let dY = context.outputGradient()
+        let (dA, dB) = try matrixProductGradient(
+            context.input(0), context.input(1), dY, transposeA: transA, transposeB: transB, alpha: alpha,
+            wantA: context.wants(0), wantB: context.wants(1))
+        var dC: Tensor?
+        if context.wants(2), let c = context.inputs.optional(2) {
+            let reduced = try reduceGradient(dY, to: c.shape)
+            dC = beta == 1 ? reduced : Tensor(shape: c.shape, floats: reduced.floats.map { $0 * beta }, dataType: c.dataType)
+        }
+        return [dA, dB, dC]
+    }
+}

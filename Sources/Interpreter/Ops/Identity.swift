@@ -14,3 +14,10 @@ struct Identity: Operator {
         [try inputs.required(0)]
     }
 }
+
+extension Identity: DifferentiableOperator {
+    // dX = dY
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? context.outputGradient() : nil]
+    }
+}

@@ -11,3 +11,13 @@ struct MatMul: Operator {
         [try matrixProduct(inputs.required(0), inputs.required(1))]
     }
 }
+
+extension MatMul: DifferentiableOperator {
+    // dA = alpha · dY · op(B)ᵀ, dB = alpha · op(A)ᵀ · dY (see `matrixProductGradient`)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let (dA, dB) = try matrixProductGradient(
+            context.input(0), context.input(1), context.outputGradient(), transposeA: false, transposeB: false, alpha: 1,
+            wantA: context.wants(0), wantB: context.wants(1))
+        return [dA, dB]
+    }
+}

@@ -6,7 +6,7 @@ import ONNXGraph
 /// `Int64` bit patterns) compare as unsigned.
 ///
 /// Backward: each input's gradient is `dMax` where that input is the maximum, 0 elsewhere (summed over the axes
-/// it was broadcast along).
+/// it was broadcast along); inputs tied for the maximum share `dMax` equally, as in `torch.maximum`.
 struct Max: ArithmeticOperator {
     static let opType = "Max"
     static let sinceVersions = [13]
@@ -33,5 +33,35 @@ extension Tensor {
     fileprivate func flippingSignBit() -> Tensor {
         guard case .int64(let values) = storage else { return self }
         return Tensor(shape: shape, int64s: unsignedOrdered(values, dataType), dataType: dataType)
+    }
+}
+
+extension Max: DifferentiableOperator {
+    // dX_i = Σ_broadcast dMax · [X_i = Max] / #{j : X_j = Max}  (tied inputs share the gradient equally)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let maximum = context.outputs[0], dMax = context.outputGradient()
+        guard maximum.storage.kind == .float else { return context.inputs.map { _ in nil } }
+        // Per input, 1 where it is the maximum (on the output's shape), and how many inputs are there.
+        var chosen: [Tensor?] = []
+        var ties: Tensor?
+        for input in context.inputs {
+            guard let input else { chosen.append(nil); continue }
+            let indicator = try combine(maximum, input, EqualityIndicator.self)
+            chosen.append(indicator)
+            ties = try ties.map { try addGradients($0, indicator) } ?? indicator
+        }
+        guard let ties else { return context.inputs.map { _ in nil } }
+        let share = try combine(dMax, ties, SharedGradient.self)
+        return try context.inputs.indices.map { index throws(KernelError) -> Tensor? in
+            guard context.wants(index), let input = context.inputs[index], let indicator = chosen[index] else {
+                return nil
+            }
+            return try reduceGradient(combine(share, indicator, Product.self), to: input.shape)
+        }
+    }
+
+    /// `(dMax, ties) ↦ dMax / ties`: each tied input's share; 0 where no input equals the maximum (a NaN).
+    private enum SharedGradient: BinaryKernel {
+        static func apply(_ dMax: Float, _ ties: Float) -> Float { ties == 0 ? 0 : dMax / ties }
     }
 }

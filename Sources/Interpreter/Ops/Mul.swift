@@ -11,3 +11,15 @@ struct Mul: ArithmeticOperator {
     static func float(_ a: Float, _ b: Float) -> Float { a * b }
     static func integer(_ a: Int64, _ b: Int64) -> Int64 { a &* b }
 }
+
+extension Mul: DifferentiableOperator {
+    // dA = Σ_broadcast dC · B, dB = Σ_broadcast dC · A
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let dC = context.outputGradient()
+        let a = try context.input(0), b = try context.input(1)
+        return [
+            context.wants(0) ? try reduceGradient(combine(dC, b, Product.self), to: a.shape) : nil,
+            context.wants(1) ? try reduceGradient(combine(dC, a, Product.self), to: b.shape) : nil,
+        ]
+    }
+}

@@ -30,3 +30,10 @@ struct Neg: Operator {
         static func apply(_ x: Int64) -> Int64 { 0 &- x }
     }
 }
+
+extension Neg: DifferentiableOperator {
+    // dX = −dY
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try transform(context.outputGradient(), Negation.self) : nil]
+    }
+}

@@ -8,8 +8,8 @@ import ONNXGraph
 /// exponents through `Double` with the result truncated toward zero, as onnxruntime does. A scalar exponent of
 /// 2, 0.5, 1 or 3 — `x²` in RMSNorm, `sqrt` — skips `pow`.
 ///
-/// Backward: `dX = dZ * Y * X^(Y-1)`, `dY = dZ * Z * ln(X)`, each summed over the axes its input was broadcast
-/// along.
+/// Backward: `dX = dZ * Y * X^(Y-1)` (0 where `Y = 0`), `dY = dZ * Z * ln(X)` (0 where `X = 0`, as in PyTorch),
+/// each summed over the axes its input was broadcast along; none for an integer exponent.
 struct Pow: Operator {
     static let opType = "Pow"
     static let sinceVersions = [13, 15]
@@ -105,5 +105,47 @@ struct Pow: Operator {
             }
             return result
         }
+    }
+}
+
+extension Pow: DifferentiableOperator {
+    // dX = Σ_broadcast dZ · Y · X^(Y−1)  (0 where Y = 0),  dY = Σ_broadcast dZ · Z · ln(X)  (0 where X = 0)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let base = try context.input(0), exponent = try context.input(1)
+        let dZ = context.outputGradient()
+        var dBase: Tensor?, dExponent: Tensor?
+        if context.wants(0) && base.storage.kind == .float {
+            let exponent = exponent.storage.kind == .float ? exponent
+                : Tensor(shape: exponent.shape, floats: try exponent.intValues("Pow exponent").map { Float($0) })
+            if exponent.count == 1 && exponent.floats[0] == 2 {
+                // x² (RMSNorm): one vectorised pass.
+                dBase = try reduceGradient(combine(dZ, base, TwiceProduct.self), to: base.shape)
+            } else {
+                dBase = try reduceGradient(combine(dZ, combine(base, exponent, BaseSlope.self), Product.self),
+                                           to: base.shape)
+            }
+        }
+        if context.wants(1) && exponent.storage.kind == .float && base.storage.kind == .float {
+            dExponent = try reduceGradient(combine(dZ, combine(context.outputs[0], base, ExponentSlope.self),
+                                                   Product.self), to: exponent.shape)
+        }
+        return [dBase, dExponent]
+    }
+
+    /// `(X, Y) ↦ Y · X^(Y−1)`, `∂Z/∂X`; 0 where `Y = 0` (`X⁰` is constant), where the formula would give
+    /// `0 · 0⁻¹ = NaN` at `X = 0`.
+    private enum BaseSlope: BinaryKernel {
+        static func apply(_ x: Float, _ y: Float) -> Float { y == 0 ? 0 : y * Foundation.pow(x, y - 1) }
+    }
+
+    /// `(dZ, X) ↦ dZ · 2X`: the gradient of `X²`.
+    private enum TwiceProduct: BinaryKernel {
+        static func apply(_ dz: Float, _ x: Float) -> Float { dz * 2 * x }
+    }
+
+    /// `(Z, X) ↦ Z · ln(X)`, `∂Z/∂Y`; 0 where `X = 0`, as in PyTorch (`0^Y` is 0 or 1 on either side for
+    /// `Y > 0`), where the formula would give `0 · −∞ = NaN`.
+    private enum ExponentSlope: BinaryKernel {
+        static func apply(_ z: Float, _ x: Float) -> Float { x == 0 ? 0 : z * Foundation.log(x) }
     }
 }

@@ -30,3 +30,20 @@ struct QuickGelu: Operator {
         static func apply(_ x: Float) -> Float { x * Sigmoid.apply(x) }
     }
 }
+
+extension QuickGelu: DifferentiableOperator {
+    // s = sigmoid(alpha · X): dX = dY · (s + alpha · X · s · (1 − s))
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return [nil] }
+        return [try combine(context.outputGradient(), context.input(0), parameter: alpha, Gradient.self)]
+    }
+
+    /// `(dY, X, alpha) ↦ dY · (s + z · s · (1 − s))` with `z = alpha · X`, `s = sigmoid(z)`.
+    private enum Gradient: ParameterizedGradientKernel {
+        static func apply(_ dy: Float, _ x: Float, _ alpha: Float) -> Float {
+            let z = alpha * x
+            let s = Sigmoid.apply(z)
+            return dy * (s + z * s * (1 - s))
+        }
+    }
+}

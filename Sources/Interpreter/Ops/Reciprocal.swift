@@ -9,3 +9,15 @@ struct Reciprocal: FloatFunctionOperator {
 
     static func apply(_ x: Float) -> Float { 1 / x }
 }
+
+extension Reciprocal: DifferentiableOperator {
+    // dX = −dY · Y²
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+    }
+
+    /// `(dY, Y) ↦ −dY · Y²`.
+    private enum Gradient: BinaryKernel {
+        static func apply(_ dy: Float, _ y: Float) -> Float { -dy * y * y }
+    }
+}

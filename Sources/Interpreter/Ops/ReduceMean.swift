@@ -29,17 +29,7 @@ struct ReduceMean: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let data = try inputs.required(0)
-        let requested = (axesFromInput ? try inputs.optional(1)?.intValues("ReduceMean axes") : axesAttribute) ?? []
-        if requested.isEmpty && noopWithEmptyAxes { return [data] }
-        var reduced = [Bool](repeating: requested.isEmpty, count: data.rank)
-        for axis in requested {
-            let axis = try resolveAxis(axis, in: data.shape)
-            guard axis < data.rank, !reduced[axis] else {
-                throw KernelError(
-                    "ReduceMean: axes \(requested) repeat an axis or are out of range for rank \(data.rank)")
-            }
-            reduced[axis] = true
-        }
+        guard let reduced = try reducedAxes(data, inputs) else { return [data] }
         let keptShape = data.shape.indices.map { reduced[$0] ? 1 : data.shape[$0] }
         let outputShape = keepdims ? keptShape : data.shape.indices.filter { !reduced[$0] }.map { data.shape[$0] }
         let reducedCount = data.shape.indices.filter { reduced[$0] }.map { data.shape[$0] }.reduce(1, *)
@@ -67,6 +57,23 @@ struct ReduceMean: Operator {
         case .bool:
             throw KernelError("ReduceMean is not defined for bool inputs")
         }
+    }
+
+    /// Per axis of `data`, whether it is reduced; nil when the op returns `data` unchanged (no axes and
+    /// `noop_with_empty_axes`).
+    private func reducedAxes(_ data: Tensor, _ inputs: [Tensor?]) throws(KernelError) -> [Bool]? {
+        let requested = (axesFromInput ? try inputs.optional(1)?.intValues("ReduceMean axes") : axesAttribute) ?? []
+        if requested.isEmpty && noopWithEmptyAxes { return nil }
+        var reduced = [Bool](repeating: requested.isEmpty, count: data.rank)
+        for axis in requested {
+            let axis = try resolveAxis(axis, in: data.shape)
+            guard axis < data.rank, !reduced[axis] else {
+                throw KernelError(
+                    "ReduceMean: axes \(requested) repeat an axis or are out of range for rank \(data.rank)")
+            }
+            reduced[axis] = true
+        }
+        return reduced
     }
 
     /// Sums of `x` (of `shape`) over the axes where `keptShape` is 1 and `shape` is not, laid out as `keptShape`.
@@ -103,5 +110,23 @@ struct ReduceMean: Operator {
             }
             initialized = outputCount
         }
+    }
+}
+
+extension ReduceMean: DifferentiableOperator {
+    // dData = broadcast(dReduced) / count, the reduced axes restored as size 1 and expanded; none for axes
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let data = try context.input(0), dReduced = context.outputGradient()
+        let axesGradient: [Tensor?] = context.inputs.dropFirst().map { _ in nil }
+        guard context.wants(0), data.storage.kind == .float else { return [nil] + axesGradient }
+        guard let reduced = try reducedAxes(data, context.inputs) else { return [dReduced] + axesGradient }
+        guard case .float(let gradient) = dReduced.storage else {
+            throw KernelError("ReduceMean gradient needs a floating-point output gradient, got \(dReduced.dataType)")
+        }
+        let keptShape = data.shape.indices.map { reduced[$0] ? 1 : data.shape[$0] }
+        let reducedCount = data.shape.indices.filter { reduced[$0] }.map { data.shape[$0] }.reduce(1, *)
+        let scale: [Float] = [reducedCount > 0 ? 1 / Float(reducedCount) : 0]
+        let values = broadcastKernel(gradient, keptShape, scale, [], outputShape: data.shape, Product.self)
+        return [Tensor(shape: data.shape, floats: values, dataType: data.dataType)] + axesGradient
     }
 }

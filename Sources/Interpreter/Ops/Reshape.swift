@@ -54,3 +54,10 @@ struct Reshape: Operator {
         return [data.reshaped(shape)]
     }
 }
+
+extension Reshape: DifferentiableOperator {
+    // dData = dReshaped, reshaped back; the shape input has no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil, nil]
+    }
+}

@@ -16,3 +16,15 @@ struct Sigmoid: FloatFunctionOperator {
         return x < 0 ? e * positive : positive
     }
 }
+
+extension Sigmoid: DifferentiableOperator {
+    // dX = dY · Y · (1 − Y)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+    }
+
+    /// `(dY, Y) ↦ dY · Y · (1 − Y)`.
+    private enum Gradient: BinaryKernel {
+        static func apply(_ dy: Float, _ y: Float) -> Float { dy * y * (1 - y) }
+    }
+}

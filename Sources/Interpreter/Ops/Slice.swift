@@ -4,6 +4,8 @@ import ONNXGraph
 /// Negative starts and ends count from the end; then, for a dimension of size `n`, starts are clamped to `0...n`
 /// and ends to `0...n` for positive steps, and to `0...n-1` and `-1...n-1` for negative steps, so INT64_MAX and
 /// INT64_MIN mean "to the end" either way.
+///
+/// Backward: `dData` is zero except on the sliced view, which holds `dY`.
 struct Slice: Operator {
     static let opType = "Slice"
     static let sinceVersions = [13]
@@ -12,6 +14,14 @@ struct Slice: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let data = try inputs.required(0)
+        let view = try view(of: data, inputs)
+        if view.isWhole(of: data.shape) { return [data] }
+        return [try moveElements(from: [data], shape: view.shape, dataType: data.dataType, view)]
+    }
+
+    /// The elements of `data` the slice reads, as a view into it: the output's shape, the position of its first
+    /// element, and the step in `data` along each output dimension.
+    private func view(of data: Tensor, _ inputs: [Tensor?]) throws(KernelError) -> StridedView {
         let starts = try inputs.required(1).intValues("Slice starts")
         let ends = try inputs.required(2).intValues("Slice ends")
         let axes = try inputs.optional(3)?.intValues("Slice axes") ?? Array(0..<starts.count)
@@ -47,7 +57,17 @@ struct Slice: Operator {
             // A stride is never followed for a single element, and must not overflow for a huge step.
             view.strides[axis] = length > 1 ? step * sourceStrides[axis] : 0
         }
-        if view.shape == data.shape && view.offset == 0 && steps.allSatisfy({ $0 == 1 }) { return [data] }
-        return [try moveElements(from: [data], shape: view.shape, dataType: data.dataType, view)]
+        return view
+    }
+}
+
+extension Slice: DifferentiableOperator {
+    // dData = zeros(data.shape) with dData[starts:ends:steps] = dY (the forward's view, written instead of read);
+    // starts, ends, axes and steps have no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return context.inputs.map { _ in nil } }
+        let data = try context.input(0)
+        let dData = try scattered(context.outputGradient(), into: data.shape, view(of: data, context.inputs))
+        return [dData] + context.inputs.dropFirst().map { _ in nil }
     }
 }

@@ -90,3 +90,67 @@ struct Softmax: Operator {
         }
     }
 }
+
+extension Softmax: DifferentiableOperator {
+    // dX = Y · (dY − Σ_axis dY · Y)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return [nil] }
+        let output = context.outputs[0], dOutput = context.outputGradient()
+        guard case .float(let y) = output.storage, case .float(let dy) = dOutput.storage else {
+            throw KernelError("Softmax gradient needs floating-point values, got \(output.dataType)")
+        }
+        let axis = try resolveAxis(self.axis, in: output.shape)
+        let (outer, inner) = splitAround(output.shape, axis: axis)
+        let n = output.shape[axis]
+        let dx = y.isEmpty ? [] : [Float](unsafeUninitializedCapacity: y.count) { out, initialized in
+            y.withUnsafeBufferPointer { y in
+                dy.withUnsafeBufferPointer { dy in
+                    let yBase = y.baseAddress!, dyBase = dy.baseAddress!, dxBase = out.baseAddress!
+                    if inner == 1 {
+                        Self.gradientRows(yBase, dyBase, dxBase, rows: outer, n: n)
+                    } else {
+                        Self.gradientLanes(yBase, dyBase, dxBase, outer: outer, n: n, inner: inner)
+                    }
+                }
+            }
+            initialized = y.count
+        }
+        return [Tensor(shape: output.shape, floats: dx, dataType: output.dataType)]
+    }
+
+    /// The gradient along `rows` contiguous rows of `n`.
+    private static func gradientRows(
+        _ y: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, rows: Int, n: Int
+    ) {
+        forEachRowChunk(rows: rows, rowLength: n) { range in
+            for row in range {
+                let y = y + row * n, dy = dy + row * n, dx = dx + row * n
+                let dot = vectorDot(dy, y, n)
+                for k in 0..<n { dx[k] = y[k] * (dy[k] - dot) }
+            }
+        }
+    }
+
+    /// The gradient along the middle axis of `[outer, n, inner]`, `inner` lanes at a time.
+    private static func gradientLanes(
+        _ y: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+        outer: Int, n: Int, inner: Int
+    ) {
+        forEachRowChunk(rows: outer, rowLength: n * inner) { range in
+            var dots = [Float](repeating: 0, count: inner)
+            dots.withUnsafeMutableBufferPointer { dots in
+                for block in range {
+                    let offset = block * n * inner
+                    let y = y + offset, dy = dy + offset, dx = dx + offset
+                    dots.update(repeating: 0)
+                    for j in 0..<n {
+                        for i in 0..<inner { dots[i] += dy[j * inner + i] * y[j * inner + i] }
+                    }
+                    for j in 0..<n {
+                        for i in 0..<inner { dx[j * inner + i] = y[j * inner + i] * (dy[j * inner + i] - dots[i]) }
+                    }
+                }
+            }
+        }
+    }
+}

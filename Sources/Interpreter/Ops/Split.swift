@@ -3,6 +3,8 @@ import ONNXGraph
 /// Cuts the input along `axis` into consecutive parts: of the sizes in the optional `split` input; else (opset 18)
 /// into `num_outputs` parts of `ceil(n / num_outputs)`, the last smaller; else into as many equal parts as the
 /// node has outputs.
+///
+/// Backward: `dX` is the output gradients joined along `axis`, zeros for a part no gradient reached.
 struct Split: Operator {
     static let opType = "Split"
     static let sinceVersions = [13, 18]
@@ -32,16 +34,10 @@ struct Split: Operator {
         let axis = try resolveAxis(self.axis, in: input.shape)
         let size = input.shape[axis]
         let sizes = try partSizes(splitInput: inputs.optional(1), size: size, shape: input.shape)
-        if sizes.count == 1 { return [input] }
-        // Part i is a slice of the input: a view starting at its first row along the axis.
-        let strides = contiguousStrides(input.shape)
         var start = 0
         return try sizes.map { partSize throws(KernelError) -> Tensor in
-            var shape = input.shape
-            shape[axis] = partSize
-            let view = StridedView(shape: shape, offset: start * strides[axis], strides: strides)
-            start += partSize
-            return try moveElements(from: [input], shape: shape, dataType: input.dataType, view)
+            defer { start += partSize }
+            return try part(of: input, along: axis, start..<(start + partSize))
         }
     }
 
@@ -72,5 +68,21 @@ struct Split: Operator {
             throw KernelError("Split cannot cut axis \(axis) of shape \(shape) into \(parts) parts of \(partSize)")
         }
         return [Int](repeating: partSize, count: parts - 1) + [last]
+    }
+}
+
+extension Split: DifferentiableOperator {
+    // dX = concat(dY_0, dY_1, ..., axis), dY_i = 0 where no gradient reached output i; split has no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return context.inputs.map { _ in nil } }
+        let axis = try resolveAxis(self.axis, in: context.input(0).shape)
+        // The forward pass may cut more parts than the node names outputs; those have no gradient either.
+        let parts = context.outputs.indices.map { index in
+            if index < context.outputGradients.count { return context.outputGradient(index) }
+            let output = context.outputs[index]
+            let zeros = [Float](repeating: 0, count: output.count)
+            return Tensor(shape: output.shape, floats: zeros, dataType: output.dataType)
+        }
+        return [try concatenated(parts, along: axis)] + context.inputs.dropFirst().map { _ in nil }
     }
 }

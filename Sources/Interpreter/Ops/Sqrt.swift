@@ -9,3 +9,15 @@ struct Sqrt: FloatFunctionOperator {
 
     static func apply(_ x: Float) -> Float { x.squareRoot() }
 }
+
+extension Sqrt: DifferentiableOperator {
+    // dX = dY / (2 · Y)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+    }
+
+    /// `(dY, Y) ↦ dY / (2 · Y)`: infinite at X = 0, where √ has a vertical tangent.
+    private enum Gradient: BinaryKernel {
+        static func apply(_ dy: Float, _ y: Float) -> Float { dy / (2 * y) }
+    }
+}

@@ -2,6 +2,8 @@ import ONNXGraph
 
 /// Removes dimensions of size 1, without copying: those at the optional `axes` input (each must be 1), or every
 /// one when `axes` is omitted.
+///
+/// Backward: `dX = dY` reshaped to the input's shape.
 struct Squeeze: Operator {
     static let opType = "Squeeze"
     static let sinceVersions = [13, 21]
@@ -23,5 +25,13 @@ struct Squeeze: Operator {
         }
         let shape = input.shape.indices.filter { !removed.contains($0) }.map { input.shape[$0] }
         return [input.reshaped(shape)]
+    }
+}
+
+extension Squeeze: DifferentiableOperator {
+    // dX = reshape(dY, X.shape); the axes input has no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let dX = context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil
+        return [dX] + context.inputs.dropFirst().map { _ in nil }
     }
 }

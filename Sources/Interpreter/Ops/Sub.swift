@@ -11,3 +11,14 @@ struct Sub: ArithmeticOperator {
     static func float(_ a: Float, _ b: Float) -> Float { a - b }
     static func integer(_ a: Int64, _ b: Int64) -> Int64 { a &- b }
 }
+
+extension Sub: DifferentiableOperator {
+    // dA = Σ_broadcast dC, dB = −Σ_broadcast dC
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let dC = context.outputGradient()
+        return [
+            context.wants(0) ? try reduceGradient(dC, to: context.input(0).shape) : nil,
+            context.wants(1) ? try transform(reduceGradient(dC, to: context.input(1).shape), Negation.self) : nil,
+        ]
+    }
+}

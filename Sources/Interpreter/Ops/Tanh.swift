@@ -10,3 +10,15 @@ struct Tanh: FloatFunctionOperator {
 
     static func apply(_ x: Float) -> Float { Foundation.tanh(x) }
 }
+
+extension Tanh: DifferentiableOperator {
+    // dX = dY · (1 − Y²)
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+    }
+
+    /// `(dY, Y) ↦ dY · (1 − Y²)`.
+    private enum Gradient: BinaryKernel {
+        static func apply(_ dy: Float, _ y: Float) -> Float { dy * (1 - y * y) }
+    }
+}

@@ -2,6 +2,8 @@ import ONNXGraph
 
 /// Permutes the axes: output axis `i` is input axis `perm[i]` (reversed when `perm` is absent). A strided copy
 /// whose inner runs stay contiguous while the last axis stays last, and which copies in tiles when it moves.
+///
+/// Backward: `dX = transpose(dY, inverse(perm))`.
 struct Transpose: Operator {
     static let opType = "Transpose"
     static let sinceVersions = [13, 21]
@@ -19,16 +21,26 @@ struct Transpose: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let input = try inputs.required(0)
+        return [try transposed(input, perm: permutation(for: input))]
+    }
+
+    /// `perm` for `input`, the reversed axes when absent.
+    private func permutation(for input: Tensor) throws(KernelError) -> [Int] {
         let perm = perm ?? Array((0..<input.rank).reversed())
         guard perm.count == input.rank else {
             throw KernelError("Transpose perm \(perm) does not fit an input of shape \(input.shape)")
         }
-        // Moving only dimensions of size 1 leaves the order of the values unchanged.
-        let moved = perm.enumerated().filter { input.shape[$0.element] != 1 }.map(\.element)
-        let shape = perm.map { input.shape[$0] }
-        if moved == moved.sorted() { return [input.reshaped(shape)] }
-        let strides = contiguousStrides(input.shape)
-        let view = StridedView(shape: shape, strides: perm.map { strides[$0] })
-        return [try moveElements(from: [input], shape: shape, dataType: input.dataType, view)]
+        return perm
+    }
+}
+
+extension Transpose: DifferentiableOperator {
+    // dX = transpose(dY, inverse(perm)), inverse(perm)[perm[i]] = i
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        guard context.wants(0) else { return [nil] }
+        let perm = try permutation(for: context.input(0))
+        var inverse = [Int](repeating: 0, count: perm.count)
+        for (outputAxis, inputAxis) in perm.enumerated() { inverse[inputAxis] = outputAxis }
+        return [try transposed(context.outputGradient(), perm: inverse)]
     }
 }

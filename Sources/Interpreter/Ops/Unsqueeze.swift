@@ -2,6 +2,8 @@ import ONNXGraph
 
 /// Inserts dimensions of size 1 at the `axes` input's positions in the output, without copying; negative axes
 /// count from the end of the output's dimensions.
+///
+/// Backward: `dX = dY` reshaped to the input's shape.
 struct Unsqueeze: Operator {
     static let opType = "Unsqueeze"
     static let sinceVersions = [13, 21]
@@ -23,5 +25,12 @@ struct Unsqueeze: Operator {
         var remaining = input.shape.makeIterator()
         let shape = (0..<rank).map { inserted.contains($0) ? 1 : remaining.next()! }
         return [input.reshaped(shape)]
+    }
+}
+
+extension Unsqueeze: DifferentiableOperator {
+    // dX = reshape(dY, X.shape); the axes input has no gradient.
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        [context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil, nil]
     }
 }

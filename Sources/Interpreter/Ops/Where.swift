@@ -32,3 +32,26 @@ struct Where: Operator {
         return [Tensor(shape: shape, dataType: x.dataType, storage: storage)]
     }
 }
+
+extension Where: DifferentiableOperator {
+    // dX = Σ_broadcast (condition ? dOutput : 0), dY = Σ_broadcast (condition ? 0 : dOutput); none for condition
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        let condition = try context.input(0), x = try context.input(1), y = try context.input(2)
+        let dOutput = context.outputGradient()
+        guard case .bool(let mask) = condition.storage, case .float(let gradient) = dOutput.storage else {
+            throw KernelError("Where: needs a bool condition and a floating-point output gradient, got "
+                              + "\(condition.dataType) and \(dOutput.dataType)")
+        }
+        let zero: [Float] = [0], shape = dOutput.shape
+        var dX: Tensor?, dY: Tensor?
+        if context.wants(1) && x.storage.kind == .float {
+            let values = broadcastSelect(mask, condition.shape, gradient, shape, zero, [], outputShape: shape)
+            dX = try reduceGradient(Tensor(shape: shape, floats: values, dataType: dOutput.dataType), to: x.shape)
+        }
+        if context.wants(2) && y.storage.kind == .float {
+            let values = broadcastSelect(mask, condition.shape, zero, [], gradient, shape, outputShape: shape)
+            dY = try reduceGradient(Tensor(shape: shape, floats: values, dataType: dOutput.dataType), to: y.shape)
+        }
+        return [nil, dX, dY]
+    }
+}

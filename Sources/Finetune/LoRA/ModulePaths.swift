@@ -1,0 +1,94 @@
+import ONNXGraph
+
+/// Hugging Face module paths recovered from what exporters leave in the graph; used only to label targets
+/// found by structure (PEFT keys are `base_model.model.<module path>.lora_A.weight`).
+///
+/// Two sources: TorchScript (and optimum) name nodes after the module that ran them,
+/// `/model/model/layers.0/self_attn/q_proj/MatMul`; the dynamo exporter keeps the module stack in node
+/// metadata, `pkg.torch.onnx.name_scopes = "['', 'model', 'model.model', …, 'model.model.layers.0.self_attn.q_proj',
+/// 'linear']"` (the last entry is the op, the one before it the module). Exports are often made through a
+/// wrapper module (`forward(input_ids, attention_mask) -> logits` holding the model as `model`), which adds a
+/// prefix the Hugging Face model does not have: the longest prefix common to every path in the graph is
+/// removed, but never a container whose next component is a layer number (`layers` in `layers.0`).
+struct ModulePaths {
+    /// Dotted components removed from every path.
+    let root: [Substring]
+
+    init(graph: Graph) {
+        let paths = graph.nodes.compactMap(Self.rawPath(of:)).map { $0.split(separator: ".") }
+        guard var common = paths.first else {
+            root = []
+            return
+        }
+        for path in paths.dropFirst() {
+            var length = 0
+            while length < common.count, length < path.count, common[length] == path[length] { length += 1 }
+            common.removeLast(common.count - length)
+            if common.isEmpty { break }
+        }
+        // Keep `h` of `transformer.h.0` and `layers` of `layers.0`: a container of numbered blocks belongs to
+        // the model, not to a wrapper.
+        while let last = common.indices.last {
+            let isContainer = paths.contains { path in
+                path.count > last + 1 && path[last + 1].allSatisfy(\.isNumber)
+            }
+            guard isContainer else { break }
+            common.removeLast()
+        }
+        root = common
+    }
+
+    /// The Hugging Face module path of `node`, nil when the graph does not name it.
+    func modulePath(of node: Node) -> String? {
+        guard let raw = Self.rawPath(of: node) else { return nil }
+        let components = raw.split(separator: ".")
+        guard components.count > root.count, Array(components.prefix(root.count)) == root else { return nil }
+        return components.dropFirst(root.count).joined(separator: ".")
+    }
+
+    /// The module path as the exporter wrote it (wrapper prefix included), nil when there is none.
+    static func rawPath(of node: Node) -> String? {
+        if let scopes = node.metadata["pkg.torch.onnx.name_scopes"] {
+            // Module entries, root ('') first, then the op's own name.
+            guard let entries = parsePythonStringList(scopes), entries.count >= 2, entries[0].isEmpty else { return nil }
+            let module = entries[entries.count - 2]
+            return module.isEmpty ? nil : module
+        }
+        guard node.name.hasPrefix("/") else { return nil }
+        var components = node.name.split(separator: "/")
+        guard components.count >= 2 else { return nil }
+        components.removeLast()  // the op: `MatMul`, `Gemm`, `Add_1`
+        return components.joined(separator: ".")
+    }
+
+    /// `['', 'model', "a'b"]` -> ["", "model", "a'b"]; nil when the text is not a list of quoted strings.
+    static func parsePythonStringList(_ text: String) -> [String]? {
+        var characters = Substring(text).drop { $0 == " " }
+        guard characters.first == "[" else { return nil }
+        characters = characters.dropFirst()
+        var result: [String] = []
+        while true {
+            characters = characters.drop { $0 == " " || $0 == "," }
+            guard let first = characters.first else { return nil }
+            if first == "]" { return result }
+            guard first == "'" || first == "\"" else { return nil }
+            characters = characters.dropFirst()
+            var value = ""
+            var closed = false
+            while let character = characters.first {
+                characters = characters.dropFirst()
+                if character == "\\", let escaped = characters.first {
+                    value.append(escaped)
+                    characters = characters.dropFirst()
+                } else if character == first {
+                    closed = true
+                    break
+                } else {
+                    value.append(character)
+                }
+            }
+            guard closed else { return nil }
+            result.append(value)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import Interpreter
+import ONNXGraph
+import TestSupport
+import XCTest
+
+/// Gradients through whole exported models: `loss = Σ R · logits` over real-token positions, differentiated with
+/// respect to a projection weight, against central finite differences.
+final class ModelGradientTests: XCTestCase {
+    /// Float32 central differences over a whole model: step 5e-3, accepted when
+    /// `|analytic − numeric| <= 2e-2 + 3e-2 · |numeric|`.
+    func testWeightGradientsMatchFiniteDifferencesOnEveryFixture() throws {
+        var failures: [String] = []
+        for fixture in try ModelFixtureTests.fixtures() {
+            do {
+                try checkWeightGradient(fixture, &failures)
+            } catch {
+                failures.append("\(fixture.name): \(error)")
+            }
+        }
+        XCTAssert(failures.isEmpty, failures.joined(separator: "\n"))
+    }
+
+    func checkWeightGradient(_ fixture: ModelFixtureTests.Fixture, _ failures: inout [String]) throws {
+        let model = try Model.load(path: repositoryPath(fixture.path))
+        let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
+        let feeds = try NPZ.read(path: "\(folder)/inputs.npz")
+        // The first projection: the first MatMul or Gemm reading a 2-D float initializer.
+        let initializers = Dictionary(model.graph.initializers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        guard let weight = model.graph.nodes.lazy
+            .filter({ $0.opType == "MatMul" || $0.opType == "Gemm" })
+            .compactMap({ $0.inputs.dropFirst().first.flatMap { initializers[$0] } })
+            .first(where: { $0.shape.count == 2 && $0.dataType == .float }) else {
+            failures.append("\(fixture.name): no projection weight found")
+            return
+        }
+        let session = try Session(model: model)
+        let pass = try session.forward(feeds, trainable: [weight.name])
+        XCTAssertLessThan(pass.recordedOperators.count, session.nodes.count, "\(fixture.name): only the weight's path is recorded")
+        for opType in ["Shape", "Range", "ConstantOfShape", "Equal", "Cos", "Sin"] {
+            XCTAssertFalse(pass.recordedOperators.contains(opType), "\(fixture.name): \(opType) is not on the weight's path")
+        }
+        let logits = try XCTUnwrap(pass.outputs["logits"])
+        let mask = try XCTUnwrap(feeds["attention_mask"]).int64s
+        let vocabulary = logits.shape[2]
+        // R is zero at padded positions: their logits are not compared anywhere.
+        var weights = KernelTestValues.values(logits.count, seed: 99)
+        for position in mask.indices where mask[position] == 0 {
+            for index in (position * vocabulary)..<((position + 1) * vocabulary) { weights[index] = 0 }
+        }
+        func loss(_ outputs: [String: Tensor]) -> Double {
+            zip(outputs["logits"]!.floats, weights).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        }
+        let gradient = try XCTUnwrap(try pass.backward(["logits": Tensor(shape: logits.shape, floats: weights)])[weight.name])
+        let values = try model.loadTensor(weight)
+        XCTAssertEqual(gradient.shape, values.shape)
+        for index in Swift.stride(from: 0, to: values.count, by: values.count / 5) {
+            let h: Float = 5e-3
+            var shifted = values.floats
+            shifted[index] += h
+            try session.setInitializer(weight.name, Tensor(shape: values.shape, floats: shifted))
+            let plus = loss(try session.run(feeds))
+            shifted[index] -= 2 * h
+            try session.setInitializer(weight.name, Tensor(shape: values.shape, floats: shifted))
+            let minus = loss(try session.run(feeds))
+            try session.setInitializer(weight.name, values)
+            let numeric = (plus - minus) / (2 * Double(h))
+            let analytic = Double(gradient.floats[index])
+            if abs(analytic - numeric) > 2e-2 + 3e-2 * abs(numeric) {
+                failures.append("\(fixture.name): d/d\(weight.name)[\(index)] rule \(analytic), finite differences \(numeric)")
+            }
+        }
+    }
+
+    func testBackwardRunsOnceAndRejectsOutputsNoTrainableValueReaches() throws {
+        let fixture = try XCTUnwrap(try ModelFixtureTests.fixtures().first { $0.name.hasPrefix("llama") })
+        let model = try Model.load(path: repositoryPath(fixture.path))
+        let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
+        let feeds = try NPZ.read(path: "\(folder)/inputs.npz")
+        let session = try Session(model: model)
+        assertThrows(["input_ids", "cannot be trained"]) { try session.forward(feeds, trainable: ["input_ids"]) }
+        assertThrows(["nonexistent", "not an initializer or graph input"]) { try session.forward(feeds, trainable: ["nonexistent"]) }
+    }
+}
