@@ -33,7 +33,9 @@ Outputs, under Tests/FinetuneTests/Fixtures/tokenizers/:
                    "decoded" decodes the ids encoded WITH special tokens. "decode_cases" are random id
                    lists (fixed seed), which also cut multi-byte characters in half.
   components.json  single components run on the same cases, so the less common options are proven one by
-                   one: [{"kind": "normalizer"|"pre_tokenizer"|"decoder", "config": {...}, "outputs": [...]}]
+                   one: [{"kind": "normalizer"|"pre_tokenizer"|"decoder", "config": {...}, "outputs": [...]}], and
+                   a few tiny hand-built tokenizers for edge cases ("kind": "tokenizer", the whole tokenizer.json as
+                   "config", outputs are the ids with special tokens)
                    with "inputs" (texts, or token lists for decoders) and "outputs" (the pre-tokenizer's
                    piece strings, the normalized text, the decoded text; null where the library panics).
 
@@ -263,6 +265,7 @@ def cases():
         "<<|endoftext|>> <s<s>> </s </s>",
         "word<mask> <mask>   spaced <mask>",
         "[MASK]   after, OK ok Ok ok",
+        "Other white space: a \u000b\u000bb, x \u0085\u0085y, p \u000c\u000cq, l \u2028\u2028m, n \u00a0\u00a0o",
     ]
     return lines + windows + extra
 
@@ -383,6 +386,33 @@ def component_cases(texts):
     return out
 
 
+def edge_tokenizers():
+    """Small hand-built tokenizers for behaviour the trained styles do not reach: Metaspace "first" after a normalizer
+    that deletes the start of the text, overlapping added tokens (leftmost-longest), single_word, an unknown token
+    without fusing next to byte fallback (tokenizers appends the pending <unk> after the byte tokens)."""
+    out = []
+
+    def add(tokenizer, texts):
+        out.append({"kind": "tokenizer", "config": json.loads(tokenizer.to_str()), "inputs": texts,
+                    "outputs": [tokenizer.encode(text).ids for text in texts]})
+
+    sentencepiece_vocab = {"▁": 0, "h": 1, "i": 2, "x": 3}
+    for normalizer in [normalizers.Strip(), normalizers.Replace("h", ""),
+                       normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents()])]:
+        tokenizer = Tokenizer(models.BPE(vocab=sentencepiece_vocab, merges=[]))
+        tokenizer.normalizer = normalizer
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=True)
+        add(tokenizer, ["  hi", "hi", " hi x", "i x", "hi  x ", "\u0301hi", "\u0301 hi"])
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate("abcdx ")}, merges=[]))
+    tokenizer.add_tokens([AddedToken("ab"), AddedToken("abc"), AddedToken("bcd"),
+                          AddedToken("cd", single_word=True), AddedToken("x ", rstrip=True, lstrip=True)])
+    add(tokenizer, ["abcd", "xbcd", "abcdab", "cd x cd", "xcd", "a  x   b", "dx x x"])
+    tokenizer = Tokenizer(models.BPE(vocab={"<unk>": 0, "a": 1, "<0xC3>": 2, "<0xA9>": 3, "<0x41>": 4}, merges=[],
+                                     unk_token="<unk>", fuse_unk=False, byte_fallback=True))
+    add(tokenizer, ["aéaAAzzé", "zz", "", "Zé"])
+    return out
+
+
 def main():
     retrain = "--retrain" in sys.argv[1:]
     texts = cases()
@@ -402,7 +432,7 @@ def main():
         styles[name] = run_style(name, ROOT / relative, texts)
     expected = {"cases": texts, "styles": styles}
     (OUT / "expected.json").write_text(json.dumps(expected, ensure_ascii=False) + "\n", encoding="utf-8")
-    components = component_cases(texts)
+    components = component_cases(texts) + edge_tokenizers()
     (OUT / "components.json").write_text(json.dumps(components, ensure_ascii=False) + "\n", encoding="utf-8")
     total = sum(path.stat().st_size for path in OUT.rglob("*") if path.is_file())
     print(f"{len(texts)} cases, {len(styles)} styles, {len(components)} components; fixtures {total / 1e6:.2f} MB")

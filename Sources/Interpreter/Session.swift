@@ -30,7 +30,9 @@ public final class Session: @unchecked Sendable {
 
     /// Prepares `model`. Throws `InterpreterError.unsupportedOperators` listing every node the registry cannot run,
     /// and `GraphError` for an initializer that cannot be loaded. `optimize` applies `GraphOptimizer`'s rewrites.
-    public init(model: Model, registry: OperatorRegistry = .standard, optimize: Bool = true) throws {
+    /// `additionalInitializers` are constants the model's file does not hold (adapter weights a rewrite added).
+    public init(model: Model, registry: OperatorRegistry = .standard, optimize: Bool = true,
+                additionalInitializers: [String: Tensor] = [:]) throws {
         _ = Allocator.tuned
         self.model = model
         let graph = model.graph
@@ -52,8 +54,11 @@ public final class Session: @unchecked Sendable {
             return slots.count - 1
         }
         var constants: [(Int, Tensor)] = []
-        for initializer in graph.initializers {
+        for initializer in graph.initializers where additionalInitializers[initializer.name] == nil {
             constants.append((slot(initializer.name), try model.loadTensor(initializer)))
+        }
+        for (name, tensor) in additionalInitializers.sorted(by: { $0.key < $1.key }) {
+            constants.append((slot(name), tensor))
         }
         for input in graph.inputs { _ = slot(input.name) }
 
@@ -64,6 +69,10 @@ public final class Session: @unchecked Sendable {
                 op = try entry.type.init(node: node, version: entry.version)
             } catch let error as KernelError {
                 throw InterpreterError.nodeFailed(node: node.label, opType: node.opType, reason: error.message)
+            }
+            for input in node.inputs where !input.isEmpty && slots[input] == nil {
+                throw InterpreterError.invalidGraph(reason:
+                    "\(node.opType) node \(node.label) reads '\(input)', which no graph input, initializer or earlier node defines")
             }
             steps.append(Step(
                 node: node, op: op,

@@ -182,6 +182,20 @@ final class TokenizerTests: XCTestCase {
                     checked += 1
                     if !same(got, want) { mismatches.append("\(tokens): got \(show(got)) expected \(show(want))") }
                 }
+            case "tokenizer":
+                let file = try temporaryDirectory(for: self).appendingPathComponent("tokenizer.json")
+                try Data(encodeJSON(config).utf8).write(to: file)
+                let tokenizer = try Tokenizer(path: file.path)
+                for (input, output) in zip(inputs, outputs) {
+                    guard case .string(let text) = input, case .array(let values) = output else { continue }
+                    let want = try values.map { value -> Int in
+                        guard case .number(let id) = value else { throw FinetuneError.invalidTokenizer(path: path, reason: "id") }
+                        return Int(id)
+                    }
+                    let got = tokenizer.encode(text)
+                    checked += 1
+                    if got != want { mismatches.append("\(show(text)): got \(got) expected \(want)") }
+                }
             default:
                 XCTFail("unknown kind \(kind)")
             }
@@ -190,6 +204,32 @@ final class TokenizerTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(checked, 2000)
+    }
+
+    /// `value` written back as JSON text.
+    private func encodeJSON(_ value: JSONValue) -> String {
+        switch value {
+        case .null: "null"
+        case .bool(let flag): flag ? "true" : "false"
+        case .number(let number): number == number.rounded() ? String(Int(number)) : String(number)
+        case .string(let text): jsonString(text)
+        case .array(let elements): "[" + elements.map(encodeJSON).joined(separator: ",") + "]"
+        case .object(let entries):
+            "{" + entries.map { jsonString($0.key) + ":" + encodeJSON($0.value) }.joined(separator: ",") + "}"
+        }
+    }
+
+    private func jsonString(_ text: String) -> String {
+        var output = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": output += "\\\""
+            case "\\": output += "\\\\"
+            case _ where scalar.value < 0x20: output += String(format: "\\u%04x", scalar.value)
+            default: output.unicodeScalars.append(scalar)
+            }
+        }
+        return output + "\""
     }
 
     private func describe(_ value: JSONValue) -> String {

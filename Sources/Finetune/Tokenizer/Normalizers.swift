@@ -4,6 +4,16 @@ import Foundation
 /// input between added tokens that are matched on the raw text.
 protocol Normalizer: Sendable {
     func normalize(_ text: String) -> String
+    /// `normalize` on a piece, which also stops being "at the start" of the input when the normalizer deletes its
+    /// first characters (tokenizers' alignments then map the new first character past offset 0, and Metaspace's
+    /// `prepend_scheme: "first"` no longer adds its `▁`).
+    func normalize(_ piece: TextPiece) -> TextPiece
+}
+
+extension Normalizer {
+    func normalize(_ piece: TextPiece) -> TextPiece {
+        TextPiece(text: normalize(piece.text), isAtStart: piece.isAtStart)
+    }
 }
 
 /// Builds the normalizer a tokenizer.json object describes; unknown types fail here, at load.
@@ -76,6 +86,11 @@ struct StripAccentsNormalizer: Normalizer {
         for scalar in text.unicodeScalars where !isCombiningMark(scalar) { output.append(scalar) }
         return String(output)
     }
+
+    func normalize(_ piece: TextPiece) -> TextPiece {
+        let deletesStart = piece.text.unicodeScalars.first.map(isCombiningMark) ?? false
+        return TextPiece(text: normalize(piece.text), isAtStart: piece.isAtStart && !deletesStart)
+    }
 }
 
 func isCombiningMark(_ scalar: Unicode.Scalar) -> Bool {
@@ -103,6 +118,14 @@ struct ReplaceNormalizer: Normalizer {
     let content: String
 
     func normalize(_ text: String) -> String { replaceMatches(of: pattern, in: text, with: content) }
+
+    func normalize(_ piece: TextPiece) -> TextPiece {
+        // Replacement text takes the place (and the original offsets) of what it replaces; only an empty
+        // replacement of a match at offset 0 moves the start.
+        let first = pattern.findMatches(in: piece.text).first
+        let deletesStart = content.isEmpty && first?.isMatch == true && first?.range.isEmpty == false
+        return TextPiece(text: normalize(piece.text), isAtStart: piece.isAtStart && !deletesStart)
+    }
 }
 
 func replaceMatches(of pattern: TextPattern, in text: String, with content: String) -> String {
@@ -133,6 +156,11 @@ struct StripNormalizer: Normalizer {
         }
         return String(Substring(scalars[start..<end]))
     }
+
+    func normalize(_ piece: TextPiece) -> TextPiece {
+        let deletesStart = left && (piece.text.unicodeScalars.first?.properties.isWhitespace ?? false)
+        return TextPiece(text: normalize(piece.text), isAtStart: piece.isAtStart && !deletesStart)
+    }
 }
 
 /// Normalizers applied in order.
@@ -141,5 +169,9 @@ struct SequenceNormalizer: Normalizer {
 
     func normalize(_ text: String) -> String {
         normalizers.reduce(text) { $1.normalize($0) }
+    }
+
+    func normalize(_ piece: TextPiece) -> TextPiece {
+        normalizers.reduce(piece) { $1.normalize($0) }
     }
 }

@@ -69,12 +69,15 @@ struct CompiledRegex: @unchecked Sendable {
                 ranges.append(lower..<upper)
             }
         case .foundation(let regex):
-            let whole = NSRange(text.startIndex..<text.endIndex, in: text)
-            for match in regex.matches(in: text, range: whole) {
-                guard let range = Range(match.range, in: text) else { continue }
-                let lower = utf8.distance(from: utf8.startIndex, to: range.lowerBound)
-                let upper = utf8.distance(from: utf8.startIndex, to: range.upperBound)
-                ranges.append(lower..<upper)
+            // NSRange counts UTF-16 units. Not `Range(_:in:)`, which refuses ranges that cut a grapheme cluster (a
+            // match may end between "\r" and "\n").
+            let utf16 = text.utf16
+            func utf8Offset(_ utf16Offset: Int) -> Int {
+                let index = utf16.index(utf16.startIndex, offsetBy: utf16Offset)
+                return utf8.distance(from: utf8.startIndex, to: index)
+            }
+            for match in regex.matches(in: text, range: NSRange(location: 0, length: utf16.count)) {
+                ranges.append(utf8Offset(match.range.lowerBound)..<utf8Offset(match.range.upperBound))
             }
         }
         return ranges

@@ -164,8 +164,9 @@ public struct Tokenizer: Sendable {
             case .token(let id):
                 ids.append(id)
             case .text(let raw, let isAtStart):
-                let normalized = normalizer?.normalize(raw) ?? raw
-                for inner in normalizedTokenMatcher.split(normalized, isAtStart: isAtStart) {
+                let piece = TextPiece(text: raw, isAtStart: isAtStart)
+                let normalized = normalizer?.normalize(piece) ?? piece
+                for inner in normalizedTokenMatcher.split(normalized.text, isAtStart: normalized.isAtStart) {
                     switch inner {
                     case .token(let id):
                         ids.append(id)

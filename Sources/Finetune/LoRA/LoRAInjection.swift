@@ -1,0 +1,122 @@
+import ONNXGraph
+
+/// A model with LoRA adapters attached as ordinary ONNX nodes, ready for a `Session`:
+///
+///     y = x·W                 becomes          y = x·W + s · ((x · Aᵀ) · Bᵀ)
+///
+/// as `MatMul(x, Aᵀ) → MatMul(·, Bᵀ) → Mul(·, s) → Add(x·W, ·)` after each adapted projection, the projection's
+/// output renamed so that every reader sees the sum. Aᵀ `[in, r]` and Bᵀ `[r, out]` are initializers (the
+/// trainable values); `s` is one scalar initializer shared by all adapters, so that setting it to 0 gives the
+/// base model (the DPO reference) from the same session and weights.
+public struct AdaptedModel: Sendable {
+    /// The rewritten model (its graph's nodes; initializers still read from the original file).
+    public let model: Model
+    /// The adapter values, keyed by initializer name: `additionalInitializers` for the session.
+    public var initializers: [String: Tensor]
+    public let modules: [LoRAModule]
+    public let configuration: LoRAConfiguration
+
+    /// The scalar initializer multiplying every adapter's output.
+    public static let scaleName = "lora/scale"
+
+    /// Initializer name of module `path`'s Aᵀ (`[in, r]`).
+    public static func transposedAName(_ path: String) -> String { "lora/\(path)/A_transposed" }
+    /// Initializer name of module `path`'s Bᵀ (`[r, out]`).
+    public static func transposedBName(_ path: String) -> String { "lora/\(path)/B_transposed" }
+
+    /// The names of the trainable values, Aᵀ and Bᵀ of every module.
+    public var parameterNames: [String] {
+        modules.flatMap { [Self.transposedAName($0.modulePath), Self.transposedBName($0.modulePath)] }
+    }
+
+    /// Attaches `adapter` to `model`. Throws when a module's node is missing or is a Gemm that transposes its
+    /// input (`transA = 1`, which no exporter writes for a linear layer).
+    public init(model: Model, adapter: LoRAAdapter) throws {
+        var nodes = model.graph.nodes
+        var initializers: [String: Tensor] = [AdaptedModel.scaleName: Tensor(shape: [], floats: [Float(adapter.configuration.scale)])]
+        var taken = Set(nodes.flatMap { $0.outputs } + model.graph.initializers.map(\.name) + model.graph.inputs.map(\.name))
+        func fresh(_ base: String) -> String {
+            var name = base
+            var counter = 1
+            while taken.contains(name) { name = "\(base)_\(counter)"; counter += 1 }
+            taken.insert(name)
+            return name
+        }
+        for module in adapter.modules {
+            guard let index = nodes.firstIndex(where: { $0.label == module.node || $0.name == module.node }) else {
+                throw FinetuneError.loraTargetsNotFound(model: model.path, reason: "node \(module.node) of \(module.modulePath) is not in the graph")
+            }
+            let node = nodes[index]
+            if node.opType == "Gemm", (try? node.int("transA", default: 0)) != 0 {
+                throw FinetuneError.loraTargetsNotFound(model: model.path,
+                    reason: "Gemm node \(node.label) transposes its input (transA = 1); LoRA cannot be attached there")
+            }
+            guard let a = adapter.a[module.modulePath], let b = adapter.b[module.modulePath] else {
+                throw FinetuneError.invalidTrainingState(reason: "the adapter has no A or B for \(module.modulePath)")
+            }
+            let aName = Self.transposedAName(module.modulePath), bName = Self.transposedBName(module.modulePath)
+            initializers[aName] = transposed(a)
+            initializers[bName] = transposed(b)
+            let output = node.outputs[0]
+            let base = fresh("\(output)/lora_base")
+            let down = fresh("\(output)/lora_down"), up = fresh("\(output)/lora_up"), scaled = fresh("\(output)/lora_scaled")
+            nodes[index].outputs[0] = base
+            let prefix = "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
+            let added = [
+                Node(name: "\(prefix)/down", opType: "MatMul", inputs: [node.inputs[0], aName], outputs: [down]),
+                Node(name: "\(prefix)/up", opType: "MatMul", inputs: [down, bName], outputs: [up]),
+                Node(name: "\(prefix)/scale", opType: "Mul", inputs: [up, Self.scaleName], outputs: [scaled]),
+                Node(name: "\(prefix)/add", opType: "Add", inputs: [base, scaled], outputs: [output]),
+            ]
+            nodes.insert(contentsOf: added, at: index + 1)
+        }
+        for index in nodes.indices { nodes[index].index = index }
+        var rewritten = model
+        rewritten.graph.nodes = nodes
+        self.model = rewritten
+        self.initializers = initializers
+        self.modules = adapter.modules
+        self.configuration = adapter.configuration
+    }
+
+    /// The adapter in PEFT's orientation from the current values (`initializers`, or a session's parameters).
+    public func adapter(from values: [String: Tensor]) throws -> LoRAAdapter {
+        var a: [String: Tensor] = [:], b: [String: Tensor] = [:]
+        for module in modules {
+            guard let aT = values[Self.transposedAName(module.modulePath)], let bT = values[Self.transposedBName(module.modulePath)] else {
+                throw FinetuneError.invalidTrainingState(reason: "no values for the adapter of \(module.modulePath)")
+            }
+            a[module.modulePath] = transposed(aT)
+            b[module.modulePath] = transposed(bT)
+        }
+        return LoRAAdapter(configuration: configuration, modules: modules, a: a, b: b)
+    }
+
+    /// Zeroes the gradient of Bᵀ's columns for frozen output features (a fused projection's k columns), so they
+    /// stay zero whatever the optimiser does.
+    public func maskFrozenOutputs(_ gradients: inout [String: Tensor]) {
+        for module in modules where module.trainableOutputs.count < module.outFeatures {
+            let name = Self.transposedBName(module.modulePath)
+            guard var values = gradients[name]?.floats else { continue }
+            let trainable = Set(module.trainableOutputs)
+            let rank = values.count / module.outFeatures
+            for row in 0..<rank {
+                for column in 0..<module.outFeatures where !trainable.contains(column) {
+                    values[row * module.outFeatures + column] = 0
+                }
+            }
+            gradients[name] = Tensor(shape: [rank, module.outFeatures], floats: values)
+        }
+    }
+}
+
+/// The transpose of a 2-D float tensor (PEFT's orientation ↔ the `MatMul` operands of the adapted graph).
+func transposed(_ matrix: Tensor) -> Tensor {
+    let (rows, columns) = (matrix.shape[0], matrix.shape[1])
+    let values = matrix.floats
+    var result = [Float](repeating: 0, count: values.count)
+    for row in 0..<rows {
+        for column in 0..<columns { result[column * rows + row] = values[row * columns + column] }
+    }
+    return Tensor(shape: [columns, rows], floats: result, dataType: matrix.dataType)
+}
