@@ -14,6 +14,15 @@ public enum FinetuneError: Error, Sendable, Equatable, CustomStringConvertible {
     case optimizerStateMismatch(expected: String, found: String)
     /// Parameters, gradients or optimiser state disagree (a bug or a corrupt checkpoint).
     case invalidTrainingState(reason: String)
+    /// A preference-data record that cannot be used: not JSON, a value of the wrong kind, a format unlike the
+    /// file's other records. `line` is 1-based.
+    case invalidDataRecord(path: String, line: Int, reason: String)
+    /// A preference-data record without a key its format needs.
+    case missingDataKey(path: String, line: Int, key: String)
+    /// A preference dataset with no pairs (an empty file, or every pair dropped by truncation or the split).
+    case emptyDataset(path: String, reason: String)
+    /// A data option out of range (`--max-length`, `--eval-fraction`), or a tokenizer without the token it needs.
+    case invalidDataOption(option: String, reason: String)
 
     public var description: String {
         switch self {
@@ -29,6 +38,14 @@ public enum FinetuneError: Error, Sendable, Equatable, CustomStringConvertible {
             "the checkpoint's optimiser state is for \(found), but this run uses \(expected)"
         case .invalidTrainingState(let reason):
             "invalid training state: \(reason)"
+        case .invalidDataRecord(let path, let line, let reason):
+            "\(path), line \(line): \(reason)"
+        case .missingDataKey(let path, let line, let key):
+            "\(path), line \(line): missing key '\(key)'"
+        case .emptyDataset(let path, let reason):
+            "\(path): no preference pairs: \(reason)"
+        case .invalidDataOption(let option, let reason):
+            "\(option): \(reason)"
         }
     }
 }

@@ -245,6 +245,37 @@ final class TokenizerTests: XCTestCase {
 
     // MARK: Behaviour the fixtures do not pin down by themselves
 
+    /// The NSRegularExpression fallback finds the same pieces as Swift's Regex with the GPT-2, Llama-3 and Qwen2
+    /// regexes on every case, the other white space characters (U+000B, U+0085, U+2028, U+00A0) included.
+    func testRegexEnginesAgree() throws {
+        let patterns = [
+            ByteLevelPreTokenizer.gpt2Pattern,
+            #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
+            #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
+        ]
+        let cases = try Self.expected.get().cases
+        for pattern in patterns {
+            let swift = try CompiledRegex(pattern)
+            let foundation = try CompiledRegex(pattern, engine: .foundation)
+            for text in cases {
+                XCTAssertEqual(swift.matchRanges(in: text), foundation.matchRanges(in: text), "\(pattern) on \(show(text))")
+            }
+        }
+    }
+
+    /// One tokenizer value shared by threads gives the same ids as serial use (the word cache is locked).
+    func testConcurrentEncodingMatchesSerial() throws {
+        let tokenizer = try Tokenizer(path: repositoryPath("\(Self.fixtures)/llama3"))
+        let cases = try Self.expected.get().cases
+        let serial = cases.map { tokenizer.encode($0) }
+        let results = ResultBox(count: cases.count)
+        DispatchQueue.concurrentPerform(iterations: cases.count * 4) { index in
+            let item = index % cases.count
+            results.set(item, tokenizer.encode(cases[item]))
+        }
+        XCTAssertEqual(results.values, serial)
+    }
+
     /// Merges written as "a b" strings (files from tokenizers < 0.20) give the same ids as ["a", "b"] pairs.
     func testMergesInStringFormGiveTheSameIDs() throws {
         let source = repositoryPath("\(Self.fixtures)/gpt2/tokenizer.json")
@@ -394,5 +425,26 @@ final class TokenizerTests: XCTestCase {
                                       "pair": [], "special_tokens": [:] as [String: Any]]
         }
         assertThrows([badTemplate, "post_processor.single[0]", "'<bos>'"]) { try Tokenizer(path: badTemplate) }
+    }
+}
+
+/// Results written from several threads.
+private final class ResultBox: @unchecked Sendable {
+    // @unchecked: every access holds `lock`.
+    private let lock = NSLock()
+    private var storage: [[Int]]
+
+    init(count: Int) { storage = Array(repeating: [], count: count) }
+
+    func set(_ index: Int, _ value: [Int]) {
+        lock.lock()
+        storage[index] = value
+        lock.unlock()
+    }
+
+    var values: [[Int]] {
+        lock.lock()
+        defer { lock.unlock() }
+        return storage
     }
 }

@@ -1,0 +1,100 @@
+/// The three JSONL record formats TRL's DPO trainer reads (non-conversational; chat-format records are refused).
+public enum PreferenceFormat: String, Sendable, CaseIterable {
+    /// Decide from the records: every record must then have the same format.
+    case auto
+    /// `{"prompt": String, "chosen": String, "rejected": String}`.
+    case explicit
+    /// `{"chosen": String, "rejected": String}`: the prompt is their shared beginning (TRL's `extract_prompt`).
+    case implicit
+    /// `{"prompt_ids": [Int], "chosen_ids": [Int], "rejected_ids": [Int]}` (TRL's tokenised columns, the input of
+    /// its `DataCollatorForPreference`; TRL < 1.0's `prompt_input_ids` / `chosen_input_ids` / `rejected_input_ids`
+    /// are read too). Taken as given: no BOS or EOS is added.
+    case pretokenized
+}
+
+/// One preference record as read from the file, with its 1-based line number.
+public struct PreferencePair: Sendable, Equatable {
+    /// The record's values, verbatim.
+    public enum Content: Sendable, Equatable {
+        case explicit(prompt: String, chosen: String, rejected: String)
+        case implicit(chosen: String, rejected: String)
+        case pretokenized(prompt: [Int], chosen: [Int], rejected: [Int])
+    }
+
+    public let content: Content
+    /// The line of the file the record is on (1-based), for error messages.
+    public let line: Int
+
+    public init(content: Content, line: Int) {
+        self.content = content
+        self.line = line
+    }
+
+    /// The record's format (never `.auto`).
+    public var format: PreferenceFormat {
+        switch content {
+        case .explicit: .explicit
+        case .implicit: .implicit
+        case .pretokenized: .pretokenized
+        }
+    }
+}
+
+/// The prompt and completions of an implicit-prompt pair, split as TRL's `extract_prompt` (trl/data_utils.py) splits
+/// plain strings: walk both strings (Python `str`, so Unicode scalars, not grapheme clusters) to the first index `i`
+/// where they differ; when the character before it is a space, step back one so the space starts the completions;
+/// the prompt is `chosen[:i]`, the completions `chosen[i:]` and `rejected[i:]`.
+///
+/// Two consequences of that loop are reproduced, since TRL is the reference:
+/// - when one string is a prefix of the other, the loop ends without a difference and `i` is the last index it
+///   visited, `min(len) - 1`: `("Hello world, how are you?", "Hello world")` gives `"Hello worl"`, `"d, how are
+///   you?"`, `"d"`;
+/// - when the strings differ at index 0 and `chosen` ends with a space, `i` becomes -1 and Python's slices count
+///   from the end.
+/// An empty `chosen` or `rejected` leaves `i` unset in TRL (it fails); here it returns nil.
+public func extractPrompt(chosen: String, rejected: String) -> (prompt: String, chosen: String, rejected: String)? {
+    let chosenScalars = Array(chosen.unicodeScalars)
+    let rejectedScalars = Array(rejected.unicodeScalars)
+    let count = min(chosenScalars.count, rejectedScalars.count)
+    guard count > 0 else { return nil }
+    var index = count - 1
+    for candidate in 0..<count where chosenScalars[candidate] != rejectedScalars[candidate] {
+        index = candidate
+        // Python's `chosen[idx - 1]`: index -1 is the last character.
+        let previous = candidate > 0 ? chosenScalars[candidate - 1] : chosenScalars[chosenScalars.count - 1]
+        if previous == " " { index -= 1 }
+        break
+    }
+    return (
+        String(scalars: pythonSlice(chosenScalars, to: index)),
+        String(scalars: pythonSlice(chosenScalars, from: index)),
+        String(scalars: pythonSlice(rejectedScalars, from: index)))
+}
+
+/// Python's `a[start:]` and `a[:end]` for an index that may be negative (counted from the end).
+private func pythonSlice(_ array: [Unicode.Scalar], from start: Int) -> ArraySlice<Unicode.Scalar> {
+    let lower = start < 0 ? max(0, array.count + start) : min(start, array.count)
+    return array[lower...]
+}
+
+private func pythonSlice(_ array: [Unicode.Scalar], to end: Int) -> ArraySlice<Unicode.Scalar> {
+    let upper = end < 0 ? max(0, array.count + end) : min(end, array.count)
+    return array[..<upper]
+}
+
+extension String {
+    /// A string of exactly these scalars (no normalisation).
+    init(scalars: some Sequence<Unicode.Scalar>) {
+        var view = String.UnicodeScalarView()
+        view.append(contentsOf: scalars)
+        self = String(view)
+    }
+
+    /// Python's `str.endswith`: compares Unicode scalars, where Swift's `hasSuffix` compares canonically equivalent
+    /// characters.
+    func hasScalarSuffix(_ suffix: String) -> Bool {
+        let scalars = Array(unicodeScalars)
+        let suffixScalars = Array(suffix.unicodeScalars)
+        return scalars.count >= suffixScalars.count && scalars.suffix(suffixScalars.count).elementsEqual(suffixScalars)
+    }
+}
