@@ -23,6 +23,24 @@ public enum FinetuneError: Error, Sendable, Equatable, CustomStringConvertible {
     case emptyDataset(path: String, reason: String)
     /// A data option out of range (`--max-length`, `--eval-fraction`), or a tokenizer without the token it needs.
     case invalidDataOption(option: String, reason: String)
+    /// A safetensors file that cannot be read or breaks the format (the reason names the tensor).
+    case invalidSafeTensors(path: String, reason: String)
+    /// A file that could not be written (the destination is a folder, its folder is missing, the disk is full).
+    case cannotWrite(path: String, reason: String)
+    /// A PEFT adapter folder, or one of its files, that does not exist.
+    case adapterNotFound(path: String)
+    /// A PEFT adapter this loader does not apply (another PEFT method, DoRA, per-module rank or alpha patterns).
+    case unsupportedAdapter(path: String, reason: String)
+    /// A PEFT adapter whose `adapter_config.json` or tensor names cannot be read.
+    case invalidAdapter(path: String, reason: String)
+    /// A PEFT adapter whose modules differ from the model's (`module` is the Hugging Face module path).
+    case adapterModuleMismatch(path: String, module: String, reason: String)
+    /// A PEFT adapter tensor whose shape is not the one the model's module needs.
+    case adapterShapeMismatch(path: String, key: String, expected: [Int], actual: [Int])
+    /// A training option is out of range.
+    case invalidOption(option: String, reason: String)
+    /// The loss became NaN or infinite; the run stopped, the last checkpoint (if any) is intact.
+    case nonFiniteLoss(step: Int, loss: Double, lines: [Int], checkpoint: String?)
 
     public var description: String {
         switch self {
@@ -38,6 +56,12 @@ public enum FinetuneError: Error, Sendable, Equatable, CustomStringConvertible {
             "the checkpoint's optimiser state is for \(found), but this run uses \(expected)"
         case .invalidTrainingState(let reason):
             "invalid training state: \(reason)"
+        case .invalidOption(let option, let reason):
+            "\(option) \(reason)"
+        case .nonFiniteLoss(let step, let loss, let lines, let checkpoint):
+            "the loss is \(loss) at step \(step) (batch of data lines \(lines.map(String.init).joined(separator: ", "))); "
+                + "training stopped. " + (checkpoint.map { "The last good checkpoint is \($0); lower --lr or check those lines, then --resume." }
+                    ?? "No checkpoint was written yet; lower --lr or check those lines.")
         case .invalidDataRecord(let path, let line, let reason):
             "\(path), line \(line): \(reason)"
         case .missingDataKey(let path, let line, let key):
@@ -46,6 +70,20 @@ public enum FinetuneError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(path): no preference pairs: \(reason)"
         case .invalidDataOption(let option, let reason):
             "\(option): \(reason)"
+        case .invalidSafeTensors(let path, let reason):
+            "safetensors file '\(path)': \(reason)"
+        case .cannotWrite(let path, let reason):
+            "cannot write '\(path)': \(reason)"
+        case .adapterNotFound(let path):
+            "PEFT adapter: '\(path)' does not exist"
+        case .unsupportedAdapter(let path, let reason):
+            "PEFT adapter '\(path)' is not supported: \(reason)"
+        case .invalidAdapter(let path, let reason):
+            "PEFT adapter '\(path)': \(reason)"
+        case .adapterModuleMismatch(let path, let module, let reason):
+            "PEFT adapter '\(path)': module '\(module)' \(reason)"
+        case .adapterShapeMismatch(let path, let key, let expected, let actual):
+            "PEFT adapter '\(path)': '\(key)' has shape \(actual), but the model needs \(expected)"
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Finetune
 import Interpreter
 import ONNXGraph
 
@@ -8,12 +9,12 @@ struct OnnxDPO: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "onnx-dpo",
         abstract: "Inspect, run and align language models stored as ONNX files.",
-        subcommands: [Inspect.self, Run.self, Bench.self])
+        subcommands: [Inspect.self, Run.self, Train.self, Eval.self, Bench.self])
 }
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Describe a model: versions, inputs and outputs, ops, parameters, external data, unsupported ops.")
+        abstract: "Describe a model: versions, inputs and outputs, ops, parameters, external data, unsupported ops, LoRA targets.")
 
     @Argument(help: "The .onnx file.")
     var model: String
@@ -22,8 +23,8 @@ struct Inspect: ParsableCommand {
     var json = false
 
     func run() throws {
-        let report = ModelReport(model: try Model.load(path: model))
-        print(json ? try jsonText(report) : report.text)
+        let inspection = ModelInspection(model: try Model.load(path: model))
+        print(json ? try jsonText(inspection) : inspection.text)
     }
 }
 

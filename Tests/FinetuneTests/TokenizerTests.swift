@@ -113,6 +113,7 @@ final class TokenizerTests: XCTestCase {
             XCTAssertEqual(tokenizer.bosTokenID, style.bosTokenId, name)
             XCTAssertEqual(tokenizer.eosToken, style.eosToken, name)
             XCTAssertEqual(tokenizer.eosTokenID, style.eosTokenId, name)
+            XCTAssertEqual(tokenizer.tokenizerClass, "PreTrainedTokenizerFast", name)
         }
     }
 

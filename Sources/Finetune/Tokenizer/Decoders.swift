@@ -178,18 +178,21 @@ struct StripDecoder: Decoder {
 
     func decodeChain(_ tokens: [String]) -> [String] {
         tokens.map { token in
-            let scalars = Array(token.unicodeScalars)
-            var lower = 0
-            while lower < min(start, scalars.count) && scalars[lower] == content { lower += 1 }
-            var upper = scalars.count
+            let scalars = token.unicodeScalars
+            var lower = scalars.startIndex
             var removed = 0
-            while removed < stop && upper > lower && scalars[upper - 1] == content {
-                upper -= 1
+            while removed < start && lower < scalars.endIndex && scalars[lower] == content {
+                lower = scalars.index(after: lower)
                 removed += 1
             }
-            var view = String.UnicodeScalarView()
-            view.append(contentsOf: scalars[lower..<upper])
-            return String(view)
+            var upper = scalars.endIndex
+            removed = 0
+            while removed < stop && upper > lower && scalars[scalars.index(before: upper)] == content {
+                upper = scalars.index(before: upper)
+                removed += 1
+            }
+            if lower == scalars.startIndex && upper == scalars.endIndex { return token }
+            return String(Substring(scalars[lower..<upper]))
         }
     }
 }

@@ -129,9 +129,11 @@ struct ReplaceNormalizer: Normalizer {
 }
 
 func replaceMatches(of pattern: TextPattern, in text: String, with content: String) -> String {
+    let matches = pattern.findMatches(in: text)
+    if matches.count == 1 && !matches[0].isMatch { return text }
     var output = ""
     output.reserveCapacity(text.utf8.count)
-    for (range, isMatch) in pattern.findMatches(in: text) {
+    for (range, isMatch) in matches {
         output += isMatch ? content : utf8Slice(text, range)
     }
     return output

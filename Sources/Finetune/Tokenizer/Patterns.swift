@@ -117,33 +117,21 @@ enum TextPattern: Sendable {
         switch self {
         case .literal(let needle):
             guard !needle.isEmpty else { break }
-            text.utf8.withContiguousStorageIfAvailable { haystack in
+            let search = { (haystack: UnsafeBufferPointer<UInt8>) in
                 var start = 0
                 while start + needle.count <= haystack.count {
-                    var found = true
-                    for offset in 0..<needle.count where haystack[start + offset] != needle[offset] {
-                        found = false
-                        break
-                    }
-                    if found {
+                    if haystack[start] == needle[0]
+                        && (1..<needle.count).allSatisfy({ haystack[start + $0] == needle[$0] }) {
                         add(start..<start + needle.count)
                         start += needle.count
                     } else {
                         start += 1
                     }
                 }
-            } ?? {
-                let haystack = Array(text.utf8)
-                var start = 0
-                while start + needle.count <= haystack.count {
-                    if haystack[start..<start + needle.count].elementsEqual(needle) {
-                        add(start..<start + needle.count)
-                        start += needle.count
-                    } else {
-                        start += 1
-                    }
-                }
-            }()
+            }
+            if text.utf8.withContiguousStorageIfAvailable(search) == nil {
+                Array(text.utf8).withUnsafeBufferPointer(search)
+            }
         case .regex(let regex):
             for match in regex.matchRanges(in: text) { add(match) }
         case .characters(let test):

@@ -1,7 +1,12 @@
 import Foundation
 
-/// A Hugging Face `tokenizer.json` tokenizer that produces exactly the ids of the `tokenizers` library (and so of
-/// transformers' fast tokenizers, which TRL uses).
+/// A Hugging Face `tokenizer.json` tokenizer that produces exactly the ids of the `tokenizers` library.
+///
+/// transformers (and so TRL) gives the same ids when tokenizer_config.json's `tokenizer_class` is
+/// `PreTrainedTokenizerFast`/`TokenizersBackend`. With a model-specific class (`LlamaTokenizer`, `Qwen2Tokenizer`,
+/// `GPT2Tokenizer`), transformers 5 rebuilds the normalizer and pre-tokenizer from that class's own definition and may
+/// disagree with tokenizer.json (measured: a legacy Llama-2 file, Prepend + Replace normalizers, loaded as
+/// `LlamaTokenizer` is run with Metaspace(prepend_scheme: first) instead); `tokenizerClass` lets callers notice.
 ///
 /// Encoding follows tokenizers' pipeline:
 /// 1. added tokens with `normalized: false` (special tokens, usually) are cut out of the raw text;
@@ -39,14 +44,19 @@ public struct Tokenizer: Sendable {
     /// Beginning-of-sequence token: `bos_token` of tokenizer_config.json when that file exists beside
     /// tokenizer.json, else the first special token the post-processor puts in front of a sequence.
     public let bosToken: String?
+    /// The id of `bosToken` (nil when there is none, or it names no token).
     public let bosTokenID: Int?
     /// End-of-sequence token: `eos_token` of tokenizer_config.json when that file exists, else the last special token
     /// the post-processor puts after a sequence.
     public let eosToken: String?
+    /// The id of `eosToken`: the id TRL appends (as text) after every completion.
     public let eosTokenID: Int?
     /// Padding token: `pad_token` of tokenizer_config.json, when the file exists and names one.
     public let padToken: String?
+    /// The id of `padToken`.
     public let padTokenID: Int?
+    /// `tokenizer_class` of tokenizer_config.json, when the file exists and names one.
+    public let tokenizerClass: String?
 
     /// Reads `path` (a tokenizer.json file, or a folder holding one) and, when present, the tokenizer_config.json
     /// beside it. Fails with `FinetuneError.invalidTokenizer` for a missing or malformed file and with
@@ -134,12 +144,14 @@ public struct Tokenizer: Sendable {
         var bos: String?
         var eos: String?
         var pad: String?
+        var tokenizerClass: String?
         if FileManager.default.fileExists(atPath: configPath) {
             let config = try Self.readJSON(configPath)
             let configReader = TokenizerConfigReader(path: configPath)
             bos = try Self.specialToken(config, "bos_token", reader: configReader)
             eos = try Self.specialToken(config, "eos_token", reader: configReader)
             pad = try Self.specialToken(config, "pad_token", reader: configReader)
+            tokenizerClass = try configReader.optionalString(config, "tokenizer_class", at: "tokenizer_config")
         } else if let postProcessor {
             bos = postProcessor.leadingSpecialTokens.first?.token
             eos = postProcessor.trailingSpecialTokens.last?.token
@@ -153,6 +165,7 @@ public struct Tokenizer: Sendable {
         eosTokenID = lookUp(eos)
         padToken = pad
         padTokenID = lookUp(pad)
+        self.tokenizerClass = tokenizerClass
     }
 
     /// The ids of `text`; with `addSpecialTokens`, wrapped by the post-processor (BOS for Llama-style files).
