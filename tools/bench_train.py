@@ -26,7 +26,9 @@ With --reference-every-step the same loop is also timed with the reference log-p
 step (adapter disabled, no_grad), as TRL does by default, and both numbers are reported.
 
 After --warmup untimed steps, --steps steps are timed one by one; step_seconds is the median;
-tokens_per_second = 2 * pairs * seq / step_seconds. Peak memory: the process's ru_maxrss in bytes (includes the
+tokens_per_second = 2 * pairs * seq / step_seconds. step_times lists every timed step; cpu_seconds_per_step is the
+median process CPU time per step (all threads), less sensitive to other load on a shared machine, and the 1-minute
+load averages at start and end are recorded for the same reason. Peak memory: the process's ru_maxrss in bytes (includes the
 interpreter, torch and the weights), read right after the cached-reference loop (peak_memory_bytes) and at the end
 (peak_memory_bytes_reference_every_step; ru_maxrss never decreases, so that one is >= the first).
 
@@ -53,6 +55,7 @@ import torch.nn.functional as F
 import transformers
 
 BETA = 0.1
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def peak_memory_bytes():
@@ -91,9 +94,9 @@ def reference_logps(model, batch):
 
 
 def run(model, optimizer, batch, pairs, steps, warmup, cached_ref):
-    times, losses = [], []
+    times, cpu_times, losses = [], [], []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         ref = cached_ref if cached_ref is not None else reference_logps(model, batch)
         logps = sequence_logps(model, *batch)
         chosen, rejected = logps[:pairs], logps[pairs:]
@@ -102,11 +105,12 @@ def run(model, optimizer, batch, pairs, steps, warmup, cached_ref):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         if i >= warmup:
             times.append(elapsed)
+            cpu_times.append(cpu)
             losses.append(loss.item())
-    return statistics.median(times), losses
+    return statistics.median(times), losses, times, statistics.median(cpu_times)
 
 
 def main():
@@ -158,7 +162,7 @@ def main():
 
     cached = reference_logps(model, batch)  # once, before timing, as onnx-dpo caches it
     adapter_state = {k: v.clone() for k, v in peft.get_peft_model_state_dict(model).items()}
-    step_seconds, losses = run(model, fresh_optimizer(), batch, args.pairs, args.steps, args.warmup, cached)
+    step_seconds, losses, step_times, cpu_seconds = run(model, fresh_optimizer(), batch, args.pairs, args.steps, args.warmup, cached)
     peak = peak_memory_bytes()
     tokens = 2 * args.pairs * args.seq
     result = {
@@ -177,16 +181,22 @@ def main():
         "trainable_parameters": sum(p.numel() for p in trainable),
         "reference": "precomputed once",
         "losses": losses,
+        "step_times": step_times,
+        "cpu_seconds_per_step": cpu_seconds,
+        "load_average_1min_at_start": LOAD_AT_START,
     }
     if args.reference_every_step:
         peft.set_peft_model_state_dict(model, adapter_state)  # restart from the same adapter
-        seconds, losses_every = run(model, fresh_optimizer(), batch, args.pairs, args.steps, args.warmup, None)
+        seconds, losses_every, times_every, cpu_every = run(model, fresh_optimizer(), batch, args.pairs, args.steps, args.warmup, None)
         result.update(
             step_seconds_reference_every_step=seconds,
             tokens_per_second_reference_every_step=tokens / seconds,
             peak_memory_bytes_reference_every_step=peak_memory_bytes(),
             losses_reference_every_step=losses_every,
+            step_times_reference_every_step=times_every,
+            cpu_seconds_per_step_reference_every_step=cpu_every,
         )
+    result["load_average_1min_at_end"] = os.getloadavg()[0]
     result["versions"] = dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__)
 
     if args.json:

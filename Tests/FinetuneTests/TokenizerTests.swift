@@ -246,22 +246,50 @@ final class TokenizerTests: XCTestCase {
 
     // MARK: Behaviour the fixtures do not pin down by themselves
 
-    /// The NSRegularExpression fallback finds the same pieces as Swift's Regex with the GPT-2, Llama-3 and Qwen2
-    /// regexes on every case, the other white space characters (U+000B, U+0085, U+2028, U+00A0) included.
-    func testRegexEnginesAgree() throws {
-        let patterns = [
-            ByteLevelPreTokenizer.gpt2Pattern,
-            #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
-            #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
-        ]
+    /// The three regex engines find the same pieces with the GPT-2, Llama-3 and Qwen2 regexes on every case (the other
+    /// white space characters U+000B, U+0085, U+2028, U+00A0 included): the hand-written matchers, Swift's Regex, and
+    /// the NSRegularExpression fallback.
+    func testRegexEnginesAgreeOnTheCorpus() throws {
+        let patterns = [KnownSplitPattern.gpt2Pattern, KnownSplitPattern.llama3Pattern, KnownSplitPattern.qwen2Pattern]
         let cases = try Self.expected.get().cases
         for pattern in patterns {
-            let swift = try CompiledRegex(pattern)
+            let known = try CompiledRegex(pattern)
+            let swift = try CompiledRegex(pattern, engine: .swift)
             let foundation = try CompiledRegex(pattern, engine: .foundation)
             for text in cases {
-                XCTAssertEqual(swift.matchRanges(in: text), foundation.matchRanges(in: text), "\(pattern) on \(show(text))")
+                let expected = swift.matchRanges(in: text)
+                XCTAssertEqual(known.matchRanges(in: text), expected, "hand-written \(pattern) on \(show(text))")
+                XCTAssertEqual(foundation.matchRanges(in: text), expected, "ICU \(pattern) on \(show(text))")
             }
         }
+    }
+
+    /// The hand-written matchers against Swift's Regex on random strings built from the characters these regexes
+    /// treat specially (contractions in any case, digits of several scripts, every kind of white space and newline,
+    /// combining marks, emoji with ZWJ and variation selectors).
+    func testHandWrittenMatchersAgreeWithRegexOnRandomText() throws {
+        let alphabet = [
+            "a", "B", "z", "é", "e\u{301}", "ß", "Σ", "中", "ー", "1", "٣", "²", "½", "Ⅻ", " ", " ", " ", "\t", "\n",
+            "\r", "\r\n", "\u{0B}", "\u{0C}", "\u{85}", "\u{A0}", "\u{2028}", "\u{3000}", "'", "'", "s", "S", "t",
+            "T", "re", "RE", "Ve", "ll", "LL", "d", "M", ".", ",", "!", "-", "_", "$", "€", "(", "😀", "👨‍👩‍👧", "🇫🇷",
+            "\u{200D}", "\u{FE0F}", "\u{301}", "<", "|", "\u{17F}",
+        ]
+        var generator = SplitMix64(seed: 42)
+        let patterns = [KnownSplitPattern.gpt2Pattern, KnownSplitPattern.llama3Pattern, KnownSplitPattern.qwen2Pattern]
+        let compiled = try patterns.map { (try CompiledRegex($0), try CompiledRegex($0, engine: .swift)) }
+        var failures = 0
+        for _ in 0..<3000 {
+            let length = Int(generator.next() % 24)
+            let text = (0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }.joined()
+            for (index, (known, swift)) in compiled.enumerated() where known.matchRanges(in: text) != swift.matchRanges(in: text) {
+                failures += 1
+                if failures <= 5 {
+                    XCTFail("\(["gpt2", "llama3", "qwen2"][index]) on \(show(text)): hand-written "
+                        + "\(known.matchRanges(in: text)) regex \(swift.matchRanges(in: text))")
+                }
+            }
+        }
+        XCTAssertEqual(failures, 0)
     }
 
     /// One tokenizer value shared by threads gives the same ids as serial use (the word cache is locked).
@@ -447,5 +475,20 @@ private final class ResultBox: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return storage
+    }
+}
+
+/// A small deterministic random generator (SplitMix64, Steele et al. 2014), so failures reproduce.
+private struct SplitMix64 {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -107,7 +107,7 @@ struct ByteLevelPreTokenizer: PreTokenizer {
     let useRegex: Bool
 
     /// The regex of openai/gpt-2 `encoder.py`.
-    static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
+    static let gpt2Pattern = KnownSplitPattern.gpt2Pattern
     static let gpt2Regex: CompiledRegex = {
         do throws(CompiledRegex.CompileError) {
             return try CompiledRegex(gpt2Pattern)
