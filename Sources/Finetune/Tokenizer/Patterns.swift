@@ -21,14 +21,15 @@ enum SplitDelimiterBehavior: String, Sendable {
 /// A compiled regular expression with tokenizers' (Oniguruma, Ruby syntax) conventions: matching by Unicode scalar
 /// (Rust `char`), not by grapheme cluster, and `^`/`$` at line boundaries.
 ///
-/// Engine: for the GPT-2, Llama-3 and Qwen2 patterns, a hand-written matcher (`KnownSplitPattern`, ~10x faster,
-/// tested against the regex). Otherwise Swift's `Regex`: it compiles these regexes (`\p{L}`, `\p{N}`,
-/// `(?i:'s|'t|...)`, `\s+(?!\S)`), agrees with Oniguruma at scalar granularity on the whole test corpus (including `\s`
-/// on U+000B, U+0085, U+2028, U+00A0), is the same code on every platform, and its Unicode tables come with the Swift
-/// toolchain rather than with the OS's ICU. NSRegularExpression finds the same pieces on the corpus and is about 4x
-/// faster at matching (measured ~0.27 s against ~1.2 s for the GPT-2 regex over 1 MB of Python source), but its
-/// behaviour depends on the OS's ICU. A pattern Swift's parser rejects (some Oniguruma-only syntax) is retried with
-/// NSRegularExpression, whose syntax is closer to Oniguruma's; only if both reject it does loading fail.
+/// Engine: for the GPT-2, Llama-3 and Qwen2 patterns, a hand-written matcher (`KnownSplitPattern`: ~15 ms per MB
+/// against ~1.2 s for Swift's Regex, and tested against it on the corpus and on random text). Any other pattern uses
+/// Swift's `Regex`: it compiles these regexes (`\p{L}`, `\p{N}`, `(?i:'s|'t|...)`, `\s+(?!\S)`), agrees with Oniguruma
+/// at scalar granularity on the whole test corpus (including `\s` on U+000B, U+0085, U+2028, U+00A0), is the same code
+/// on every platform, and its Unicode tables come with the Swift toolchain rather than with the OS's ICU.
+/// NSRegularExpression finds the same pieces on the corpus and is about 4x faster than Swift's Regex (~0.27 s per MB),
+/// but its behaviour follows the OS's ICU version, so it is only the fallback: a pattern Swift's parser rejects (some
+/// Oniguruma-only syntax) is retried with NSRegularExpression, whose syntax is closer to Oniguruma's; only if both
+/// reject it does loading fail.
 struct CompiledRegex: @unchecked Sendable {
     // @unchecked: NSRegularExpression is immutable after creation and documented as safe to share between threads.
     private enum Engine {
