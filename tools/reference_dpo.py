@@ -207,6 +207,11 @@ def main():
     def save_adapter(folder):
         pmodel.save_pretrained(str(OUT / folder))
         (OUT / folder / "README.md").unlink(missing_ok=True)
+        # PEFT keeps target_modules as a set, so its saved order varies between runs: sort it.
+        config_path = OUT / folder / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     save_adapter("initial_adapter")
     initial = {n: p.detach().clone() for n, p in pmodel.named_parameters() if p.requires_grad}
@@ -284,7 +289,7 @@ def main():
     settings = dict(
         versions=dict(trl=trl.__version__, peft=peft.__version__, transformers=transformers.__version__,
                       torch=torch.__version__, datasets=datasets.__version__, python=sys.version.split()[0]),
-        model=dict(source="tools/make_fixtures.py build_model('llama', ...)", onnx=str(MODEL_DIR / "model.onnx"),
+        model=dict(source="tools/make_fixtures.py build_model('llama', ...)", onnx=str((MODEL_DIR / "model.onnx").relative_to(ROOT)),
                    onnx_parameters_checked_bitwise=n_checked, dtype="float32", device="cpu"),
         tokenizer=dict(file="models/llama-dynamo/tokenizer.json", **{k: tok_config[k] for k in (
             "bos_token", "eos_token", "pad_token", "padding_side", "model_max_length")}),

@@ -110,7 +110,8 @@ public final class Session: @unchecked Sendable {
     /// `trainable` values (initializers or graph inputs, floating-point). Only nodes a trainable value reaches are
     /// recorded; everything else (masks, shapes, rotary tables, frozen branches) runs as in `run` and is released
     /// as soon as it is read.
-    public func forward(_ feeds: [String: Tensor], trainable: Set<String>, outputNames: [String]? = nil) throws -> ForwardPass {
+    public func forward(_ feeds: [String: Tensor], trainable: Set<String>, outputNames: [String]? = nil,
+                        profile: OpProfile? = nil) throws -> ForwardPass {
         var slots: [String: Int] = [:]
         for name in trainable.sorted() {
             guard let slot = slotByName[name],
@@ -120,7 +121,7 @@ public final class Session: @unchecked Sendable {
             slots[name] = slot
         }
         let tape = Tape(slotCount: slotCount, trainable: slots)
-        let outputs = try execute(feeds, outputNames: outputNames, profile: nil, tape: tape)
+        let outputs = try execute(feeds, outputNames: outputNames, profile: profile, tape: tape)
         return ForwardPass(outputs: outputs, session: self, tape: tape)
     }
 
@@ -200,7 +201,7 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Differentiates the recorded nodes in reverse order (see `ForwardPass.backward`).
-    fileprivate func backward(_ tape: Tape, seeds: [String: Tensor]) throws -> [String: Tensor] {
+    fileprivate func backward(_ tape: Tape, seeds: [String: Tensor], profile: OpProfile?) throws -> [String: Tensor] {
         var gradients = [Tensor?](repeating: nil, count: slotCount)
         for (name, seed) in seeds {
             guard let slot = slotByName[name], outputs.contains(where: { $0.name == name }) else {
@@ -222,8 +223,10 @@ public final class Session: @unchecked Sendable {
             let context = GradientContext(inputs: record.inputs, outputs: record.outputs,
                                           outputGradients: outputGradients, wanted: wanted)
             let inputGradients: [Tensor?]
+            let start = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             do {
                 inputGradients = try record.op.gradient(context)
+                profile?.record("\(step.node.opType) (backward)", nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
             } catch let error as KernelError {
                 throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
                                                   reason: "gradient: \(error.message)")
@@ -333,12 +336,13 @@ public final class ForwardPass: @unchecked Sendable {
     /// The gradients of a scalar loss with respect to every trainable value, given `seeds`: `dLoss/dOutput` for
     /// the graph outputs the loss reads (same shapes as the outputs). A trainable value the loss does not reach
     /// gets zeros. The saved activations are released as the pass goes, so it can run once.
-    public func backward(_ seeds: [String: Tensor]) throws -> [String: Tensor] {
+    /// With a `profile`, adds each rule's wall time under `"<op type> (backward)"`.
+    public func backward(_ seeds: [String: Tensor], profile: OpProfile? = nil) throws -> [String: Tensor] {
         guard let tape else {
             throw InterpreterError.invalidGraph(reason: "backward was already run on this forward pass")
         }
         self.tape = nil
-        return try session.backward(tape, seeds: seeds)
+        return try session.backward(tape, seeds: seeds, profile: profile)
     }
 }
 

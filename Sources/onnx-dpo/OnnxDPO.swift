@@ -52,7 +52,7 @@ struct Run: ParsableCommand {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed and memory.", subcommands: [Forward.self])
+        abstract: "Measure speed and memory.", subcommands: [Forward.self, TrainStep.self])
 
     struct Forward: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -92,6 +92,43 @@ struct Bench: ParsableCommand {
                 print(String(format: "%.1f tokens/s  (%.3f s per %d×%d batch, median of %d)  peak memory %.1f MiB  load %.2f s",
                              result.tokensPerSecond, result.secondsPerRun, batch, seq, result.iterations,
                              Double(result.peakMemoryBytes) / 1_048_576, result.loadSeconds))
+            }
+        }
+    }
+}
+
+extension Bench {
+    struct TrainStep: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "train",
+            abstract: "Time DPO steps (LoRA r 8 on q and v, AdamW, cached reference): seconds per step, tokens/s, peak memory.")
+
+        @Option(help: "The .onnx model.")
+        var model: String
+        @Option(help: "Preference pairs per step.")
+        var pairs = 2
+        @Option(help: "Tokens per sequence (half prompt, half completion).")
+        var seq = 128
+        @Option(help: "Untimed steps first.")
+        var warmup = 1
+        @Option(help: "Timed steps (the median is reported).")
+        var steps = 3
+        @Flag(help: "Print one JSON object.")
+        var json = false
+        @Flag(help: "Also print the time per op type, forward and backward (to standard error).")
+        var profile = false
+
+        func run() throws {
+            let opProfile = profile ? OpProfile() : nil
+            let result = try TrainingBenchmark.run(modelPath: model, pairs: pairs, seq: seq, warmup: warmup, steps: steps,
+                                                   profile: opProfile)
+            if let opProfile { FileHandle.standardError.write(Data((opProfile.table + "\n").utf8)) }
+            if json {
+                print(try jsonText(result))
+            } else {
+                print(String(format: "%.3f s per DPO step (%d pairs × %d tokens, median of %d)  %.1f tokens/s  peak memory %.1f MiB  reference pass %.2f s",
+                             result.stepSeconds, pairs, seq, result.steps, result.tokensPerSecond,
+                             Double(result.peakMemoryBytes) / 1_048_576, result.referenceSeconds))
             }
         }
     }

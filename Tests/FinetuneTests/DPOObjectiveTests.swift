@@ -51,7 +51,7 @@ final class DPOObjectiveTests: XCTestCase {
             let policy = try SequenceLogProbs(logits: logits, inputIDs: Self.ids, completionMask: Self.mask)
             let evaluation = try objective.evaluate(policy: policy, referenceChosen: Array(reference.sums[0..<2]),
                                                     referenceRejected: Array(reference.sums[2...]))
-            let gradient = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: Self.ids, tokens: policy.tokens) { sequence, _ in
+            let gradient = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: Self.ids, tokens: policy.tokens, length: 5) { sequence, _ in
                 Float(sequence < 2 ? evaluation.chosenSequenceGradients[sequence] + evaluation.chosenTokenGradient
                                    : evaluation.rejectedSequenceGradients[sequence - 2])
             }

@@ -29,6 +29,7 @@ final class TRLParityTests: XCTestCase {
         options.shuffle = false
         var steps: [[String: Double]] = []
         let trainer = try DPOTrainer(options: options)
+        XCTAssert(trainer.scoresCompletionsOnly, "the run computes logits only at scored positions")
         try trainer.train { event in
             if case .step(let metrics) = event { steps.append(metrics) }
         }

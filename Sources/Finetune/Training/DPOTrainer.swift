@@ -95,16 +95,17 @@ public final class DPOTrainer {
     private let padTokenID: Int
     private var parameters: [String: Tensor]
     private var optimizer: any Optimizer
-    private let cacheKey: String
+    private let cacheKey: String?
+    /// Whether the session computes logits only at scored positions (`ScoredPositions`).
+    public let scoresCompletionsOnly: Bool
+    /// When set, collects time per op type (forward, and backward rules) over the training steps.
+    public var profile: OpProfile?
 
-    /// Loads everything and prepares the session; nothing is trained yet.
-    public init(options: DPOTrainingOptions) throws {
+    /// Loads the model, tokenizer and data named in `options` and prepares the session; nothing is trained yet.
+    public convenience init(options: DPOTrainingOptions) throws {
         try options.validate()
-        self.options = options
         let model = try Model.load(path: options.modelPath)
         let tokenizer = try Tokenizer(path: options.tokenizerPath)
-        padTokenID = try PreferenceBatch.padTokenID(for: tokenizer)
-
         let dataset = try PreferenceDataset.load(path: options.dataPath)
         let train: PreferenceDataset, eval: PreferenceDataset
         if let evalPath = options.evalDataPath {
@@ -112,23 +113,6 @@ public final class DPOTrainer {
         } else {
             (train, eval) = try dataset.split(evalFraction: options.evalFraction, seed: options.seed)
         }
-        trainPairs = try train.tokenized(with: tokenizer, options: options.data).pairs
-        evalPairs = eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data).pairs
-
-        let targets = try LoRATargets.find(in: model, matching: options.targets)
-        let modules = try LoRAModule.modules(for: targets, model: model)
-        var adapter = LoRAAdapter.initialized(modules: modules, configuration: options.lora, seed: options.seed)
-        if let path = options.initAdapter {
-            adapter = try LoRAAdapter.load(from: path, modules: modules)
-        }
-        adapted = try AdaptedModel(model: model, adapter: adapter)
-        session = try Session(model: adapted.model, additionalInitializers: adapted.initializers)
-        parameters = adapted.initializers.filter { $0.key != AdaptedModel.scaleName }
-        switch options.optimizer {
-        case .adamw: optimizer = AdamW(weightDecay: options.weightDecay)
-        case .rmsprop: optimizer = RMSprop(weightDecay: options.weightDecay)
-        }
-
         var hash = ContentHash()
         try hash.add(file: options.modelPath)
         for location in Set(model.graph.initializers.compactMap { initializer -> String? in
@@ -141,7 +125,42 @@ public final class DPOTrainer {
         if let evalPath = options.evalDataPath { try hash.add(file: evalPath) }
         try hash.add(file: options.tokenizerPath)
         hash.add("\(options.data.maxLength ?? -1) \(options.data.truncationMode.rawValue) \(options.evalFraction) \(options.seed) v1")
-        cacheKey = hash.hex
+        try self.init(
+            options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
+            trainPairs: try train.tokenized(with: tokenizer, options: options.data).pairs,
+            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data).pairs,
+            cacheKey: hash.hex)
+    }
+
+    /// Prepares a run on an already loaded model and tokenised pairs (`cacheKey` names the reference log-prob
+    /// cache; nil disables it). `options`' paths other than the output folder and `initAdapter` are not read.
+    public init(options: DPOTrainingOptions, model: Model, padTokenID: Int, trainPairs: [TokenizedPair],
+                evalPairs: [TokenizedPair] = [], cacheKey: String?) throws {
+        try options.validate()
+        guard !trainPairs.isEmpty else {
+            throw FinetuneError.emptyDataset(path: options.dataPath, reason: "no pair is left to train on")
+        }
+        self.options = options
+        self.padTokenID = padTokenID
+        self.trainPairs = trainPairs
+        self.evalPairs = evalPairs
+        self.cacheKey = cacheKey
+        let targets = try LoRATargets.find(in: model, matching: options.targets)
+        let modules = try LoRAModule.modules(for: targets, model: model)
+        var adapter = LoRAAdapter.initialized(modules: modules, configuration: options.lora, seed: options.seed)
+        if let path = options.initAdapter {
+            adapter = try LoRAAdapter.load(from: path, modules: modules)
+        }
+        adapted = try AdaptedModel(model: model, adapter: adapter)
+        // Logits only where a completion token is scored, when the graph's output projection can be found.
+        let scored = ScoredPositions.rewrite(adapted.model)
+        scoresCompletionsOnly = scored != nil
+        session = try Session(model: scored ?? adapted.model, additionalInitializers: adapted.initializers)
+        parameters = adapted.initializers.filter { $0.key != AdaptedModel.scaleName }
+        switch options.optimizer {
+        case .adamw: optimizer = AdamW(weightDecay: options.weightDecay)
+        case .rmsprop: optimizer = RMSprop(weightDecay: options.weightDecay)
+        }
     }
 
     /// The optimiser steps the run takes: `maxSteps`, or `epochs` × ⌈pairs / batch⌉ / accumulation.
@@ -167,8 +186,8 @@ public final class DPOTrainer {
     /// `(chosen, rejected)` reference log-prob sums per pair of `pairs`, from the cache file when its key matches.
     private func referenceLogProbs(_ pairs: [TokenizedPair], name: String, report: (TrainingEvent) -> Void) throws -> ([Double], [Double]) {
         let cacheFolder = (options.outputDirectory as NSString).appendingPathComponent("reference_cache")
-        let cachePath = (cacheFolder as NSString).appendingPathComponent("\(name)-\(cacheKey).json")
-        if let data = try? Data(contentsOf: URL(fileURLWithPath: cachePath)),
+        let cachePath = (cacheFolder as NSString).appendingPathComponent("\(name)-\(cacheKey ?? "uncached").json")
+        if cacheKey != nil, let data = try? Data(contentsOf: URL(fileURLWithPath: cachePath)),
            let cached = try? JSONDecoder().decode(ReferenceCache.self, from: data),
            cached.chosen.count == pairs.count, cached.rejected.count == pairs.count {
             report(.reference(done: pairs.count, total: pairs.count, cached: true))
@@ -181,12 +200,12 @@ public final class DPOTrainer {
             let slice = Array(pairs[start..<min(start + options.batchSize, pairs.count)])
             let batch = makeBatch(slice)
             let logits = try session.run(feeds(batch))["logits"]!
-            let logProbs = try SequenceLogProbs(logits: logits, inputIDs: batch.inputIDs.map(Int64.init),
-                                                completionMask: batch.completionMask.map { $0 != 0 })
+            let logProbs = try logProbabilities(logits, batch)
             chosen += logProbs.sums[0..<slice.count]
             rejected += logProbs.sums[slice.count...]
             report(.reference(done: chosen.count, total: pairs.count, cached: false))
         }
+        guard cacheKey != nil else { return (chosen, rejected) }
         try FileManager.default.createDirectory(atPath: cacheFolder, withIntermediateDirectories: true)
         // JSON doubles round-trip exactly, so a cached run equals an uncached one bit for bit.
         let temporary = cachePath + ".tmp"
@@ -202,6 +221,15 @@ public final class DPOTrainer {
         var rejected: [Double]
     }
 
+    /// The completion log-probabilities of `batch` from the session's logits (scored rows or full).
+    private func logProbabilities(_ logits: Tensor, _ batch: PreferenceBatch) throws -> SequenceLogProbs {
+        let ids = batch.inputIDs.map(Int64.init), mask = batch.completionMask.map { $0 != 0 }
+        return scoresCompletionsOnly
+            ? try SequenceLogProbs(scoredLogits: logits, sequences: batch.rowCount, length: batch.sequenceLength,
+                                   inputIDs: ids, completionMask: mask)
+            : try SequenceLogProbs(logits: logits, inputIDs: ids, completionMask: mask)
+    }
+
     private func makeBatch(_ pairs: [TokenizedPair]) -> PreferenceBatch {
         PreferenceBatch(pairs: pairs, padTokenID: padTokenID, options: options.data)
     }
@@ -209,6 +237,11 @@ public final class DPOTrainer {
     /// The model's inputs for a batch: ids and mask, and positions where the model takes them.
     private func feeds(_ batch: PreferenceBatch) -> [String: Tensor] {
         var feeds = ["input_ids": batch.inputIDsTensor, "attention_mask": batch.attentionMaskTensor]
+        if scoresCompletionsOnly {
+            let rows = SequenceLogProbs.scoredRows(completionMask: batch.completionMask.map { $0 != 0 },
+                                                   sequences: batch.rowCount, length: batch.sequenceLength)
+            feeds[ScoredPositions.inputName] = Tensor(shape: [rows.count], int64s: rows)
+        }
         if session.inputs.contains(where: { $0.name == "position_ids" }) {
             // TRL passes none, so the model counts positions 0, 1, 2, ... on every row.
             let length = batch.sequenceLength
@@ -304,19 +337,21 @@ public final class DPOTrainer {
     private func policyStep(_ batch: PreferenceBatch, referenceChosen: [Double], referenceRejected: [Double]) throws
         -> (DPOObjective.Evaluation, [String: Tensor])
     {
-        let pass = try session.forward(feeds(batch), trainable: Set(adapted.parameterNames), outputNames: ["logits"])
+        let pass = try session.forward(feeds(batch), trainable: Set(adapted.parameterNames), outputNames: ["logits"],
+                                       profile: profile)
         let logits = pass.outputs["logits"]!
         let ids = batch.inputIDs.map(Int64.init)
-        let policy = try SequenceLogProbs(logits: logits, inputIDs: ids, completionMask: batch.completionMask.map { $0 != 0 })
+        let policy = try logProbabilities(logits, batch)
         let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
                                                         referenceRejected: referenceRejected)
         let pairs = batch.pairCount
-        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens) { sequence, _ in
+        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens,
+                                                      length: batch.sequenceLength) { sequence, _ in
             Float(sequence < pairs
                   ? evaluation.chosenSequenceGradients[sequence] + evaluation.chosenTokenGradient
                   : evaluation.rejectedSequenceGradients[sequence - pairs])
         }
-        return (evaluation, try pass.backward(["logits": dLogits]))
+        return (evaluation, try pass.backward(["logits": dLogits], profile: profile))
     }
 
     /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
@@ -334,8 +369,7 @@ public final class DPOTrainer {
             let end = min(start + options.batchSize, pairs.count)
             let batch = makeBatch(Array(pairs[start..<end]))
             let logits = try session.run(feeds(batch))["logits"]!
-            let policy = try SequenceLogProbs(logits: logits, inputIDs: batch.inputIDs.map(Int64.init),
-                                              completionMask: batch.completionMask.map { $0 != 0 })
+            let policy = try logProbabilities(logits, batch)
             let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[start..<end]),
                                                             referenceRejected: Array(reference.1[start..<end]))
             for (key, value) in evaluation.metrics { totals[key, default: 0] += value * Double(end - start) }
@@ -374,7 +408,7 @@ public final class DPOTrainer {
         var arrays: [(name: String, tensor: Tensor)] = parameters.sorted { $0.key < $1.key }.map { ("parameter/\($0.key)", $0.value) }
         arrays += state.buffers.sorted { $0.key < $1.key }.map { ("optimizer/\($0.key)", Tensor(shape: [$0.value.count], floats: $0.value)) }
         try NPZ.write(arrays, path: (temporary as NSString).appendingPathComponent("trainer_state.npz"))
-        let json = try JSONEncoder().encode(CheckpointState(step: step, cacheKey: cacheKey, optimizer: state.kind,
+        let json = try JSONEncoder().encode(CheckpointState(step: step, cacheKey: cacheKey ?? "", optimizer: state.kind,
                                                             optimizerStep: state.step, seed: options.seed))
         try json.write(to: URL(fileURLWithPath: (temporary as NSString).appendingPathComponent("trainer_state.json")))
         try currentAdapter().save(to: (temporary as NSString).appendingPathComponent("adapter"))
@@ -397,7 +431,7 @@ public final class DPOTrainer {
     private func restore(checkpoint path: String) throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: (path as NSString).appendingPathComponent("trainer_state.json")))
         let state = try JSONDecoder().decode(CheckpointState.self, from: data)
-        guard state.cacheKey == cacheKey, state.seed == options.seed else {
+        guard state.cacheKey == (cacheKey ?? ""), state.seed == options.seed else {
             throw FinetuneError.invalidTrainingState(reason:
                 "checkpoint \(path) was made with another model, dataset, tokenizer or seed; refusing to resume from it")
         }
