@@ -89,11 +89,28 @@ final class DPOTrainerTests: XCTestCase {
         XCTAssert(try FileManager.default.contentsOfDirectory(atPath: output.path).contains("checkpoint-1"))
     }
 
+    func testDropoutIsDeterministicForASeedAndChangesTraining() throws {
+        func run(dropout: Double) throws -> [[String: Double]] {
+            let output = try temporaryDirectory(for: self)
+            var options = options(output)
+            options.lora.dropout = dropout
+            try DPOTrainer(options: options).train()
+            return try Self.metrics(output).map { $0.filter { !["tokens_per_second", "eta_seconds"].contains($0.key) } }
+        }
+        let first = try run(dropout: 0.3), second = try run(dropout: 0.3), none = try run(dropout: 0)
+        XCTAssertEqual(first, second, "the same seed draws the same dropout masks")
+        XCTAssertEqual(first[0]["loss"], none[0]["loss"], "B = 0 at step 1: dropout on the adapter input changes nothing yet")
+        XCTAssertNotEqual(first[3]["loss"], none[3]["loss"], "dropout changes the gradients, so later steps differ")
+    }
+
     func testBadOptionsAndDataAreRefusedWithTheirNames() throws {
         let output = try temporaryDirectory(for: self)
         var options = options(output)
         options.batchSize = 0
         assertThrows(["--batch-size", "at least 1"]) { try DPOTrainer(options: options) }
+        options = self.options(output)
+        options.lora.dropout = 1
+        assertThrows(["--dropout", "[0, 1)"]) { try DPOTrainer(options: options) }
         options = self.options(output)
         options.dataPath = repositoryPath("Tests/FinetuneTests/Fixtures/data/bad_empty.jsonl")
         assertThrows(["bad_empty.jsonl"]) { try DPOTrainer(options: options) }

@@ -59,9 +59,6 @@ public struct SequenceLogProbs: Sendable {
         guard inputIDs.count == sequences * length, completionMask.count == sequences * length else {
             throw FinetuneError.invalidTrainingState(reason: "ids and mask must be [\(sequences), \(length)]")
         }
-        var sums = [Double](repeating: 0, count: sequences)
-        var counts = [Int](repeating: 0, count: sequences)
-        var meanLogits = [Double](repeating: 0, count: sequences)
         var tokens: [Token] = []
         for sequence in 0..<sequences {
             for position in 1..<max(length, 1) where completionMask[sequence * length + position] {
@@ -73,13 +70,32 @@ public struct SequenceLogProbs: Sendable {
                 guard (row + 1) * vocabulary <= values.count else {
                     throw FinetuneError.invalidTrainingState(reason: "the logits have fewer rows than the completion tokens")
                 }
-                let (logSumExp, mean) = values.withUnsafeBufferPointer { rowStatistics($0.baseAddress! + row * vocabulary, vocabulary) }
-                let logProbability = values[row * vocabulary + id] - logSumExp
-                sums[sequence] += Double(logProbability)
-                counts[sequence] += 1
-                meanLogits[sequence] += Double(mean)
-                tokens.append(Token(sequence: sequence, position: position, row: row, logProbability: logProbability))
+                tokens.append(Token(sequence: sequence, position: position, row: row, logProbability: 0))
             }
+        }
+        // Each token's row statistics, in parallel over tokens (each reads its own row).
+        var statistics = [(logSumExp: Float, mean: Float)](repeating: (0, 0), count: tokens.count)
+        values.withUnsafeBufferPointer { logits in
+            statistics.withUnsafeMutableBufferPointer { results in
+                let (base, target) = (logits.baseAddress!, results.baseAddress!)
+                let rows = tokens.map(\.row)
+                Parallel.forEachChunk(rows.count, minimumPerThread: max(1, 65_536 / vocabulary)) { range in
+                    var scratch = [Float](repeating: 0, count: vocabulary)
+                    for index in range { target[index] = rowStatistics(base + rows[index] * vocabulary, vocabulary, &scratch) }
+                }
+            }
+        }
+        var sums = [Double](repeating: 0, count: sequences)
+        var counts = [Int](repeating: 0, count: sequences)
+        var meanLogits = [Double](repeating: 0, count: sequences)
+        for index in tokens.indices {
+            let token = tokens[index]
+            let id = Int(inputIDs[token.sequence * length + token.position])
+            let logProbability = values[token.row * vocabulary + id] - statistics[index].logSumExp
+            tokens[index].logProbability = logProbability
+            sums[token.sequence] += Double(logProbability)
+            counts[token.sequence] += 1
+            meanLogits[token.sequence] += Double(statistics[index].mean)
         }
         self.sums = sums
         self.counts = counts
@@ -96,17 +112,22 @@ public struct SequenceLogProbs: Sendable {
         let vocabulary = logits.shape.last!
         let values = logits.floats
         var gradient = [Float](repeating: 0, count: values.count)
+        let weights = tokens.map { tokenWeight($0.sequence, $0.position) }
         values.withUnsafeBufferPointer { source in
             gradient.withUnsafeMutableBufferPointer { target in
-                for token in tokens {
-                    let weight = tokenWeight(token.sequence, token.position)
-                    if weight == 0 { continue }
-                    let row = token.row * vocabulary
-                    let (logSumExp, _) = rowStatistics(source.baseAddress! + row, vocabulary)
-                    for v in 0..<vocabulary {
-                        target[row + v] -= weight * Foundation.exp(source[row + v] - logSumExp)
+                let (input, output) = (source.baseAddress!, target.baseAddress!)
+                // Tokens own disjoint rows, so they can be written in parallel.
+                Parallel.forEachChunk(tokens.count, minimumPerThread: max(1, 65_536 / vocabulary)) { range in
+                    var scratch = [Float](repeating: 0, count: vocabulary)
+                    for index in range where weights[index] != 0 {
+                        let token = tokens[index], weight = weights[index]
+                        let row = token.row * vocabulary
+                        let (logSumExp, _) = rowStatistics(input + row, vocabulary, &scratch)
+                        // scratch holds exp(z − max); softmax = scratch · exp(max − logSumExp).
+                        let scale = weight * fastExp(rowMaximum(input + row, vocabulary) - logSumExp)
+                        for v in 0..<vocabulary { output[row + v] = -scale * scratch[v] }
+                        output[row + Int(inputIDs[token.sequence * length + token.position])] += weight
                     }
-                    target[row + Int(inputIDs[token.sequence * length + token.position])] += weight
                 }
             }
         }
@@ -114,15 +135,22 @@ public struct SequenceLogProbs: Sendable {
     }
 }
 
-/// `(log Σ exp(row), mean(row))` of a logits row, stable (max subtracted), accumulated in Double.
-private func rowStatistics(_ row: UnsafePointer<Float>, _ count: Int) -> (Float, Float) {
-    var maximum = -Float.infinity
-    var total = 0.0
-    for v in 0..<count {
-        maximum = max(maximum, row[v])
-        total += Double(row[v])
+/// `(log Σ exp(row), mean(row))` of a logits row, stable (the maximum subtracted first), leaving `exp(row − max)` in
+/// `scratch` for the caller. Float arithmetic with `fastExp` and eight-lane sums (`vectorSum`), as TRL's float32.
+@inline(__always)
+private func rowStatistics(_ row: UnsafePointer<Float>, _ count: Int, _ scratch: inout [Float]) -> (logSumExp: Float, mean: Float) {
+    let maximum = rowMaximum(row, count)
+    return scratch.withUnsafeMutableBufferPointer { buffer in
+        let exponentials = buffer.baseAddress!
+        for v in 0..<count { exponentials[v] = fastExp(row[v] - maximum) }
+        let sum = vectorSum(exponentials, count)
+        return (maximum + log(sum), vectorSum(row, count) / Float(count))
     }
-    var sum = 0.0
-    for v in 0..<count { sum += Foundation.exp(Double(row[v] - maximum)) }
-    return (maximum + Float(Foundation.log(sum)), Float(total / Double(count)))
+}
+
+@inline(__always)
+private func rowMaximum(_ row: UnsafePointer<Float>, _ count: Int) -> Float {
+    var maximum = -Float.infinity
+    for v in 0..<count where row[v] > maximum { maximum = row[v] }
+    return maximum
 }

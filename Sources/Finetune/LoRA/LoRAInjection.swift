@@ -15,6 +15,8 @@ public struct AdaptedModel: Sendable {
     public var initializers: [String: Tensor]
     public let modules: [LoRAModule]
     public let configuration: LoRAConfiguration
+    /// The dropout mask graph inputs (none when `configuration.dropout` is 0) and the features each masks.
+    public let dropoutMasks: [(name: String, features: Int)]
 
     /// The scalar initializer multiplying every adapter's output.
     public static let scaleName = "lora/scale"
@@ -23,6 +25,28 @@ public struct AdaptedModel: Sendable {
     public static func transposedAName(_ path: String) -> String { "lora/\(path)/A_transposed" }
     /// Initializer name of module `path`'s Bᵀ (`[r, out]`).
     public static func transposedBName(_ path: String) -> String { "lora/\(path)/B_transposed" }
+
+    /// Graph input name of module `path`'s dropout mask (broadcast against the adapter's input `[..., in]`).
+    public static func dropoutMaskName(_ path: String) -> String { "lora/\(path)/dropout_mask" }
+
+    /// Feeds for the dropout masks: ones of shape `[1, in]` (no dropout: the reference, eval, or p = 0), or with a
+    /// `generator`, fresh `Bernoulli(1 − p) / (1 − p)` masks shaped like the adapter inputs `[rows, tokens, in]`.
+    public func dropoutFeeds(rows: Int, tokens: Int, generator: inout SeededGenerator?) -> [String: Tensor] {
+        var feeds: [String: Tensor] = [:]
+        let p = configuration.dropout
+        for (name, features) in dropoutMasks {
+            if generator == nil {
+                feeds[name] = Tensor(shape: [1, features], floats: [Float](repeating: 1, count: features))
+            } else {
+                let keep = Float(1 / (1 - p))
+                let values = (0..<(rows * tokens * features)).map { _ -> Float in
+                    Double.random(in: 0..<1, using: &generator!) < p ? 0 : keep
+                }
+                feeds[name] = Tensor(shape: [rows, tokens, features], floats: values)
+            }
+        }
+        return feeds
+    }
 
     /// The names of the trainable values, Aᵀ and Bᵀ of every module.
     public var parameterNames: [String] {
@@ -33,6 +57,7 @@ public struct AdaptedModel: Sendable {
     /// input (`transA = 1`, which no exporter writes for a linear layer).
     public init(model: Model, adapter: LoRAAdapter) throws {
         var nodes = model.graph.nodes
+        var dropoutMasks: [(name: String, features: Int)] = []
         var initializers: [String: Tensor] = [AdaptedModel.scaleName: Tensor(shape: [], floats: [Float(adapter.configuration.scale)])]
         var taken = Set(nodes.flatMap { $0.outputs } + model.graph.initializers.map(\.name) + model.graph.inputs.map(\.name))
         func fresh(_ base: String) -> String {
@@ -58,12 +83,24 @@ public struct AdaptedModel: Sendable {
             initializers[aName] = transposed(a)
             initializers[bName] = transposed(b)
             let output = node.outputs[0]
+            var adapterInput = node.inputs[0]
+            var dropoutNodes: [Node] = []
+            if adapter.configuration.dropout > 0 {
+                // PEFT's per-module `lora_dropout` on the adapter's input: x ⊙ mask, the mask a graph input fed
+                // with Bernoulli(1 − p) / (1 − p) values while training and ones otherwise.
+                let mask = Self.dropoutMaskName(module.modulePath)
+                let dropped = fresh("\(output)/lora_dropout")
+                dropoutNodes = [Node(name: "\(node.name.isEmpty ? module.modulePath : node.name)/lora/dropout", opType: "Mul",
+                                     inputs: [adapterInput, mask], outputs: [dropped])]
+                dropoutMasks.append((mask, module.inFeatures))
+                adapterInput = dropped
+            }
             let base = fresh("\(output)/lora_base")
             let down = fresh("\(output)/lora_down"), up = fresh("\(output)/lora_up"), scaled = fresh("\(output)/lora_scaled")
             nodes[index].outputs[0] = base
             let prefix = "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
-            let added = [
-                Node(name: "\(prefix)/down", opType: "MatMul", inputs: [node.inputs[0], aName], outputs: [down]),
+            let added = dropoutNodes + [
+                Node(name: "\(prefix)/down", opType: "MatMul", inputs: [adapterInput, aName], outputs: [down]),
                 Node(name: "\(prefix)/up", opType: "MatMul", inputs: [down, bName], outputs: [up]),
                 Node(name: "\(prefix)/scale", opType: "Mul", inputs: [up, Self.scaleName], outputs: [scaled]),
                 Node(name: "\(prefix)/add", opType: "Add", inputs: [base, scaled], outputs: [output]),
@@ -73,6 +110,10 @@ public struct AdaptedModel: Sendable {
         for index in nodes.indices { nodes[index].index = index }
         var rewritten = model
         rewritten.graph.nodes = nodes
+        for (name, _) in dropoutMasks {
+            rewritten.graph.inputs.append(ValueInfo(name: name, elementType: .float, shape: nil))
+        }
+        self.dropoutMasks = dropoutMasks
         self.model = rewritten
         self.initializers = initializers
         self.modules = adapter.modules

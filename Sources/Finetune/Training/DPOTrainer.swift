@@ -56,7 +56,7 @@ public struct DPOTrainingOptions: Sendable {
         }
         try check(lora.rank >= 1, "--rank", "must be at least 1, got \(lora.rank)")
         try check(lora.alpha > 0, "--alpha", "must be positive, got \(lora.alpha)")
-        try check(lora.dropout == 0, "--dropout", "LoRA dropout is not implemented yet; use 0 (TRL+PEFT parity runs use 0)")
+        try check(lora.dropout >= 0 && lora.dropout < 1, "--dropout", "must be in [0, 1), got \(lora.dropout)")
         try check(objective.beta > 0, "--beta", "must be positive, got \(objective.beta)")
         try check(learningRate > 0 && learningRate.isFinite, "--lr", "must be positive, got \(learningRate)")
         try check(weightDecay >= 0, "--weight-decay", "must be non-negative, got \(weightDecay)")
@@ -234,9 +234,12 @@ public final class DPOTrainer {
         PreferenceBatch(pairs: pairs, padTokenID: padTokenID, options: options.data)
     }
 
-    /// The model's inputs for a batch: ids and mask, and positions where the model takes them.
-    private func feeds(_ batch: PreferenceBatch) -> [String: Tensor] {
+    /// The model's inputs for a batch: ids and mask, positions where the model takes them, the scored rows, and
+    /// the adapters' dropout masks: drawn from `dropoutSeed` while training, ones otherwise.
+    private func feeds(_ batch: PreferenceBatch, dropoutSeed: UInt64? = nil) -> [String: Tensor] {
         var feeds = ["input_ids": batch.inputIDsTensor, "attention_mask": batch.attentionMaskTensor]
+        var generator = dropoutSeed.map { SeededGenerator(seed: $0) }
+        feeds.merge(adapted.dropoutFeeds(rows: batch.rowCount, tokens: batch.sequenceLength, generator: &generator)) { a, _ in a }
         if scoresCompletionsOnly {
             let rows = SequenceLogProbs.scoredRows(completionMask: batch.completionMask.map { $0 != 0 },
                                                    sequences: batch.rowCount, length: batch.sequenceLength)
@@ -284,9 +287,11 @@ public final class DPOTrainer {
                 let indices = microBatch(step * options.gradientAccumulation + micro)
                 let batch = makeBatch(indices.map { trainPairs[$0] })
                 tokens += batch.attentionMask.reduce(0, +)
+                // Dropout masks are a function of the seed and the micro-batch, so a resumed run draws the same ones.
+                let dropoutSeed = options.seed &+ 0x4452_4F50 &* UInt64(step * options.gradientAccumulation + micro + 1)
                 let (evaluation, microGradients) = try policyStep(
                     batch, referenceChosen: indices.map { referenceChosen[$0] },
-                    referenceRejected: indices.map { referenceRejected[$0] })
+                    referenceRejected: indices.map { referenceRejected[$0] }, dropoutSeed: dropoutSeed)
                 guard evaluation.loss.isFinite else {
                     throw FinetuneError.nonFiniteLoss(step: step + 1, loss: evaluation.loss,
                         lines: batch.lines, checkpoint: try latestCheckpoint()?.path)
@@ -334,10 +339,12 @@ public final class DPOTrainer {
     }
 
     /// One micro-batch: policy forward with the adapters, the objective, and its gradients for the parameters.
-    private func policyStep(_ batch: PreferenceBatch, referenceChosen: [Double], referenceRejected: [Double]) throws
+    private func policyStep(_ batch: PreferenceBatch, referenceChosen: [Double], referenceRejected: [Double],
+                            dropoutSeed: UInt64) throws
         -> (DPOObjective.Evaluation, [String: Tensor])
     {
-        let pass = try session.forward(feeds(batch), trainable: Set(adapted.parameterNames), outputNames: ["logits"],
+        let pass = try session.forward(feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil),
+                                       trainable: Set(adapted.parameterNames), outputNames: ["logits"],
                                        profile: profile)
         let logits = pass.outputs["logits"]!
         let ids = batch.inputIDs.map(Int64.init)

@@ -15,7 +15,7 @@ enum Allocator {
     static let tuned: Void = {
         #if os(Linux) && canImport(Glibc)
         _ = glibcMallopt(-4, 0)         // M_MMAP_MAX: no block gets its own mapping
-        _ = glibcMallopt(-1, 1 << 30)   // M_TRIM_THRESHOLD
+        _ = glibcMallopt(-1, -1)        // M_TRIM_THRESHOLD: never give freed memory back
         #endif
     }()
 }

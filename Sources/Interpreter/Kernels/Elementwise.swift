@@ -216,8 +216,8 @@ func forEachRowChunk(rows: Int, rowLength: Int, _ body: (Range<Int>) -> Void) {
 
 /// The sum of `count` floats from `values`, with eight independent accumulators so that it vectorises (a single
 /// running sum cannot be reordered by the compiler); also more accurate than one serial sum.
-@inline(__always)
-func vectorSum(_ values: UnsafePointer<Float>, _ count: Int) -> Float {
+@inlinable @inline(__always)
+public func vectorSum(_ values: UnsafePointer<Float>, _ count: Int) -> Float {
     var lanes = SIMD8<Float>.zero
     var index = 0
     let raw = UnsafeRawPointer(values)

@@ -6,8 +6,8 @@
 /// `x = n·ln2 + r`, `n = round(x·log2 e)` (rounded by adding and subtracting 1.5·2²³, whose low mantissa bits
 /// then hold `n`), `ln2` split in two parts so that `r` is exact, `e^r ≈ 1 + r + r²·P(r)` with Cephes' degree-5
 /// minimax `P`, and `2^n` built in the exponent bits in two halves so that `n = 128` and `n = -126` stay in range.
-@inline(__always)
-func fastExp(_ x: Float) -> Float {
+@inlinable @inline(__always)
+public func fastExp(_ x: Float) -> Float {
     let upper: Float = 88.72283935546875    // ln(greatestFiniteMagnitude)
     let lower: Float = -87.33654022216797   // ln(leastNormalMagnitude)
     var clamped = x > upper ? upper : x
