@@ -64,28 +64,17 @@ public func reduceGradient(_ gradient: Tensor, to shape: [Int]) throws(KernelErr
         return Tensor(shape: shape, floats: sums, dataType: gradient.dataType)
     }
     let innerStride = strides[strides.count - 1]
+    // Row by row along the last axis: a row either sums into one element (a [.., 1] target) or adds elementwise
+    // into a row of the target; the view's positions are offsets into the target.
+    let view = StridedView(shape: outputShape, strides: strides)
     values.withUnsafeBufferPointer { source in
         sums.withUnsafeMutableBufferPointer { target in
-            // Row by row along the last axis: a row either sums into one element (a [.., 1] target) or adds
-            // elementwise into a row of the target.
-            var index = [Int](repeating: 0, count: outputShape.count)
-            var offset = 0
-            for row in stride(from: 0, to: source.count, by: rowLength) {
-                let values = source.baseAddress! + row
+            view.forEachRow(in: 0..<(source.count / rowLength)) { row, offset in
+                let values = source.baseAddress! + row * rowLength
                 if innerStride == 0 {
                     target[offset] += vectorSum(values, rowLength)
                 } else {
                     for k in 0..<rowLength { target[offset + k] += values[k] }
-                }
-                // Next row: advance the multi-index over the outer axes, keeping `offset` into the target.
-                var axis = outputShape.count - 2
-                while axis >= 0 {
-                    index[axis] += 1
-                    offset += strides[axis]
-                    if index[axis] < outputShape[axis] { break }
-                    offset -= strides[axis] * outputShape[axis]
-                    index[axis] = 0
-                    axis -= 1
                 }
             }
         }

@@ -45,7 +45,7 @@ public enum ForwardBenchmark {
     static func syntheticInputs(for session: Session, batch: Int, seq: Int) throws -> [String: Tensor] {
         let graph = session.model.graph
         let tableSizes = Dictionary(graph.initializers.map { ($0.name, $0.shape.first ?? 1) }, uniquingKeysWith: { a, _ in a })
-        var generator = SplitMix64(seed: 0)
+        var generator = SeededGenerator(seed: 0)
         var feeds: [String: Tensor] = [:]
         for input in session.inputs {
             let shape = (input.shape ?? [.symbolic("batch"), .symbolic("sequence")]).enumerated().map { axis, dimension in
@@ -91,17 +91,4 @@ public func peakResidentMemory() -> Int {
     getrusage(RUSAGE_SELF, &usage)
     return Int(usage.ru_maxrss)  // bytes on Darwin
     #endif
-}
-
-/// A small seeded generator (SplitMix64), so benchmark inputs are the same on every run and platform.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }

@@ -1,4 +1,5 @@
 @testable import Finetune
+import Interpreter
 import Foundation
 import ONNXGraph
 import TestSupport

@@ -3,6 +3,7 @@ import TestSupport
 import XCTest
 
 @testable import Finetune
+import Interpreter
 
 /// The preference-data pipeline against TRL's own, on fixtures made by tools/make_data_references.py.
 final class PreferenceDataTests: XCTestCase {

@@ -3,6 +3,7 @@ import TestSupport
 import XCTest
 
 @testable import Finetune
+import Interpreter
 
 /// The Swift tokenizer against the `tokenizers` library, on fixtures made by tools/make_tokenizer_references.py.
 final class TokenizerTests: XCTestCase {
@@ -274,7 +275,7 @@ final class TokenizerTests: XCTestCase {
             "T", "re", "RE", "Ve", "ll", "LL", "d", "M", ".", ",", "!", "-", "_", "$", "€", "(", "😀", "👨‍👩‍👧", "🇫🇷",
             "\u{200D}", "\u{FE0F}", "\u{301}", "<", "|", "\u{17F}",
         ]
-        var generator = SplitMix64(seed: 42)
+        var generator = SeededGenerator(seed: 42)
         let patterns = [KnownSplitPattern.gpt2Pattern, KnownSplitPattern.llama3Pattern, KnownSplitPattern.qwen2Pattern]
         let compiled = try patterns.map { (try CompiledRegex($0), try CompiledRegex($0, engine: .swift)) }
         var failures = 0
@@ -478,17 +479,3 @@ private final class ResultBox: @unchecked Sendable {
     }
 }
 
-/// A small deterministic random generator (SplitMix64, Steele et al. 2014), so failures reproduce.
-private struct SplitMix64 {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,3 +1,5 @@
+import Interpreter
+
 /// Seeded, platform-independent orders over a dataset's pairs: the held-out eval split and the order of each epoch.
 ///
 /// Randomness: SplitMix64 (`SeededGenerator`), the same sequence on every platform and Swift version, with its own

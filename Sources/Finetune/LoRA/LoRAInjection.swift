@@ -1,3 +1,4 @@
+import Interpreter
 import ONNXGraph
 
 /// A model with LoRA adapters attached as ordinary ONNX nodes, ready for a `Session`:
