@@ -38,8 +38,8 @@ public enum ScoredPositions {
             case "Cast", "Identity", "Tanh":
                 current = node.inputs[0]
                 continue
-            case "Mul", "Div", "Add" where node.inputs.count == 2:
-                guard let other = node.inputs.firstIndex(where: isScalarConstant) else { return nil }
+            case "Mul", "Div", "Add":
+                guard node.inputs.count == 2, let other = node.inputs.firstIndex(where: isScalarConstant) else { return nil }
                 current = node.inputs[1 - other]
                 continue
             case "MatMul":
