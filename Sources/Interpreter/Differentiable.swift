@@ -82,8 +82,9 @@ public func reduceGradient(_ gradient: Tensor, to shape: [Int]) throws(KernelErr
     return Tensor(shape: shape, floats: sums, dataType: gradient.dataType)
 }
 
-/// `a + b` for two gradients of the same shape (accumulating the contributions of a value's several readers).
-func addGradients(_ a: Tensor, _ b: Tensor) throws(KernelError) -> Tensor {
+/// `a + b` for two gradients of the same shape (accumulating the contributions of a value's several readers, or
+/// of several micro-batches).
+public func addGradients(_ a: Tensor, _ b: Tensor) throws(KernelError) -> Tensor {
     guard a.shape == b.shape, case .float(let x) = a.storage, case .float(let y) = b.storage else {
         throw KernelError("gradients of shapes \(a.shape) and \(b.shape) cannot be added")
     }

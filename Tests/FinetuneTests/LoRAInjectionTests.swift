@@ -8,18 +8,6 @@ import XCTest
 /// Adapters attached to real exports: with B = 0 or scale 0 the model is the base model; otherwise it equals the
 /// base model with the adapter merged into its weights; and gradients reach A and B correctly.
 final class LoRAInjectionTests: XCTestCase {
-    struct Fixture: Decodable { var name: String; var path: String }
-
-    static func fixtures() throws -> [Fixture] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("models/fixtures.json")))
-        return try JSONDecoder().decode([Fixture].self, from: data)
-    }
-
-    static func load(_ fixture: Fixture) throws -> (Model, [String: Tensor]) {
-        let model = try Model.load(path: repositoryPath(fixture.path))
-        let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
-        return (model, try NPZ.read(path: "\(folder)/inputs.npz"))
-    }
 
     /// An adapter with random A and B (B's frozen rows zero), so that every part of the injection matters.
     static func randomAdapter(_ model: Model, seed: UInt64) throws -> LoRAAdapter {
@@ -37,8 +25,8 @@ final class LoRAInjectionTests: XCTestCase {
     }
 
     func testZeroBAndZeroScaleGiveTheBaseModelExactly() throws {
-        for fixture in try Self.fixtures() {
-            let (model, feeds) = try Self.load(fixture)
+        for fixture in try ExportFixture.all() {
+            let (model, feeds) = (try fixture.model(), try fixture.inputs())
             let base = try Session(model: model).run(feeds)["logits"]!
             let modules = try LoRAModule.modules(for: try LoRATargets.find(in: model), model: model)
             let fresh = try AdaptedModel(model: model, adapter: .initialized(modules: modules, configuration: .init(), seed: 1))
@@ -52,8 +40,8 @@ final class LoRAInjectionTests: XCTestCase {
     }
 
     func testAdaptedModelEqualsTheMergedWeights() throws {
-        for fixture in try Self.fixtures() {
-            let (model, feeds) = try Self.load(fixture)
+        for fixture in try ExportFixture.all() {
+            let (model, feeds) = (try fixture.model(), try fixture.inputs())
             let adapter = try Self.randomAdapter(model, seed: 3)
             let adapted = try AdaptedModel(model: model, adapter: adapter)
             let logits = try Session(model: adapted.model, additionalInitializers: adapted.initializers).run(feeds)["logits"]!
@@ -71,8 +59,8 @@ final class LoRAInjectionTests: XCTestCase {
 
     func testAdapterGradientsMatchFiniteDifferencesAndFrozenColumnsStayFrozen() throws {
         for name in ["llama-dynamo", "gpt2-torchscript", "gpt-neox-dynamo"] {
-            let fixture = try XCTUnwrap(try Self.fixtures().first { $0.name == name })
-            let (model, feeds) = try Self.load(fixture)
+            let fixture = try ExportFixture.named(name)
+            let (model, feeds) = (try fixture.model(), try fixture.inputs())
             let adapted = try AdaptedModel(model: model, adapter: Self.randomAdapter(model, seed: 4))
             let session = try Session(model: adapted.model, additionalInitializers: adapted.initializers)
             let pass = try session.forward(feeds, trainable: Set(adapted.parameterNames))

@@ -8,12 +8,6 @@ import XCTest
 /// Face module paths, and the weight values they adapt are exactly the torch q and v weights
 /// (`tools/make_lora_target_references.py` writes `Fixtures/lora_targets.json` from the rebuilt torch models).
 final class LoRATargetTests: XCTestCase {
-    struct Fixture: Decodable {
-        var name: String
-        var path: String
-        var architecture: String
-    }
-
     struct References: Decodable {
         struct Part: Decodable {
             var module_path: String
@@ -30,18 +24,9 @@ final class LoRATargetTests: XCTestCase {
         var fixtures: [String: Export]
     }
 
-    static func fixtures() throws -> [Fixture] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("models/fixtures.json")))
-        return try JSONDecoder().decode([Fixture].self, from: data)
-    }
-
     static func references() throws -> References {
         let path = repositoryPath("Tests/FinetuneTests/Fixtures/lora_targets.json")
         return try JSONDecoder().decode(References.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
-    }
-
-    static func load(_ fixture: Fixture) throws -> Model {
-        try Model.load(path: repositoryPath(fixture.path))
     }
 
     /// The values `target` adapts, in PEFT's `[out, in]` orientation, read from the initializer it names.
@@ -55,12 +40,12 @@ final class LoRATargetTests: XCTestCase {
     // MARK: - Every fixture
 
     func testEveryFixtureHasOneQAndOneVPerLayerWithHuggingFaceModulePaths() throws {
-        let fixtures = try Self.fixtures()
+        let fixtures = try ExportFixture.all()
         let references = try Self.references()
         XCTAssertEqual(fixtures.count, 12)
         for fixture in fixtures {
             let reference = try XCTUnwrap(references.fixtures[fixture.name], "no reference for \(fixture.name)")
-            let targets = try LoRATargets.find(in: try Self.load(fixture))
+            let targets = try LoRATargets.find(in: try fixture.model())
             XCTAssertEqual(targets.count, 2 * reference.layers.count, fixture.name)
             XCTAssertEqual(reference.layers.count, 2, fixture.name)
             for (layer, parts) in reference.layers.enumerated() {
@@ -80,8 +65,8 @@ final class LoRATargetTests: XCTestCase {
     /// torch weight of exactly the q (or v) projection.
     func testAdaptedWeightsAreTheTorchQAndVWeights() throws {
         let references = try Self.references()
-        for fixture in try Self.fixtures() {
-            let model = try Self.load(fixture)
+        for fixture in try ExportFixture.all() {
+            let model = try fixture.model()
             let reference = try XCTUnwrap(references.fixtures[fixture.name])
             for target in try LoRATargets.find(in: model) {
                 let expected = try XCTUnwrap(reference.layers[target.layer][target.kind.rawValue])
@@ -109,8 +94,8 @@ final class LoRATargetTests: XCTestCase {
 
     /// How each architecture stores its q and v weights, as DESIGN.md describes the exports.
     func testLayoutsOfEachArchitecture() throws {
-        for fixture in try Self.fixtures() {
-            let targets = try LoRATargets.find(in: try Self.load(fixture))
+        for fixture in try ExportFixture.all() {
+            let targets = try LoRATargets.find(in: try fixture.model())
             for target in targets {
                 let label = "\(fixture.name) \(target)"
                 XCTAssertEqual(target.inFeatures, 64, label)
@@ -148,8 +133,8 @@ final class LoRATargetTests: XCTestCase {
     // MARK: - Other kinds and --target patterns
 
     func testEveryLinearLayerOfLlamaIsFoundAndLabelled() throws {
-        let fixture = try XCTUnwrap(try Self.fixtures().first { $0.name == "llama-torchscript" })
-        let targets = try LoRATargets.find(in: try Self.load(fixture), kinds: Set(LoRATarget.Kind.allCases))
+        let fixture = try ExportFixture.named("llama-torchscript")
+        let targets = try LoRATargets.find(in: try fixture.model(), kinds: Set(LoRATarget.Kind.allCases))
         var expected: [String] = []
         for layer in 0..<2 {
             expected += ["q_proj", "k_proj", "v_proj", "o_proj"].map { "model.layers.\(layer).self_attn.\($0)" }
@@ -164,8 +149,8 @@ final class LoRATargetTests: XCTestCase {
     }
 
     func testTargetPatterns() throws {
-        let fixtures = try Self.fixtures()
-        let llama = try Self.load(try XCTUnwrap(fixtures.first { $0.name == "llama-dynamo" }))
+        let fixtures = try ExportFixture.all()
+        let llama = try XCTUnwrap(fixtures.first { $0.name == "llama-dynamo" }).model()
         func paths(_ patterns: [String]) throws -> [String] {
             try LoRATargets.find(in: llama, matching: patterns).map(\.modulePath)
         }
@@ -189,7 +174,7 @@ final class LoRATargetTests: XCTestCase {
         assertThrows(["--target '(q'", "not a regular expression"]) { try LoRATargets.find(in: llama, matching: ["(q"]) }
 
         // A fused projection is matched part by part.
-        let gpt2 = try Self.load(try XCTUnwrap(fixtures.first { $0.name == "gpt2-torchscript" }))
+        let gpt2 = try XCTUnwrap(fixtures.first { $0.name == "gpt2-torchscript" }).model()
         let fused = try LoRATargets.find(in: gpt2, matching: ["c_attn"])
         XCTAssertEqual(fused.map(\.kind), [.q, .k, .v, .q, .k, .v])
         XCTAssertEqual(Set(fused.map(\.modulePath)), ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"])
@@ -260,8 +245,8 @@ final class LoRATargetTests: XCTestCase {
     }
 
     func testTargetsRoundTripThroughJSON() throws {
-        let fixture = try XCTUnwrap(try Self.fixtures().first { $0.name == "gpt-neox-dynamo" })
-        let targets = try LoRATargets.find(in: try Self.load(fixture), kinds: Set(LoRATarget.Kind.allCases))
+        let fixture = try ExportFixture.named("gpt-neox-dynamo")
+        let targets = try LoRATargets.find(in: try fixture.model(), kinds: Set(LoRATarget.Kind.allCases))
         let decoded = try JSONDecoder().decode([LoRATarget].self, from: JSONEncoder().encode(targets))
         XCTAssertEqual(decoded, targets)
     }

@@ -8,8 +8,8 @@ import XCTest
 /// Logits computed only at scored positions give the same completion log-probabilities as full logits.
 final class ScoredPositionsTests: XCTestCase {
     func testEveryFixtureScoresTheSameWithTheRewrite() throws {
-        for fixture in try LoRAInjectionTests.fixtures() {
-            let (model, feeds) = try LoRAInjectionTests.load(fixture)
+        for fixture in try ExportFixture.all() {
+            let (model, feeds) = (try fixture.model(), try fixture.inputs())
             let rewritten = try XCTUnwrap(ScoredPositions.rewrite(model), "\(fixture.name): output projection found")
             let ids = try XCTUnwrap(feeds["input_ids"]).int64s
             let mask = try XCTUnwrap(feeds["attention_mask"]).int64s

@@ -9,10 +9,9 @@ final class GraphOptimizerTests: XCTestCase {
     func testFusedTransposeMatMulGivesTheUnoptimisedLogits() throws {
         var fusedSomewhere = false
         var swishSomewhere = false
-        for fixture in try ModelFixtureTests.fixtures() {
-            let model = try Model.load(path: repositoryPath(fixture.path))
-            let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
-            let inputs = try NPZ.read(path: "\(folder)/inputs.npz")
+        for fixture in try ExportFixture.all() {
+            let model = try fixture.model()
+            let inputs = try fixture.inputs()
             let optimized = try Session(model: model)
             let plain = try Session(model: model, optimize: false)
             // Each transA / transB flag stands for one Transpose folded away.

@@ -6,19 +6,6 @@ import XCTest
 
 /// Whole models: every exported fixture in `models/` (see `tools/make_fixtures.py`) gives torch's logits.
 final class ModelFixtureTests: XCTestCase {
-    struct Fixture: Decodable {
-        var name: String
-        var path: String
-        var exporter: String
-        var opset: Int
-        var external_data: Bool
-    }
-
-    static func fixtures() throws -> [Fixture] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("models/fixtures.json")))
-        return try JSONDecoder().decode([Fixture].self, from: data)
-    }
-
     /// Max |ours − torch| over real-token positions (attention_mask = 1); padded rows may attend to nothing.
     static func maxDifferenceAtRealTokens(_ logits: Tensor, _ reference: Tensor, mask: Tensor) -> Float {
         let vocabulary = logits.shape[2]
@@ -33,14 +20,13 @@ final class ModelFixtureTests: XCTestCase {
     }
 
     func testEveryFixtureMatchesTorchLogits() throws {
-        let fixtures = try Self.fixtures()
+        let fixtures = try ExportFixture.all()
         XCTAssertGreaterThanOrEqual(fixtures.count, 6)
         XCTAssert(fixtures.contains { $0.external_data }, "at least one fixture keeps its weights in external data")
         for fixture in fixtures {
-            let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
-            let session = try Session(model: Model.load(path: repositoryPath(fixture.path)))
-            let inputs = try NPZ.read(path: "\(folder)/inputs.npz")
-            let reference = try XCTUnwrap(try NPZ.read(path: "\(folder)/torch_logits.npz")["logits"])
+            let session = try Session(model: fixture.model())
+            let inputs = try fixture.inputs()
+            let reference = try fixture.torchLogits()
             let logits = try XCTUnwrap(try session.run(inputs)["logits"], fixture.name)
             XCTAssertEqual(logits.shape, reference.shape, fixture.name)
             let mask = try XCTUnwrap(inputs["attention_mask"])
@@ -51,8 +37,7 @@ final class ModelFixtureTests: XCTestCase {
     }
 
     func testInputsAreValidatedAgainstTheGraph() throws {
-        let fixture = try XCTUnwrap(try Self.fixtures().first { $0.name.hasPrefix("llama") })
-        let session = try Session(model: Model.load(path: repositoryPath(fixture.path)))
+        let session = try Session(model: ExportFixture.named("llama-dynamo").model())
         let ids = Tensor(shape: [1, 3], int64s: [1, 2, 3])
         let mask = Tensor(shape: [1, 3], int64s: [1, 1, 1])
         assertThrows(["input 'token_ids'", "no input of that name", "input_ids"]) {

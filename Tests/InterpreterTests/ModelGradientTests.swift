@@ -11,7 +11,7 @@ final class ModelGradientTests: XCTestCase {
     /// `|analytic − numeric| <= 2e-2 + 3e-2 · |numeric|`.
     func testWeightGradientsMatchFiniteDifferencesOnEveryFixture() throws {
         var failures: [String] = []
-        for fixture in try ModelFixtureTests.fixtures() {
+        for fixture in try ExportFixture.all() {
             do {
                 try checkWeightGradient(fixture, &failures)
             } catch {
@@ -21,10 +21,9 @@ final class ModelGradientTests: XCTestCase {
         XCTAssert(failures.isEmpty, failures.joined(separator: "\n"))
     }
 
-    func checkWeightGradient(_ fixture: ModelFixtureTests.Fixture, _ failures: inout [String]) throws {
-        let model = try Model.load(path: repositoryPath(fixture.path))
-        let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
-        let feeds = try NPZ.read(path: "\(folder)/inputs.npz")
+    func checkWeightGradient(_ fixture: ExportFixture, _ failures: inout [String]) throws {
+        let model = try fixture.model()
+        let feeds = try fixture.inputs()
         // The first projection: the first MatMul or Gemm reading a 2-D float initializer.
         let initializers = Dictionary(model.graph.initializers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         guard let weight = model.graph.nodes.lazy
@@ -73,10 +72,9 @@ final class ModelGradientTests: XCTestCase {
     }
 
     func testBackwardRunsOnceAndRejectsOutputsNoTrainableValueReaches() throws {
-        let fixture = try XCTUnwrap(try ModelFixtureTests.fixtures().first { $0.name.hasPrefix("llama") })
-        let model = try Model.load(path: repositoryPath(fixture.path))
-        let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
-        let feeds = try NPZ.read(path: "\(folder)/inputs.npz")
+        let fixture = try ExportFixture.named("llama-dynamo")
+        let model = try fixture.model()
+        let feeds = try fixture.inputs()
         let session = try Session(model: model)
         assertThrows(["input_ids", "cannot be trained"]) { try session.forward(feeds, trainable: ["input_ids"]) }
         assertThrows(["nonexistent", "not an initializer or graph input"]) { try session.forward(feeds, trainable: ["nonexistent"]) }

@@ -299,7 +299,7 @@ public final class DPOTrainer {
                 let scale = Float(1 / Double(options.gradientAccumulation))
                 for (name, gradient) in microGradients {
                     let scaled = Tensor(shape: gradient.shape, floats: gradient.floats.map { $0 * scale })
-                    gradients[name] = try gradients[name].map { try add($0, scaled) } ?? scaled
+                    gradients[name] = try gradients[name].map { try addGradients($0, scaled) } ?? scaled
                 }
                 for (key, value) in evaluation.metrics { sums[key, default: 0] += value / Double(options.gradientAccumulation) }
             }
@@ -388,10 +388,6 @@ public final class DPOTrainer {
     /// The adapter as it is now, in PEFT's orientation.
     public func currentAdapter() throws -> LoRAAdapter {
         try adapted.adapter(from: parameters)
-    }
-
-    private func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
-        Tensor(shape: a.shape, floats: zip(a.floats, b.floats).map { $0 + $1 })
     }
 
     // MARK: - Checkpoints
