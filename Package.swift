@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(
@@ -50,7 +51,11 @@ let package = Package(
         ),
         .target(
             name: "Finetune",
-            dependencies: ["ONNXGraph", "Interpreter"]
+            dependencies: [
+                "ONNXGraph",
+                "Interpreter",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .executableTarget(
             name: "onnx-dpo",

@@ -6,8 +6,13 @@ public enum NPZRunner {
     /// graph output, under its name, to `outputPath`. Returns the outputs written, in graph order.
     @discardableResult
     public static func run(modelPath: String, inputsPath: String, outputPath: String) throws -> [(name: String, tensor: Tensor)] {
-        let model = try Model.load(path: modelPath)
-        let session = try Session(model: model)
+        try run(session: try Session(model: try Model.load(path: modelPath)), inputsPath: inputsPath, outputPath: outputPath)
+    }
+
+    /// Runs `session` (a model already loaded, possibly rewritten, such as one with an adapter attached) on the
+    /// arrays in `inputsPath` and writes every graph output to `outputPath`.
+    @discardableResult
+    public static func run(session: Session, inputsPath: String, outputPath: String) throws -> [(name: String, tensor: Tensor)] {
         let feeds = try NPZ.read(path: inputsPath)
         let results = try session.run(feeds)
         let ordered = session.outputs.map { ($0.name, results[$0.name]!) }

@@ -307,3 +307,116 @@ OnnxBytes onnx_attribute_strings_element(const OnnxAttribute *a, size_t index) {
 }
 
 }  // extern "C"
+
+// MARK: Editing
+
+namespace {
+onnx::TensorProto &mutableInitializer(OnnxModel *model, size_t index) {
+    return *model->proto.mutable_graph()->mutable_initializer(static_cast<int>(index));
+}
+void clearValues(onnx::TensorProto &t) {
+    t.clear_raw_data();
+    t.clear_float_data();
+    t.clear_int32_data();
+    t.clear_int64_data();
+    t.clear_double_data();
+    t.clear_uint64_data();
+    t.clear_string_data();
+    t.clear_external_data();
+    t.clear_data_location();
+}
+onnx::NodeProto &mutableNode(OnnxModel *model, size_t index) {
+    return *model->proto.mutable_graph()->mutable_node(static_cast<int>(index));
+}
+}  // namespace
+
+extern "C" {
+
+OnnxModel *onnx_model_clone(const OnnxModel *model) { return new OnnxModel(*model); }
+
+void onnx_initializer_set_raw_data(OnnxModel *model, size_t index, const void *data, size_t length) {
+    auto &t = mutableInitializer(model, index);
+    clearValues(t);
+    t.set_raw_data(data, length);
+}
+
+void onnx_initializer_set_external(OnnxModel *model, size_t index, const char *location, int64_t offset,
+                                   int64_t length) {
+    auto &t = mutableInitializer(model, index);
+    clearValues(t);
+    t.set_data_location(onnx::TensorProto_DataLocation_EXTERNAL);
+    const std::pair<const char *, std::string> entries[] = {
+        {"location", location}, {"offset", std::to_string(offset)}, {"length", std::to_string(length)}};
+    for (const auto &[key, value] : entries) {
+        auto *entry = t.add_external_data();
+        entry->set_key(key);
+        entry->set_value(value);
+    }
+}
+
+size_t onnx_graph_add_initializer(OnnxModel *model, const char *name, int32_t data_type, const int64_t *dims,
+                                  size_t rank) {
+    auto *graph = model->proto.mutable_graph();
+    auto *t = graph->add_initializer();
+    t->set_name(name);
+    t->set_data_type(data_type);
+    for (size_t axis = 0; axis < rank; ++axis) t->add_dims(dims[axis]);
+    return static_cast<size_t>(graph->initializer_size() - 1);
+}
+
+void onnx_graph_insert_node(OnnxModel *model, size_t position, const char *name, const char *op_type,
+                            const char *domain) {
+    auto *nodes = model->proto.mutable_graph()->mutable_node();
+    auto *added = nodes->Add();
+    added->set_name(name);
+    added->set_op_type(op_type);
+    if (domain != nullptr && domain[0] != '\0') added->set_domain(domain);
+    // Bubble the new node from the end down to `position`.
+    for (int index = nodes->size() - 1; index > static_cast<int>(position); --index) nodes->SwapElements(index, index - 1);
+    model->nodeMetadata.insert(model->nodeMetadata.begin() + static_cast<std::ptrdiff_t>(position), std::vector<Entry>());
+}
+
+void onnx_node_add_input(OnnxModel *model, size_t node_index, const char *name) {
+    mutableNode(model, node_index).add_input(name);
+}
+void onnx_node_add_output(OnnxModel *model, size_t node_index, const char *name) {
+    mutableNode(model, node_index).add_output(name);
+}
+void onnx_node_set_input(OnnxModel *model, size_t node_index, size_t slot, const char *name) {
+    mutableNode(model, node_index).set_input(static_cast<int>(slot), name);
+}
+void onnx_node_set_output(OnnxModel *model, size_t node_index, size_t slot, const char *name) {
+    mutableNode(model, node_index).set_output(static_cast<int>(slot), name);
+}
+
+void onnx_graph_add_input(OnnxModel *model, const char *name, int32_t elem_type, const int64_t *dims,
+                          const char *const *dim_params, size_t rank) {
+    auto *input = model->proto.mutable_graph()->add_input();
+    input->set_name(name);
+    auto *tensorType = input->mutable_type()->mutable_tensor_type();
+    tensorType->set_elem_type(elem_type);
+    auto *shape = tensorType->mutable_shape();
+    for (size_t axis = 0; axis < rank; ++axis) {
+        auto *dimension = shape->add_dim();
+        if (dim_params != nullptr && dim_params[axis] != nullptr) {
+            dimension->set_dim_param(dim_params[axis]);
+        } else {
+            dimension->set_dim_value(dims[axis]);
+        }
+    }
+}
+
+void onnx_model_set_metadata(OnnxModel *model, const char *key, const char *value) {
+    auto *entries = model->proto.mutable_metadata_props();
+    for (auto &entry : *entries) {
+        if (entry.key() == key) {
+            entry.set_value(value);
+            return;
+        }
+    }
+    auto *entry = entries->Add();
+    entry->set_key(key);
+    entry->set_value(value);
+}
+
+}  // extern "C"

@@ -71,6 +71,12 @@ public struct Initializer: Sendable {
     public var count: Int { shape.reduce(1, *) }
     /// Bytes the values take in their own type.
     public var byteCount: Int { count * (dataType.byteWidth ?? 0) }
+
+    /// Where the values are, for an initializer in external data; nil for an inline one.
+    public var externalReference: ExternalDataReference? {
+        if case .external(let reference) = location { return reference }
+        return nil
+    }
 }
 
 /// The main graph of a model.

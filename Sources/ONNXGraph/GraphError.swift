@@ -18,6 +18,9 @@ public enum GraphError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidAttribute(node: String, opType: String, attribute: String, reason: String)
     /// An `.npz` file is malformed or holds an array the interpreter cannot represent.
     case invalidNPZ(path: String, reason: String)
+    /// A model file could not be written (the output is the input, its folder is missing or read-only, the disk
+    /// is full). Nothing partial is left at `path`.
+    case cannotWrite(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -40,6 +43,8 @@ public enum GraphError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(opType) node \(node): attribute '\(attribute)' \(reason)"
         case .invalidNPZ(let path, let reason):
             "'\(path)': \(reason)"
+        case .cannotWrite(let path, let reason):
+            "cannot write '\(path)': \(reason)"
         }
     }
 }

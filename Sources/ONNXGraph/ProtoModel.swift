@@ -14,7 +14,12 @@ public final class ProtoModel: @unchecked Sendable {
         self.handle = handle
     }
 
+    private init(handle: OpaquePointer) { self.handle = handle }
+
     deinit { onnx_model_free(handle) }
+
+    /// A deep copy (unknown fields included) that can be edited without changing this one.
+    func copy() -> ProtoModel { ProtoModel(handle: onnx_model_clone(handle)) }
 
     /// The model serialized again, with unknown fields preserved.
     public func serialized() throws(GraphError) -> [UInt8] {

@@ -9,7 +9,7 @@ struct OnnxDPO: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "onnx-dpo",
         abstract: "Inspect, run and align language models stored as ONNX files.",
-        subcommands: [Inspect.self, Run.self, Train.self, Eval.self, Bench.self])
+        subcommands: [Inspect.self, Run.self, Train.self, Eval.self, Export.self, Convert.self, Bench.self])
 }
 
 struct Inspect: ParsableCommand {
@@ -41,8 +41,21 @@ struct Run: ParsableCommand {
     @Option(help: "Where to write the outputs (.npz, keyed by output name).")
     var output: String
 
+    @Option(help: "An adapter folder (PEFT or MLX) to apply unmerged, as LoRA nodes beside the base weights.")
+    var adapter: String?
+
     func run() throws {
-        let written = try NPZRunner.run(modelPath: model, inputsPath: inputs, outputPath: output)
+        let session: Session
+        if let adapter {
+            let base = try Model.load(path: model)
+            var loaded = try AdapterConversion.readAdapter(at: adapter, for: base).0
+            loaded.configuration.dropout = 0  // inference: no dropout masks to feed
+            let adapted = try AdaptedModel(model: base, adapter: loaded)
+            session = try Session(model: adapted.model, additionalInitializers: adapted.initializers)
+        } else {
+            session = try Session(model: try Model.load(path: model))
+        }
+        let written = try NPZRunner.run(session: session, inputsPath: inputs, outputPath: output)
         for (name, tensor) in written {
             print("\(name): \(tensor.dataType)\(tensor.shape)")
         }

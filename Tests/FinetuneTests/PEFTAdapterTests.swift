@@ -33,14 +33,6 @@ final class PEFTAdapterTests: XCTestCase {
         return adapter
     }
 
-    func assertBitIdentical(_ actual: Tensor?, _ expected: Tensor?, _ message: String, file: StaticString = #filePath,
-                            line: UInt = #line) {
-        guard let actual, let expected else { return XCTFail("\(message): missing tensor", file: file, line: line) }
-        XCTAssertEqual(actual.shape, expected.shape, message, file: file, line: line)
-        XCTAssertEqual(actual.dataType, expected.dataType, message, file: file, line: line)
-        XCTAssertEqual(actual.floats.map(\.bitPattern), expected.floats.map(\.bitPattern), message, file: file, line: line)
-    }
-
     /// Runs `body`, which must throw an error whose description contains every one of `fragments`.
     func assertThrows(_ fragments: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
         do {
@@ -330,7 +322,27 @@ final class PEFTAdapterTests: XCTestCase {
         var tensors = try SafeTensors.read(path: "\(odd)/adapter_model.safetensors").tensors
         tensors.append(("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", Tensor(shape: [1], floats: [1])))
         try SafeTensors.write(tensors, to: "\(odd)/adapter_model.safetensors")
-        assertThrows(["lora_magnitude_vector' is not a LoRA weight"]) { _ = try LoRAAdapter.load(from: odd, modules: modules) }
+        assertThrows(["lora_magnitude_vector' is a DoRA magnitude vector"]) { _ = try LoRAAdapter.load(from: odd, modules: modules) }
+        tensors[tensors.count - 1].name = "base_model.model.model.layers.0.self_attn.q_proj.lora_E"
+        try SafeTensors.write(tensors, to: "\(odd)/adapter_model.safetensors")
+        assertThrows(["lora_E' is not a LoRA weight"]) { _ = try LoRAAdapter.load(from: odd, modules: modules) }
+    }
+
+    /// On Linux, JSONSerialization's 1 also casts to `Bool` and `true` to a number; the configuration is read
+    /// strictly, so `lora_alpha: 1` is a number and `use_rslora: 1` is not a boolean.
+    func testNumbersAndBooleansAreToldApart() throws {
+        let root = try temporaryDirectory(for: self)
+        let model = try ExportFixture.named("llama-dynamo").model()
+        let modules = try LoRAModule.modules(for: try LoRATargets.find(in: model), model: model)
+        let folder = root.appendingPathComponent("alpha1").path
+        try LoRAAdapter.initialized(modules: modules, configuration: LoRAConfiguration(rank: 1, alpha: 1), seed: 1).save(to: folder)
+        let loaded = try LoRAAdapter.load(from: folder, modules: modules)
+        XCTAssertEqual(loaded.configuration.alpha, 1)
+        XCTAssertEqual(loaded.configuration.rank, 1)
+        let config = "\(folder)/adapter_config.json"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"use_rslora\": false", with: "\"use_rslora\": 1").write(toFile: config, atomically: true, encoding: .utf8)
+        assertThrows(["use_rslora", "not true or false"]) { _ = try LoRAAdapter.load(from: folder, modules: modules) }
     }
 
     func testFusedProjectionKeepsPEFTOrientationAndRefusesChangedFrozenRows() throws {

@@ -70,6 +70,15 @@ public func assertClose(
     }
 }
 
+/// Asserts two float tensors have the same shape, declared type and bits (no tolerance).
+public func assertBitIdentical(_ actual: Tensor?, _ expected: Tensor?, _ message: String, file: StaticString = #filePath,
+                               line: UInt = #line) {
+    guard let actual, let expected else { return XCTFail("\(message): missing tensor", file: file, line: line) }
+    XCTAssertEqual(actual.shape, expected.shape, message, file: file, line: line)
+    XCTAssertEqual(actual.dataType, expected.dataType, message, file: file, line: line)
+    XCTAssertEqual(actual.floats.map(\.bitPattern), expected.floats.map(\.bitPattern), message, file: file, line: line)
+}
+
 /// Asserts that `body` throws an error whose description contains every one of `fragments`.
 public func assertThrows<T>(
     _ fragments: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> T

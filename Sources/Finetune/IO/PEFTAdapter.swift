@@ -88,7 +88,7 @@ public enum PEFTAdapter {
         guard peftType == "LORA" else {
             throw unsupported("peft_type is \"\(peftType)\"; only \"LORA\" adapters (lora_A, lora_B) can be loaded")
         }
-        if let dora = object["use_dora"] as? Bool, dora {
+        if jsonBoolean(object["use_dora"]) == true {
             throw unsupported("use_dora is true: DoRA adds a magnitude vector and normalises the adapted weight, "
                 + "which this project does not implement")
         }
@@ -103,7 +103,7 @@ public enum PEFTAdapter {
             throw unsupported("bias is \"\(bias)\": the adapter also trains the base model's biases, which this loader "
                 + "does not apply")
         }
-        if let loraBias = object["lora_bias"] as? Bool, loraBias {
+        if jsonBoolean(object["lora_bias"]) == true {
             throw unsupported("lora_bias is true: lora_B has a bias, which this project does not implement")
         }
         if !isNull("modules_to_save") {
@@ -111,20 +111,20 @@ public enum PEFTAdapter {
                 + "which this loader does not apply")
         }
 
-        guard let rank = object["r"] as? Int, rank > 0 else { throw invalid("\"r\" is not a positive integer") }
-        guard let alpha = (object["lora_alpha"] as? NSNumber)?.doubleValue, !(object["lora_alpha"] is Bool) else {
+        guard let rank = jsonInteger(object["r"]), rank > 0 else { throw invalid("\"r\" is not a positive integer") }
+        guard let alpha = jsonNumber(object["lora_alpha"]) else {
             throw invalid("\"lora_alpha\" is not a number")
         }
         var dropout = 0.0
         if !isNull("lora_dropout") {
-            guard let value = (object["lora_dropout"] as? NSNumber)?.doubleValue, (0..<1).contains(value) else {
+            guard let value = jsonNumber(object["lora_dropout"]), (0..<1).contains(value) else {
                 throw invalid("\"lora_dropout\" is not a number in [0, 1)")
             }
             dropout = value
         }
         var useRSLoRA = false
         if !isNull("use_rslora") {
-            guard let value = object["use_rslora"] as? Bool else { throw invalid("\"use_rslora\" is not true or false") }
+            guard let value = jsonBoolean(object["use_rslora"]) else { throw invalid("\"use_rslora\" is not true or false") }
             useRSLoRA = value
         }
         // How A and B started matters only for a fresh adapter; the weights come from the file. Methods that also
@@ -142,21 +142,39 @@ public enum PEFTAdapter {
     }
 }
 
+extension PEFTAdapter {
+    /// The module paths a PEFT adapter folder holds weights for, in file order (each once), read from the keys of
+    /// its `adapter_model.safetensors`: what to look for in a model the adapter was not trained on here.
+    public static func modulePaths(in directory: String) throws -> [String] {
+        let weightsPath = "\(directory)/\(weightsFileName)"
+        guard FileManager.default.fileExists(atPath: weightsPath) else { throw FinetuneError.adapterNotFound(path: weightsPath) }
+        var paths: [String] = []
+        for (key, _) in try SafeTensors.read(path: weightsPath).tensors {
+            let suffix = [aSuffix, bSuffix].first { key.hasSuffix($0) }
+            guard key.hasPrefix(keyPrefix), let suffix else {
+                throw FinetuneError.invalidAdapter(path: weightsPath, reason: Self.notLoRAKey(key))
+            }
+            let path = String(key.dropFirst(keyPrefix.count).dropLast(suffix.count))
+            if !paths.contains(path) { paths.append(path) }
+        }
+        return paths
+    }
+
+    /// Why `key` is refused, naming the method when the key gives it away.
+    static func notLoRAKey(_ key: String) -> String {
+        if key.contains("lora_magnitude_vector") {
+            return "'\(key)' is a DoRA magnitude vector: DoRA normalises the adapted weight, which this project does not implement"
+        }
+        return "'\(key)' is not a LoRA weight (base_model.model.<module path>.lora_A.weight or .lora_B.weight)"
+    }
+}
+
 extension LoRAAdapter {
     /// Saves this adapter as a PEFT adapter folder `directory` (created if needed): `adapter_model.safetensors`
     /// (float32 `lora_A` / `lora_B` per module, `__metadata__` `{"format": "pt"}` as PEFT writes) and
     /// `adapter_config.json`, each written atomically. `baseModelNameOrPath` is recorded as PEFT's
     /// `base_model_name_or_path` (the ONNX model's path, or null).
     public func save(to directory: String, baseModelNameOrPath: String? = nil) throws {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw FinetuneError.cannotWrite(path: directory, reason: "it is a file, not a folder")
-        }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw FinetuneError.cannotWrite(path: directory, reason: "cannot create the folder: \(error.localizedDescription)")
-        }
         var tensors: [(name: String, tensor: Tensor)] = []
         for module in modules {
             guard let a = a[module.modulePath], let b = b[module.modulePath], a.storage.kind == .float, b.storage.kind == .float
@@ -166,10 +184,10 @@ extension LoRAAdapter {
             tensors.append((PEFTAdapter.aKey(module.modulePath), Tensor(shape: a.shape, floats: a.floats)))
             tensors.append((PEFTAdapter.bKey(module.modulePath), Tensor(shape: b.shape, floats: b.floats)))
         }
-        try SafeTensors.write(tensors, metadata: ["format": "pt"], to: "\(directory)/\(PEFTAdapter.weightsFileName)")
         let json = PEFTAdapter.configurationJSON(configuration, modulePaths: modules.map(\.modulePath),
                                                  baseModel: baseModelNameOrPath)
-        try AtomicFile.write(Data(json.utf8), to: "\(directory)/\(PEFTAdapter.configurationFileName)")
+        try AdapterFolder.write(directory, weights: tensors, metadata: ["format": "pt"], weightsFileName: PEFTAdapter.weightsFileName,
+                                configuration: json, configurationFileName: PEFTAdapter.configurationFileName)
     }
 
     /// Loads the PEFT adapter folder `directory` for `modules` (the model's, from `LoRAModule.modules`): every
@@ -178,20 +196,10 @@ extension LoRAAdapter {
     /// output features the module does not adapt must be zero (else the loaded model would differ from PEFT's).
     /// Values of any float dtype are converted to float32.
     public static func load(from directory: String, modules: [LoRAModule]) throws -> LoRAAdapter {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw FinetuneError.adapterNotFound(path: directory)
-        }
-        let configPath = "\(directory)/\(PEFTAdapter.configurationFileName)"
-        let weightsPath = "\(directory)/\(PEFTAdapter.weightsFileName)"
-        for path in [configPath, weightsPath] where !FileManager.default.fileExists(atPath: path) {
-            throw FinetuneError.adapterNotFound(path: path)
-        }
-        guard let configData = FileManager.default.contents(atPath: configPath) else {
-            throw FinetuneError.invalidAdapter(path: configPath, reason: "the file cannot be read")
-        }
-        let configuration = try PEFTAdapter.configuration(from: configData, path: configPath)
-        let file = try SafeTensors.read(path: weightsPath)
+        let folder = try AdapterFolder.read(directory, configurationFileName: PEFTAdapter.configurationFileName,
+                                            weightsFileName: PEFTAdapter.weightsFileName)
+        let configuration = try PEFTAdapter.configuration(from: folder.configuration, path: folder.configurationPath)
+        let (file, weightsPath) = (folder.weights, folder.weightsPath)
 
         let byPath = Dictionary(modules.map { ($0.modulePath, $0) }, uniquingKeysWith: { first, _ in first })
         var a: [String: Tensor] = [:]
@@ -199,8 +207,7 @@ extension LoRAAdapter {
         for (key, tensor) in file.tensors {
             let isA = key.hasSuffix(PEFTAdapter.aSuffix), isB = key.hasSuffix(PEFTAdapter.bSuffix)
             guard key.hasPrefix(PEFTAdapter.keyPrefix), isA || isB else {
-                throw FinetuneError.invalidAdapter(path: weightsPath, reason:
-                    "'\(key)' is not a LoRA weight (base_model.model.<module path>.lora_A.weight or .lora_B.weight)")
+                throw FinetuneError.invalidAdapter(path: weightsPath, reason: PEFTAdapter.notLoRAKey(key))
             }
             let modulePath = String(key.dropFirst(PEFTAdapter.keyPrefix.count)
                 .dropLast((isA ? PEFTAdapter.aSuffix : PEFTAdapter.bSuffix).count))

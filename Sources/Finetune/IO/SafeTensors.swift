@@ -246,14 +246,6 @@ public enum SafeTensors {
     }
 }
 
-/// `Float` to bfloat16 bits (the top half of a float32), rounding to nearest even; NaN stays a quiet NaN.
-func floatToBFloat16(_ value: Float) -> UInt16 {
-    let bits = value.bitPattern
-    if value.isNaN { return UInt16(bits >> 16) | 0x40 }
-    let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
-    return UInt16(rounded >> 16)
-}
-
 /// A JSON string literal for `text` (RFC 8259 escaping).
 func jsonString(_ text: String) -> String {
     var result = "\""

@@ -114,7 +114,9 @@ public struct LoRAAdapter: Sendable {
 extension LoRAAdapter {
     /// `weight` (module `module`'s stored weight) with this adapter merged in, in the weight's own orientation:
     /// `W + scale·(B·A)ᵀ` for `[in, out]`, `W + scale·B·A` for `[out, in]` (Gemm with `transB = 1`). Only the
-    /// module's trainable output features can change, since B's other rows are zero. Merged in Float.
+    /// module's trainable output features can change, and of those only the ones whose row of B is not all zero,
+    /// so a fused projection's k features (zero rows when only q and v were trained) keep their exact bits.
+    /// Merged in Float.
     public func merged(_ weight: Tensor, module: LoRAModule, scale: Float? = nil) throws -> Tensor {
         guard let a = a[module.modulePath]?.floats, let b = b[module.modulePath]?.floats, weight.rank == 2,
               case .float(var values) = weight.storage else {
@@ -123,7 +125,7 @@ extension LoRAAdapter {
         let scale = scale ?? Float(configuration.scale)
         let rank = configuration.rank, inputs = module.inFeatures, outputs = module.outFeatures
         let outByIn = module.targets.first?.layout.isWeightOutByIn ?? false
-        for output in module.trainableOutputs {
+        for output in module.trainableOutputs where b[(output * rank)..<((output + 1) * rank)].contains(where: { $0 != 0 }) {
             for input in 0..<inputs {
                 var delta: Float = 0
                 for r in 0..<rank { delta += b[output * rank + r] * a[r * inputs + input] }

@@ -57,60 +57,28 @@ public struct AdaptedModel: Sendable {
     /// Attaches `adapter` to `model`. Throws when a module's node is missing or is a Gemm that transposes its
     /// input (`transA = 1`, which no exporter writes for a linear layer).
     public init(model: Model, adapter: LoRAAdapter) throws {
-        var nodes = model.graph.nodes
-        var dropoutMasks: [(name: String, features: Int)] = []
         var initializers: [String: Tensor] = [AdaptedModel.scaleName: Tensor(shape: [], floats: [Float(adapter.configuration.scale)])]
-        var taken = Set(nodes.flatMap { $0.outputs } + model.graph.initializers.map(\.name) + model.graph.inputs.map(\.name))
-        func fresh(_ base: String) -> String {
-            var name = base
-            var counter = 1
-            while taken.contains(name) { name = "\(base)_\(counter)"; counter += 1 }
-            taken.insert(name)
-            return name
-        }
         for module in adapter.modules {
-            guard let index = nodes.firstIndex(where: { $0.label == module.node || $0.name == module.node }) else {
-                throw FinetuneError.loraTargetsNotFound(model: model.path, reason: "node \(module.node) of \(module.modulePath) is not in the graph")
-            }
-            let node = nodes[index]
-            if node.opType == "Gemm", (try? node.int("transA", default: 0)) != 0 {
-                throw FinetuneError.loraTargetsNotFound(model: model.path,
-                    reason: "Gemm node \(node.label) transposes its input (transA = 1); LoRA cannot be attached there")
-            }
             guard let a = adapter.a[module.modulePath], let b = adapter.b[module.modulePath] else {
                 throw FinetuneError.invalidTrainingState(reason: "the adapter has no A or B for \(module.modulePath)")
             }
-            let aName = Self.transposedAName(module.modulePath), bName = Self.transposedBName(module.modulePath)
-            initializers[aName] = transposed(a)
-            initializers[bName] = transposed(b)
-            let output = node.outputs[0]
-            var adapterInput = node.inputs[0]
-            var dropoutNodes: [Node] = []
-            if adapter.configuration.dropout > 0 {
-                // PEFT's per-module `lora_dropout` on the adapter's input: x ⊙ mask, the mask a graph input fed
-                // with Bernoulli(1 − p) / (1 − p) values while training and ones otherwise.
-                let mask = Self.dropoutMaskName(module.modulePath)
-                let dropped = fresh("\(output)/lora_dropout")
-                dropoutNodes = [Node(name: "\(node.name.isEmpty ? module.modulePath : node.name)/lora/dropout", opType: "Mul",
-                                     inputs: [adapterInput, mask], outputs: [dropped])]
-                dropoutMasks.append((mask, module.inFeatures))
-                adapterInput = dropped
-            }
-            let base = fresh("\(output)/lora_base")
-            let down = fresh("\(output)/lora_down"), up = fresh("\(output)/lora_up"), scaled = fresh("\(output)/lora_scaled")
-            nodes[index].outputs[0] = base
-            let prefix = "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
-            let added = dropoutNodes + [
-                Node(name: "\(prefix)/down", opType: "MatMul", inputs: [adapterInput, aName], outputs: [down]),
-                Node(name: "\(prefix)/up", opType: "MatMul", inputs: [down, bName], outputs: [up]),
-                Node(name: "\(prefix)/scale", opType: "Mul", inputs: [up, Self.scaleName], outputs: [scaled]),
-                Node(name: "\(prefix)/add", opType: "Add", inputs: [base, scaled], outputs: [output]),
-            ]
-            nodes.insert(contentsOf: added, at: index + 1)
+            initializers[Self.transposedAName(module.modulePath)] = transposed(a)
+            initializers[Self.transposedBName(module.modulePath)] = transposed(b)
+        }
+        let maskName: ((String) -> String)? = adapter.configuration.dropout > 0 ? { Self.dropoutMaskName($0) } : nil
+        let attachments: [LoRAAttachment] = try LoRAAttachment.plan(
+            model: model, modules: adapter.modules, aName: { Self.transposedAName($0) }, bName: { Self.transposedBName($0) },
+            scale: Self.scaleName, dropoutMask: maskName)
+        var nodes = model.graph.nodes
+        // Back to front, so that each attachment's node index still points at its projection.
+        for attachment in attachments.sorted(by: { $0.nodeIndex > $1.nodeIndex }) {
+            nodes[attachment.nodeIndex].outputs[0] = attachment.projectionOutput
+            nodes.insert(contentsOf: attachment.nodes, at: attachment.nodeIndex + 1)
         }
         for index in nodes.indices { nodes[index].index = index }
         var rewritten = model
         rewritten.graph.nodes = nodes
+        let dropoutMasks = attachments.compactMap { $0.dropoutMask }
         for (name, _) in dropoutMasks {
             rewritten.graph.inputs.append(ValueInfo(name: name, elementType: .float, shape: nil))
         }
@@ -161,4 +129,83 @@ func transposed(_ matrix: Tensor) -> Tensor {
         for column in 0..<columns { result[column * rows + row] = values[row * columns + column] }
     }
     return Tensor(shape: [columns, rows], floats: result, dataType: matrix.dataType)
+}
+
+/// How one LoRA module is attached to its projection as ONNX nodes, the one place that rewrite is spelled out
+/// (training's `AdaptedModel` and the exporter's LoRA-as-nodes forms both use it):
+///
+///     y = Proj(x, W)     becomes     y₀ = Proj(x, W);  y = y₀ + s · ((x ⊙ mask) · Aᵀ) · Bᵀ
+///
+/// as `[Mul(x, mask)] → MatMul(·, Aᵀ) → MatMul(·, Bᵀ) → [Mul(·, s)] → Add(y₀, ·)` right after the projection,
+/// whose output is renamed to `y₀` so that every reader of `y` sees the sum.
+struct LoRAAttachment {
+    /// The projection's index in the original graph.
+    var nodeIndex: Int
+    /// The projection's new output name (`y₀`); its old one is now the `Add`'s.
+    var projectionOutput: String
+    /// The nodes to insert right after the projection, in order.
+    var nodes: [Node]
+    /// The dropout mask graph input and the features it masks, when dropout is attached.
+    var dropoutMask: (name: String, features: Int)?
+
+    /// The attachments of `modules`, in the order of `modules`. `aName`/`bName` name the Aᵀ `[in, r]` and Bᵀ
+    /// `[r, out]` values the MatMuls read (initializers or graph inputs); `scale` names the scalar the update is
+    /// multiplied by (nil: no `Mul`, the scale is folded into Bᵀ); `dropoutMask` names a mask graph input per module
+    /// (nil: no dropout). Throws when a module's node is missing or is a Gemm with `transA = 1`.
+    static func plan(
+        model: Model, modules: [LoRAModule], aName: (String) -> String, bName: (String) -> String, scale: String?,
+        dropoutMask: ((String) -> String)?
+    ) throws -> [LoRAAttachment] {
+        let nodes = model.graph.nodes
+        var taken = Set(nodes.flatMap { $0.outputs } + model.graph.initializers.map(\.name) + model.graph.inputs.map(\.name))
+        func fresh(_ base: String) -> String {
+            var name = base
+            var counter = 1
+            while taken.contains(name) { name = "\(base)_\(counter)"; counter += 1 }
+            taken.insert(name)
+            return name
+        }
+        var attachments: [LoRAAttachment] = []
+        for module in modules {
+            guard let index = nodes.firstIndex(where: { $0.label == module.node || $0.name == module.node }) else {
+                throw FinetuneError.loraTargetsNotFound(model: model.path, reason: "node \(module.node) of \(module.modulePath) is not in the graph")
+            }
+            let node = nodes[index]
+            if node.opType == "Gemm", (try? node.int("transA", default: 0)) != 0 {
+                throw FinetuneError.loraTargetsNotFound(model: model.path,
+                    reason: "Gemm node \(node.label) transposes its input (transA = 1); LoRA cannot be attached there")
+            }
+            let output = node.outputs[0]
+            let prefix = "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
+            var adapterInput = node.inputs[0]
+            var added: [Node] = []
+            var mask: (name: String, features: Int)?
+            if let dropoutMask {
+                // PEFT's per-module `lora_dropout` on the adapter's input: x ⊙ mask, the mask a graph input fed
+                // with Bernoulli(1 − p) / (1 − p) values while training and ones otherwise.
+                let name = dropoutMask(module.modulePath)
+                let dropped = fresh("\(output)/lora_dropout")
+                added.append(Node(name: "\(prefix)/dropout", opType: "Mul", inputs: [adapterInput, name], outputs: [dropped]))
+                mask = (name, module.inFeatures)
+                adapterInput = dropped
+            }
+            let base = fresh("\(output)/lora_base")
+            let down = fresh("\(output)/lora_down"), up = fresh("\(output)/lora_up")
+            added.append(Node(name: "\(prefix)/down", opType: "MatMul", inputs: [adapterInput, aName(module.modulePath)], outputs: [down]))
+            added.append(Node(name: "\(prefix)/up", opType: "MatMul", inputs: [down, bName(module.modulePath)], outputs: [up]))
+            var update = up
+            if let scale {
+                update = fresh("\(output)/lora_scaled")
+                added.append(Node(name: "\(prefix)/scale", opType: "Mul", inputs: [up, scale], outputs: [update]))
+            }
+            added.append(Node(name: "\(prefix)/add", opType: "Add", inputs: [base, update], outputs: [output]))
+            attachments.append(LoRAAttachment(nodeIndex: index, projectionOutput: base, nodes: added, dropoutMask: mask))
+        }
+        // Positions are applied back to front, so they must be distinct (one module per projection node).
+        let indices = attachments.map(\.nodeIndex)
+        guard Set(indices).count == indices.count else {
+            throw FinetuneError.invalidTrainingState(reason: "two adapter modules name the same projection node")
+        }
+        return attachments
+    }
 }

@@ -148,6 +148,42 @@ const int64_t *onnx_attribute_ints(const OnnxAttribute *attribute, size_t *count
 size_t onnx_attribute_strings_count(const OnnxAttribute *attribute);
 OnnxBytes onnx_attribute_strings_element(const OnnxAttribute *attribute, size_t index);
 
+
+// MARK: Editing (for export). Every editing call changes the model in place; pointers returned earlier by the
+// accessors above may be invalidated by an edit of the same list, so re-read after editing.
+
+/// A deep copy of the model (every field, unknown fields included), to edit without touching the original.
+OnnxModel *onnx_model_clone(const OnnxModel *model);
+
+/// Replaces initializer `index`'s values with `length` bytes of `raw_data` (little-endian, its own data type),
+/// stored inline: the typed fields, `external_data` and `data_location` are cleared.
+void onnx_initializer_set_raw_data(OnnxModel *model, size_t index, const void *data, size_t length);
+/// Points initializer `index` at `length` bytes at `offset` of the file `location` (relative to the model's
+/// folder): `data_location = EXTERNAL`, `external_data = {location, offset, length}`, inline values cleared.
+/// Other `external_data` keys (a `checksum` of the old bytes) are dropped.
+void onnx_initializer_set_external(OnnxModel *model, size_t index, const char *location, int64_t offset,
+                                   int64_t length);
+/// Appends an initializer with no values yet (set them with one of the two calls above); returns its index.
+size_t onnx_graph_add_initializer(OnnxModel *model, const char *name, int32_t data_type, const int64_t *dims,
+                                  size_t rank);
+
+/// Inserts an empty node (no inputs, outputs or attributes) at `position` of the node list; nodes from there on
+/// move up by one.
+void onnx_graph_insert_node(OnnxModel *model, size_t position, const char *name, const char *op_type,
+                            const char *domain);
+void onnx_node_add_input(OnnxModel *model, size_t node_index, const char *name);
+void onnx_node_add_output(OnnxModel *model, size_t node_index, const char *name);
+void onnx_node_set_input(OnnxModel *model, size_t node_index, size_t slot, const char *name);
+void onnx_node_set_output(OnnxModel *model, size_t node_index, size_t slot, const char *name);
+
+/// Appends a tensor-typed graph input. Axis `i` is symbolic when `dim_params[i]` is non-NULL, else fixed at
+/// `dims[i]`.
+void onnx_graph_add_input(OnnxModel *model, const char *name, int32_t elem_type, const int64_t *dims,
+                          const char *const *dim_params, size_t rank);
+
+/// Sets model-level `metadata_props[key] = value`, replacing an entry with that key or appending one.
+void onnx_model_set_metadata(OnnxModel *model, const char *key, const char *value);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,112 @@
+import Foundation
+import ONNXGraph
+
+/// The adapter folder formats read and written here.
+public enum AdapterFormat: String, Sendable, CaseIterable, Codable {
+    /// PEFT's `adapter_model.safetensors` + `adapter_config.json` (TRL, PEFT, and this project's `train`).
+    case peft
+    /// mlx-lm's `adapters.safetensors` + `adapter_config.json`.
+    case mlx
+
+    /// The format of the adapter folder `directory`, told by the weights file it holds.
+    public static func detect(_ directory: String) throws -> AdapterFormat {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw FinetuneError.adapterNotFound(path: directory)
+        }
+        if FileManager.default.fileExists(atPath: "\(directory)/\(PEFTAdapter.weightsFileName)") { return .peft }
+        if FileManager.default.fileExists(atPath: "\(directory)/\(MLXAdapter.weightsFileName)") { return .mlx }
+        throw FinetuneError.invalidAdapter(path: directory, reason:
+            "holds neither \(PEFTAdapter.weightsFileName) (PEFT) nor \(MLXAdapter.weightsFileName) (MLX)")
+    }
+}
+
+/// What `onnx-dpo convert` can write.
+public enum ConversionTarget: String, Sendable, CaseIterable, Codable {
+    case merged
+    case loraNodes = "lora-nodes"
+    case loraInputs = "lora-inputs"
+    /// Only the `.onnx_adapter` file, for a model exported once with `lora-inputs`.
+    case onnxAdapter = "onnx-adapter"
+    case peft
+    case mlx
+
+    var exportForm: ONNXExportForm? {
+        switch self {
+        case .merged: .merged
+        case .loraNodes: .loraNodes
+        case .loraInputs: .loraInputs
+        case .onnxAdapter, .peft, .mlx: nil
+        }
+    }
+}
+
+/// What `AdapterConversion.convert` wrote.
+public struct ConversionReport: Sendable, Encodable {
+    public var source: String
+    public var sourceFormat: AdapterFormat
+    public var target: ConversionTarget
+    public var output: String
+    public var modules: [String]
+    public var scale: Double
+    /// Set when the target is an ONNX model.
+    public var export: ONNXExportReport?
+}
+
+/// Applies an adapter trained anywhere (PEFT/TRL on the Hugging Face model, mlx-lm, or `onnx-dpo train`) to an
+/// ONNX export of its base model, or rewrites it in another runtime's adapter format.
+public enum AdapterConversion {
+    /// Reads the adapter folder `directory` (PEFT or MLX, detected) for `model`: its module paths are looked up
+    /// among the graph's projections (see `LoRAAdapter.load(from:for:)`).
+    public static func readAdapter(at directory: String, for model: Model) throws -> (LoRAAdapter, AdapterFormat) {
+        let format = try AdapterFormat.detect(directory)
+        switch format {
+        case .peft:
+            return (try LoRAAdapter.load(from: directory, for: model), format)
+        case .mlx:
+            let weightsPath = "\(directory)/\(MLXAdapter.weightsFileName)"
+            var paths: [String] = []
+            for (key, _) in try SafeTensors.read(path: weightsPath).tensors {
+                guard let suffix = [MLXAdapter.aSuffix, MLXAdapter.bSuffix].first(where: { key.hasSuffix($0) }) else {
+                    throw FinetuneError.invalidAdapter(path: weightsPath, reason: "'\(key)' is not a LoRA weight (<module path>.lora_a or .lora_b)")
+                }
+                let path = String(key.dropLast(suffix.count))
+                if !paths.contains(path) { paths.append(path) }
+            }
+            let targets = try LoRATargets.find(in: model, matching: paths)
+            let found = Set(targets.map(\.modulePath))
+            if let missing = paths.first(where: { !found.contains($0) }) {
+                throw FinetuneError.adapterModuleMismatch(path: weightsPath, module: missing,
+                                                          reason: "is in the adapter but the model has no projection with that module path")
+            }
+            let modules = try LoRAModule.modules(for: targets, model: model)
+            return (try LoRAAdapter.loadMLX(from: directory, modules: modules), format)
+        }
+    }
+
+    /// Converts the adapter folder `adapterPath` for the model at `modelPath` into `target` at `output` (an `.onnx`
+    /// file for the ONNX forms, an `.onnx_adapter` file, or a folder for PEFT and MLX). Refuses to write over the
+    /// model or the adapter it reads.
+    public static func convert(modelPath: String, adapterPath: String, to target: ConversionTarget, output: String) throws -> ConversionReport {
+        let model = try Model.load(path: modelPath)
+        let (adapter, format) = try readAdapter(at: adapterPath, for: model)
+        var report = ConversionReport(source: adapterPath, sourceFormat: format, target: target, output: output,
+                                      modules: adapter.modules.map(\.modulePath), scale: adapter.configuration.scale)
+        for file in [modelPath, adapterPath] where ModelEditor.sameFile(output, file) {
+            throw FinetuneError.cannotWrite(path: output, reason: "it is the input '\(file)'; write the conversion elsewhere")
+        }
+        switch target {
+        case .merged, .loraNodes, .loraInputs:
+            report.export = try ONNXExport.write(model: model, adapter: adapter, form: target.exportForm!, to: output,
+                                                 adapterSource: adapterPath)
+        case .onnxAdapter:
+            let parameters = try ONNXExport.adapterParameters(adapter, model: model)
+            try ONNXAdapterFile.write(.init(parameters: parameters, adapterVersion: 1, modelVersion: 1), to: output)
+        case .peft:
+            try adapter.save(to: output, baseModelNameOrPath: modelPath)
+        case .mlx:
+            try adapter.saveMLX(to: output, layerCount: try? LoRATargets.find(in: model, kinds: [.q]).map(\.layer).max().map { $0 + 1 })
+        }
+        return report
+    }
+}

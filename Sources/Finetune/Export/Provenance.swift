@@ -1,0 +1,57 @@
+import Crypto
+import Foundation
+import ONNXGraph
+
+/// The provenance an export records in the model's `metadata_props` (`ONNXExport.provenanceKey`), as JSON:
+///
+///     {"tool": "onnx-dpo", "form": "merged",
+///      "base_model": {"file": "model.onnx", "sha256": "…", "external_data": {"model.onnx.data": "…"}},
+///      "adapter": {"source": "…", "sha256": "…", "peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_rslora": false,
+///                  "scale": 2, "modules": ["model.layers.0.self_attn.q_proj", …]}}
+///
+/// Hashes are SHA-256 of the files as they are on disk, so `sha256sum model.onnx` checks them.
+enum Provenance {
+    static func json(model: Model, adapter: LoRAAdapter?, adapterSource: String?, form: ONNXExportForm) throws -> String {
+        var externalHashes: [String: String] = [:]
+        for location in Set(model.graph.initializers.compactMap(\.externalReference?.location)) {
+            let path = try model.externalData.resolve(location, tensor: location)
+            externalHashes[location] = try sha256(ofFile: path)
+        }
+        var base: [String: Any] = [
+            "file": (model.path as NSString).lastPathComponent,
+            "sha256": try sha256(ofFile: model.path),
+        ]
+        if !externalHashes.isEmpty { base["external_data"] = externalHashes }
+        var object: [String: Any] = ["tool": "onnx-dpo", "form": form.rawValue, "base_model": base]
+        if let adapter {
+            let configuration = adapter.configuration
+            var entry: [String: Any] = [
+                "peft_type": "LORA", "r": configuration.rank, "lora_alpha": configuration.alpha,
+                "use_rslora": configuration.useRSLoRA, "scale": configuration.scale,
+                "modules": adapter.modules.map(\.modulePath),
+            ]
+            if let adapterSource {
+                entry["source"] = adapterSource
+                let weights = "\(adapterSource)/\(PEFTAdapter.weightsFileName)"
+                if FileManager.default.fileExists(atPath: weights) { entry["sha256"] = try sha256(ofFile: weights) }
+            }
+            object["adapter"] = entry
+        }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// SHA-256 of a file, hex, read through a memory map in 64 MiB pieces whose pages are dropped once hashed.
+    static func sha256(ofFile path: String) throws -> String {
+        let file = try MappedFile(path: path)
+        var hasher = SHA256()
+        let piece = 64 << 20
+        var offset = 0
+        while offset < file.bytes.count {
+            let end = min(offset + piece, file.bytes.count)
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: file.bytes[offset..<end]))
+            offset = end
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}
