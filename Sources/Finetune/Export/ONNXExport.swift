@@ -86,17 +86,29 @@ public enum ONNXExport {
         editor.setMetadata(provenanceKey, provenance)
         report.provenance = provenance
 
-        // The adapter file first: a model whose inputs name an adapter file that failed to write is no use.
+        // The adapter file first, so that the model is not written without it; it is removed again if the model
+        // cannot be written or fails its check.
         if let adapterOutput {
-            if ModelEditor.sameFile(adapterOutput, model.path) {
-                throw FinetuneError.cannotWrite(path: adapterOutput, reason: "it is the input model")
+            if ModelEditor.sameFile(adapterOutput, model.path) || ModelEditor.sameFile(adapterOutput, path) {
+                throw FinetuneError.cannotWrite(path: adapterOutput, reason: "it is the input or the output model")
             }
             try ONNXAdapterFile.write(.init(parameters: adapterParameters, adapterVersion: 1, modelVersion: 1), to: adapterOutput)
             report.adapterFile = adapterOutput
         }
-        let written = try editor.write(to: path)
-        report.dataFile = written.dataPath
-        report.checker = try checkWritten(path)
+        do {
+            let written = try editor.write(to: path)
+            report.dataFile = written.dataPath
+            do {
+                report.checker = try checkWritten(path)
+            } catch {
+                unlink(path)
+                if let data = written.dataPath { unlink(data) }
+                throw error
+            }
+        } catch {
+            if let adapterOutput { unlink(adapterOutput) }
+            throw error
+        }
         return report
     }
 
@@ -177,6 +189,10 @@ public enum ONNXExport {
                                           raw: TensorEncoding.raw(tensor.floats, as: dataType)!)
             }
         case .loraInputs, .merged:
+            guard model.irVersion >= 4 else {
+                throw FinetuneError.unsupportedAdapter(path: model.path, reason:
+                    "form lora-inputs gives each adapter input a default initializer, which IR \(model.irVersion) (before IR 4) does not allow")
+            }
             parameters = try adapterParameters(adapter, model: model, modules: modules)
             // Each input also gets a rank-0 initializer of the same name as its default (IR ≥ 4 lets inputs
             // override initializers): with no adapter active the update is empty and the model is the base model,
@@ -242,7 +258,7 @@ public enum ONNXExport {
     // MARK: - Checks
 
     /// Reloads the written model (every tensor's size is checked against its shape) and runs ONNX 1.12's checker
-    /// where the versions allow; a checker failure is a bug here, so the output is removed and the error thrown.
+    /// where the versions allow; a failure is a bug here, so the caller removes the output and throws.
     private static func checkWritten(_ path: String) throws -> String {
         let written = try Model.load(path: path)
         switch written.runONNXChecker() {
