@@ -41,16 +41,23 @@ enum Provenance {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// SHA-256 of a file, hex, read through a memory map in 64 MiB pieces whose pages are dropped once hashed.
+    /// SHA-256 of a file, hex, read in 16 MiB pieces with `read(2)` (so a model's weights never become resident
+    /// memory of this process, as a memory map's pages would).
     static func sha256(ofFile path: String) throws -> String {
-        let file = try MappedFile(path: path)
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw GraphError.unreadableFile(path: path, reason: "cannot be opened to hash it")
+        }
+        defer { try? handle.close() }
         var hasher = SHA256()
-        let piece = 64 << 20
-        var offset = 0
-        while offset < file.bytes.count {
-            let end = min(offset + piece, file.bytes.count)
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: file.bytes[offset..<end]))
-            offset = end
+        while true {
+            let piece: Data?
+            do {
+                piece = try handle.read(upToCount: 16 << 20)
+            } catch {
+                throw GraphError.unreadableFile(path: path, reason: "reading it to hash it failed: \(error.localizedDescription)")
+            }
+            guard let piece, !piece.isEmpty else { break }
+            hasher.update(data: piece)
         }
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
