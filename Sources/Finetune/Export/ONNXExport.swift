@@ -55,8 +55,8 @@ public enum ONNXExport {
     /// Writes `model` with `adapter` applied as `form` to `path` (its external data, when the input has some, to
     /// `<path>.data`; form `lora-inputs` also writes `adapterFile`, by default `<path without .onnx>.onnx_adapter`).
     /// With no adapter the model is written unchanged (every tensor bit for bit) apart from the provenance entry.
-    /// `adapterPath` and `adapterFileHash` only go into the provenance. Never writes over the input; every file is
-    /// written to a temporary name and renamed.
+    /// `adapterSource` (the adapter folder read) only goes into the provenance. Never writes over the input; every
+    /// file is written to a temporary name and renamed.
     public static func write(
         model: Model, adapter: LoRAAdapter?, form: ONNXExportForm, to path: String, adapterFile: String? = nil,
         adapterSource: String? = nil
@@ -89,7 +89,9 @@ public enum ONNXExport {
         // The adapter file first, so that the model is not written without it; it is removed again if the model
         // cannot be written or fails its check.
         if let adapterOutput {
-            if ModelEditor.sameFile(adapterOutput, model.path) || ModelEditor.sameFile(adapterOutput, path) {
+            let standardized = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
+            if ModelEditor.sameFile(adapterOutput, model.path) || ModelEditor.sameFile(adapterOutput, path)
+                || standardized(adapterOutput) == standardized(path) {
                 throw FinetuneError.cannotWrite(path: adapterOutput, reason: "it is the input or the output model")
             }
             try ONNXAdapterFile.write(.init(parameters: adapterParameters, adapterVersion: 1, modelVersion: 1), to: adapterOutput)
