@@ -65,21 +65,10 @@ public enum AdapterConversion {
             return (try LoRAAdapter.load(from: directory, for: model), format)
         case .mlx:
             let weightsPath = "\(directory)/\(MLXAdapter.weightsFileName)"
-            var paths: [String] = []
-            for (key, _) in try SafeTensors.read(path: weightsPath).tensors {
-                guard let suffix = [MLXAdapter.aSuffix, MLXAdapter.bSuffix].first(where: { key.hasSuffix($0) }) else {
-                    throw FinetuneError.invalidAdapter(path: weightsPath, reason: "'\(key)' is not a LoRA weight (<module path>.lora_a or .lora_b)")
-                }
-                let path = String(key.dropLast(suffix.count))
-                if !paths.contains(path) { paths.append(path) }
-            }
-            let targets = try LoRATargets.find(in: model, matching: paths)
-            let found = Set(targets.map(\.modulePath))
-            if let missing = paths.first(where: { !found.contains($0) }) {
-                throw FinetuneError.adapterModuleMismatch(path: weightsPath, module: missing,
-                                                          reason: "is in the adapter but the model has no projection with that module path")
-            }
-            let modules = try LoRAModule.modules(for: targets, model: model)
+            let paths = try AdapterFolder.modulePaths(weightsPath: weightsPath, modulePath: { key in
+                [MLXAdapter.aSuffix, MLXAdapter.bSuffix].first(where: { key.hasSuffix($0) }).map { String(key.dropLast($0.count)) }
+            }, notLoRA: { "'\($0)' is not a LoRA weight (<module path>.lora_a or .lora_b)" })
+            let modules = try LoRAModule.modules(atPaths: paths, in: model, weightsPath: weightsPath)
             return (try LoRAAdapter.loadMLX(from: directory, modules: modules), format)
         }
     }

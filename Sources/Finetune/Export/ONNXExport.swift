@@ -63,7 +63,7 @@ public enum ONNXExport {
     ) throws -> ONNXExportReport {
         let editor = ModelEditor(model)
         let index = GraphIndex(model: model)
-        let modules = (adapter?.modules ?? []).sorted { nodeIndex(of: $0, in: model) < nodeIndex(of: $1, in: model) }
+        let modules = (adapter?.modules ?? []).map { (nodeIndex(of: $0, in: model), $0) }.sorted { $0.0 < $1.0 }.map(\.1)
         var report = ONNXExportReport(output: path, form: form, modules: modules.map(\.modulePath), mergedWeights: [],
                                       copiedWeights: [], checker: "", provenance: "")
         var adapterParameters: [(name: String, tensor: Tensor)] = []
@@ -287,22 +287,8 @@ extension LoRAAdapter {
         let configPath = "\(directory)/\(PEFTAdapter.configurationFileName)"
         guard let configData = FileManager.default.contents(atPath: configPath) else { throw FinetuneError.adapterNotFound(path: configPath) }
         _ = try PEFTAdapter.configuration(from: configData, path: configPath)
-        let paths = try PEFTAdapter.modulePaths(in: directory)
-        guard !paths.isEmpty else {
-            throw FinetuneError.invalidAdapter(path: "\(directory)/\(PEFTAdapter.weightsFileName)", reason: "it holds no LoRA weights")
-        }
-        let targets = try LoRATargets.find(in: model, matching: paths)
-        let found = Set(targets.map(\.modulePath))
-        if let missing = paths.first(where: { !found.contains($0) }) {
-            var available: [String] = []
-            for target in try LoRATargets.find(in: model, kinds: Set(LoRATarget.Kind.allCases)) where !available.contains(target.modulePath) {
-                available.append(target.modulePath)
-            }
-            throw FinetuneError.adapterModuleMismatch(path: "\(directory)/\(PEFTAdapter.weightsFileName)", module: missing, reason:
-                "is in the adapter but the model has no projection with that module path; its projections are "
-                + available.prefix(16).joined(separator: ", ") + (available.count > 16 ? ", …" : ""))
-        }
-        let modules = try LoRAModule.modules(for: targets.filter { paths.contains($0.modulePath) }, model: model)
+        let modules = try LoRAModule.modules(atPaths: try PEFTAdapter.modulePaths(in: directory), in: model,
+                                             weightsPath: "\(directory)/\(PEFTAdapter.weightsFileName)")
         return try load(from: directory, modules: modules)
     }
 }

@@ -44,4 +44,40 @@ enum AdapterFolder {
         try SafeTensors.write(weights, metadata: metadata, to: "\(directory)/\(weightsFileName)")
         try AtomicFile.write(Data(configuration.utf8), to: "\(directory)/\(configurationFileName)")
     }
+
+    /// The module paths the weights file `weightsPath` holds adapters for, in file order, each once: `modulePath`
+    /// maps a key to its module path, nil for a key that is not a LoRA weight (refused, saying `notLoRA(key)`).
+    static func modulePaths(
+        weightsPath: String, modulePath: (String) -> String?, notLoRA: (String) -> String
+    ) throws -> [String] {
+        guard FileManager.default.fileExists(atPath: weightsPath) else { throw FinetuneError.adapterNotFound(path: weightsPath) }
+        var paths: [String] = []
+        for (key, _) in try SafeTensors.read(path: weightsPath).tensors {
+            guard let path = modulePath(key) else { throw FinetuneError.invalidAdapter(path: weightsPath, reason: notLoRA(key)) }
+            if !paths.contains(path) { paths.append(path) }
+        }
+        return paths
+    }
+}
+
+extension LoRAModule {
+    /// The modules of `model` at `paths` (read from an adapter's keys, `weightsPath` naming it in errors): the
+    /// graph's projections with exactly those module paths, found by structure and labelled from node names or
+    /// `pkg.torch.onnx.name_scopes`. Every path must be found; a fused projection is adapted on all its output
+    /// features.
+    static func modules(atPaths paths: [String], in model: Model, weightsPath: String) throws -> [LoRAModule] {
+        guard !paths.isEmpty else { throw FinetuneError.invalidAdapter(path: weightsPath, reason: "it holds no LoRA weights") }
+        let targets = try LoRATargets.find(in: model, matching: paths).filter { paths.contains($0.modulePath) }
+        let found = Set(targets.map(\.modulePath))
+        if let missing = paths.first(where: { !found.contains($0) }) {
+            var available: [String] = []
+            for target in try LoRATargets.find(in: model, kinds: Set(LoRATarget.Kind.allCases)) where !available.contains(target.modulePath) {
+                available.append(target.modulePath)
+            }
+            throw FinetuneError.adapterModuleMismatch(path: weightsPath, module: missing, reason:
+                "is in the adapter but the model has no projection with that module path; its projections are "
+                + available.prefix(16).joined(separator: ", ") + (available.count > 16 ? ", …" : ""))
+        }
+        return try LoRAModule.modules(for: targets, model: model)
+    }
 }

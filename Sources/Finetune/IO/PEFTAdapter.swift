@@ -146,18 +146,10 @@ extension PEFTAdapter {
     /// The module paths a PEFT adapter folder holds weights for, in file order (each once), read from the keys of
     /// its `adapter_model.safetensors`: what to look for in a model the adapter was not trained on here.
     public static func modulePaths(in directory: String) throws -> [String] {
-        let weightsPath = "\(directory)/\(weightsFileName)"
-        guard FileManager.default.fileExists(atPath: weightsPath) else { throw FinetuneError.adapterNotFound(path: weightsPath) }
-        var paths: [String] = []
-        for (key, _) in try SafeTensors.read(path: weightsPath).tensors {
-            let suffix = [aSuffix, bSuffix].first { key.hasSuffix($0) }
-            guard key.hasPrefix(keyPrefix), let suffix else {
-                throw FinetuneError.invalidAdapter(path: weightsPath, reason: Self.notLoRAKey(key))
-            }
-            let path = String(key.dropFirst(keyPrefix.count).dropLast(suffix.count))
-            if !paths.contains(path) { paths.append(path) }
-        }
-        return paths
+        try AdapterFolder.modulePaths(weightsPath: "\(directory)/\(weightsFileName)", modulePath: { key in
+            guard key.hasPrefix(keyPrefix), let suffix = [aSuffix, bSuffix].first(where: { key.hasSuffix($0) }) else { return nil }
+            return String(key.dropFirst(keyPrefix.count).dropLast(suffix.count))
+        }, notLoRA: notLoRAKey)
     }
 
     /// Why `key` is refused, naming the method when the key gives it away.
