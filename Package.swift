@@ -1,8 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// The targets form one chain and imports run only down it:
-// ONNXBridge (C++ over libonnx/libprotobuf) <- ONNXGraph <- Interpreter <- Finetune <- onnx-dpo.
+// The targets form a one-way graph, imports running only down it (lower targets never import higher ones):
+//
+//   ONNXBridge (C++ over libonnx/libprotobuf)
+//     <- ONNXGraph (the Swift model of a graph: tensors, import, edited copies written back)
+//          <- Interpreter (kernels, ops with their gradient rules, the tape, sessions)
+//          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
+//   Tokenizers (tokenizer.json; Foundation only)
+//   Interpreter, Adapters, Tokenizers
+//     <- Training (preference data, objectives, optimisers, the trainer, inspection)
+//          <- onnx-dpo (the command line: flags in, one library call, print)
 let onnxDefines: [CXXSetting] = [
     .define("ONNX_ML", to: "1"),
     .define("ONNX_NAMESPACE", to: "onnx"),
@@ -12,7 +20,7 @@ let package = Package(
     name: "onnx-dpo",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Finetune"]),
+        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Tokenizers", "Adapters", "Training"]),
         .executable(name: "onnx-dpo", targets: ["onnx-dpo"]),
     ],
     dependencies: [
@@ -49,11 +57,21 @@ let package = Package(
             ],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
+        .target(name: "Tokenizers"),
         .target(
-            name: "Finetune",
+            name: "Adapters",
+            dependencies: [
+                "ONNXGraph",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "Training",
             dependencies: [
                 "ONNXGraph",
                 "Interpreter",
+                "Tokenizers",
+                "Adapters",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -62,7 +80,8 @@ let package = Package(
             dependencies: [
                 "ONNXGraph",
                 "Interpreter",
-                "Finetune",
+                "Adapters",
+                "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -70,11 +89,6 @@ let package = Package(
             name: "TestSupport",
             dependencies: ["ONNXGraph", "Interpreter"],
             path: "Tests/TestSupport"
-        ),
-        .testTarget(
-            name: "FinetuneTests",
-            dependencies: ["Finetune", "Interpreter", "ONNXGraph", "TestSupport"],
-            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "ONNXGraphTests",
@@ -85,6 +99,18 @@ let package = Package(
             name: "InterpreterTests",
             dependencies: ["Interpreter", "ONNXGraph", "TestSupport"],
             exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "TokenizersTests",
+            dependencies: ["Tokenizers", "ONNXGraph", "TestSupport"]
+        ),
+        .testTarget(
+            name: "AdaptersTests",
+            dependencies: ["Adapters", "Interpreter", "ONNXGraph", "TestSupport"]
+        ),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: ["Training", "Adapters", "Tokenizers", "Interpreter", "ONNXGraph", "TestSupport"]
         ),
     ],
     cxxLanguageStandard: .cxx17

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Finetune
+import Adapters
+import Training
 import Foundation
 import ONNXGraph
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Finetune
+import Adapters
+import Training
 import Interpreter
 import ONNXGraph
 

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Finetune
+import Adapters
+import Training
 import Foundation
 
 /// The flags `train` and `eval` share: the model, its tokenizer, the data and how it is cut.

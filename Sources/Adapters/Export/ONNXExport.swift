@@ -1,0 +1,294 @@
+import Foundation
+import ONNXGraph
+
+/// How an adapter is written into an ONNX model.
+public enum ONNXExportForm: String, Sendable, CaseIterable, Codable {
+    /// `W' = W + scale·ΔW` written into each adapted weight, in its own orientation and data type; the graph is
+    /// otherwise the input's, byte for byte.
+    case merged
+    /// LoRA kept as nodes after each adapted projection (`MatMul` by Aᵀ, `MatMul` by Bᵀ, `Mul` by the scale,
+    /// `Add`), Aᵀ, Bᵀ and the scale as initializers.
+    case loraNodes = "lora-nodes"
+    /// The same nodes without the `Mul`; Aᵀ `[in, r]` and `scale·Bᵀ` `[r, out]` are graph inputs with a dynamic
+    /// rank `lora_rank` (defaulting to rank-0 initializers, which give the base model), their values in an
+    /// onnxruntime `.onnx_adapter` file beside the model, so a runtime (onnxruntime's `LoraAdapter`,
+    /// onnxruntime-genai) can switch adapters without reloading the model.
+    case loraInputs = "lora-inputs"
+}
+
+/// What `ONNXExport.write` wrote.
+public struct ONNXExportReport: Sendable, Encodable {
+    public var output: String
+    /// The external data file beside the output, nil when every tensor is inline.
+    public var dataFile: String?
+    /// The `.onnx_adapter` file (form `lora-inputs`).
+    public var adapterFile: String?
+    public var form: ONNXExportForm
+    /// Adapted module paths, in graph order.
+    public var modules: [String]
+    /// Weights merged in place (form `merged`).
+    public var mergedWeights: [String]
+    /// `weight -> copy` for weights another node also reads (tied embeddings, deduplicated initializers): the
+    /// adapted projection reads a merged copy, the other readers keep the original.
+    public var copiedWeights: [String]
+    /// ONNX 1.12's checker on the output: `passed`, or `skipped: <why>`.
+    public var checker: String
+    /// The `metadata_props` entry recorded (`ONNXExport.provenanceKey`).
+    public var provenance: String
+}
+
+/// Writes a model with an adapter applied back into the model's own graph (see `ONNXExportForm`), through
+/// `ModelEditor`, so that everything the export does not change is kept as the input had it.
+public enum ONNXExport {
+    /// The model `metadata_props` key holding the export's provenance (JSON).
+    public static let provenanceKey = "onnx_dpo.provenance"
+    /// The scalar initializer multiplying every update in form `lora-nodes`.
+    public static let scaleName = "lora_scale"
+    /// The symbolic rank dimension of the adapter inputs in form `lora-inputs`.
+    public static let rankDimension = "lora_rank"
+
+    /// Name of module `path`'s Aᵀ `[in, r]` (an initializer or a graph input, and the key in `.onnx_adapter`).
+    public static func aName(_ path: String) -> String { "\(path).lora_A" }
+    /// Name of module `path`'s Bᵀ `[r, out]` (`scale·Bᵀ` in form `lora-inputs`).
+    public static func bName(_ path: String) -> String { "\(path).lora_B" }
+
+    /// Writes `model` with `adapter` applied as `form` to `path` (its external data, when the input has some, to
+    /// `<path>.data`; form `lora-inputs` also writes `adapterFile`, by default `<path without .onnx>.onnx_adapter`).
+    /// With no adapter the model is written unchanged (every tensor bit for bit) apart from the provenance entry.
+    /// `adapterSource` (the adapter folder read) only goes into the provenance. Never writes over the input; every
+    /// file is written to a temporary name and renamed.
+    public static func write(
+        model: Model, adapter: LoRAAdapter?, form: ONNXExportForm, to path: String, adapterFile: String? = nil,
+        adapterSource: String? = nil
+    ) throws -> ONNXExportReport {
+        let editor = ModelEditor(model)
+        let index = GraphIndex(model: model)
+        let modules = (adapter?.modules ?? []).map { (nodeIndex(of: $0, in: model), $0) }.sorted { $0.0 < $1.0 }.map(\.1)
+        var report = ONNXExportReport(output: path, form: form, modules: modules.map(\.modulePath), mergedWeights: [],
+                                      copiedWeights: [], checker: "", provenance: "")
+        var adapterParameters: [(name: String, tensor: Tensor)] = []
+        if let adapter {
+            switch form {
+            case .merged:
+                try merge(adapter, modules: modules, model: model, index: index, editor: editor, report: &report)
+            case .loraNodes, .loraInputs:
+                adapterParameters = try attach(adapter, modules: modules, form: form, model: model, editor: editor)
+            }
+        }
+        var adapterOutput: String?
+        if form == .loraInputs {
+            guard adapter != nil else {
+                throw AdapterError.invalidOption(option: "form", reason: "lora-inputs needs an adapter")
+            }
+            adapterOutput = adapterFile ?? defaultAdapterFile(for: path)
+        }
+        let provenance = try Provenance.json(model: model, adapter: adapter, adapterSource: adapterSource, form: form)
+        editor.setMetadata(provenanceKey, provenance)
+        report.provenance = provenance
+
+        // The adapter file first, so that the model is not written without it; it is removed again if the model
+        // cannot be written or fails its check.
+        if let adapterOutput {
+            let standardized = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
+            if ModelEditor.sameFile(adapterOutput, model.path) || ModelEditor.sameFile(adapterOutput, path)
+                || standardized(adapterOutput) == standardized(path) {
+                throw AdapterError.cannotWrite(path: adapterOutput, reason: "it is the input or the output model")
+            }
+            try ONNXAdapterFile.write(.init(parameters: adapterParameters, adapterVersion: 1, modelVersion: 1), to: adapterOutput)
+            report.adapterFile = adapterOutput
+        }
+        do {
+            let written = try editor.write(to: path)
+            report.dataFile = written.dataPath
+            do {
+                report.checker = try checkWritten(path)
+            } catch {
+                unlink(path)
+                if let data = written.dataPath { unlink(data) }
+                throw error
+            }
+        } catch {
+            if let adapterOutput { unlink(adapterOutput) }
+            throw error
+        }
+        return report
+    }
+
+    /// `out.onnx` -> `out.onnx_adapter`.
+    public static func defaultAdapterFile(for modelPath: String) -> String {
+        (modelPath.hasSuffix(".onnx") ? String(modelPath.dropLast(5)) : modelPath) + "." + ONNXAdapterFile.fileExtension
+    }
+
+    private static func nodeIndex(of module: LoRAModule, in model: Model) -> Int {
+        model.graph.nodes.firstIndex { $0.label == module.node || $0.name == module.node } ?? Int.max
+    }
+
+    // MARK: - Merged
+
+    private static func merge(
+        _ adapter: LoRAAdapter, modules: [LoRAModule], model: Model, index: GraphIndex, editor: ModelEditor,
+        report: inout ONNXExportReport
+    ) throws {
+        var taken = Set(model.graph.initializers.map(\.name) + model.graph.nodes.flatMap(\.outputs) + model.graph.inputs.map(\.name))
+        for module in modules {
+            let position = nodeIndex(of: module, in: model)
+            guard position < model.graph.nodes.count else {
+                throw AdapterError.loraTargetsNotFound(model: model.path, reason: "node \(module.node) of \(module.modulePath) is not in the graph")
+            }
+            let node = model.graph.nodes[position]
+            guard let slot = node.inputs.indices.dropFirst().first(where: { index.initializer(behind: node.inputs[$0])?.name == module.weight }),
+                  let initializer = index.initializers[module.weight] else {
+                throw AdapterError.loraTargetsNotFound(model: model.path,
+                    reason: "\(node.opType) node \(node.label) of \(module.modulePath) does not read the weight '\(module.weight)'")
+            }
+            guard [.float, .float16, .bfloat16].contains(initializer.dataType) else {
+                throw AdapterError.unsupportedAdapter(path: model.path, reason:
+                    "the weight '\(initializer.name)' of \(module.modulePath) is \(initializer.dataType); merging supports float32, float16 and bfloat16 weights")
+            }
+            let weight = try model.loadTensor(initializer)
+            let merged = try adapter.merged(weight, module: module)
+            guard let raw = TensorEncoding.raw(merged.floats, as: initializer.dataType) else {
+                preconditionFailure("float32, float16 and bfloat16 are encodable")
+            }
+            // The weight may be read elsewhere too: a tied embedding (one initializer feeding a Gather and this
+            // projection, as dynamo writes it), an initializer the exporter deduplicated, or the projection reading it
+            // through an Identity. Then only this projection may see the merged values: it gets its own copy.
+            let soleReader = node.inputs[slot] == initializer.name && index.consumers[initializer.name] == [node.index]
+                && !index.isGraphOutput(initializer.name)
+            if soleReader {
+                try editor.replaceValues(ofInitializer: initializer.name, raw: raw)
+                report.mergedWeights.append(initializer.name)
+            } else {
+                var copy = "\(initializer.name)/merged/\(module.modulePath)"
+                var counter = 1
+                while taken.contains(copy) { copy = "\(initializer.name)/merged/\(module.modulePath)_\(counter)"; counter += 1 }
+                taken.insert(copy)
+                try editor.addInitializer(name: copy, dataType: initializer.dataType, shape: initializer.shape, raw: raw)
+                editor.setInput(ofNodeAt: position, slot: slot, to: copy)
+                report.copiedWeights.append("\(initializer.name) -> \(copy)")
+            }
+        }
+    }
+
+    // MARK: - LoRA as nodes
+
+    /// Adds the LoRA nodes (and, for `lora-nodes`, the initializers; for `lora-inputs`, the graph inputs) and
+    /// returns the tensors of an `.onnx_adapter` file (empty for `lora-nodes`).
+    private static func attach(
+        _ adapter: LoRAAdapter, modules: [LoRAModule], form: ONNXExportForm, model: Model, editor: ModelEditor
+    ) throws -> [(name: String, tensor: Tensor)] {
+        let dataType = try adapterDataType(modules: modules, model: model)
+        let attachments = try LoRAAttachment.plan(
+            model: model, modules: modules, aName: aName, bName: bName,
+            scale: form == .loraNodes ? scaleName : nil, dropoutMask: nil)
+        var parameters: [(name: String, tensor: Tensor)] = []
+        switch form {
+        case .loraNodes:
+            try editor.addInitializer(name: scaleName, dataType: dataType, shape: [],
+                                      raw: TensorEncoding.raw([Float(adapter.configuration.scale)], as: dataType)!)
+            for (name, tensor) in try transposedPairs(adapter, modules: modules, scaled: false) {
+                try editor.addInitializer(name: name, dataType: dataType, shape: tensor.shape,
+                                          raw: TensorEncoding.raw(tensor.floats, as: dataType)!)
+            }
+        case .loraInputs, .merged:
+            guard model.irVersion >= 4 else {
+                throw AdapterError.unsupportedAdapter(path: model.path, reason:
+                    "form lora-inputs gives each adapter input a default initializer, which IR \(model.irVersion) (before IR 4) does not allow")
+            }
+            parameters = try adapterParameters(adapter, model: model, modules: modules)
+            // Each input also gets a rank-0 initializer of the same name as its default (IR ≥ 4 lets inputs
+            // override initializers): with no adapter active the update is empty and the model is the base model,
+            // and runtimes that require every input without a default to be fed (onnxruntime's Python API) accept
+            // a run with only the adapter's values.
+            for module in modules {
+                editor.addGraphInput(ValueInfo(name: aName(module.modulePath), elementType: dataType,
+                                               shape: [.fixed(module.inFeatures), .symbolic(rankDimension)]))
+                editor.addGraphInput(ValueInfo(name: bName(module.modulePath), elementType: dataType,
+                                               shape: [.symbolic(rankDimension), .fixed(module.outFeatures)]))
+                try editor.addInitializer(name: aName(module.modulePath), dataType: dataType, shape: [module.inFeatures, 0], raw: [])
+                try editor.addInitializer(name: bName(module.modulePath), dataType: dataType, shape: [0, module.outFeatures], raw: [])
+            }
+        }
+        // Back to front, so that each attachment's node index still points at its projection.
+        for attachment in attachments.sorted(by: { $0.nodeIndex > $1.nodeIndex }) {
+            editor.setOutput(ofNodeAt: attachment.nodeIndex, slot: 0, to: attachment.projectionOutput)
+            for (offset, node) in attachment.nodes.enumerated() {
+                editor.insertNode(node, at: attachment.nodeIndex + 1 + offset)
+            }
+        }
+        return parameters
+    }
+
+    /// The tensors of the `.onnx_adapter` file that feeds a `lora-inputs` export of `model`: Aᵀ `[in, r]` and
+    /// `scale·Bᵀ` `[r, out]` per module, named `aName`/`bName`, in the adapted weights' data type (so that the
+    /// MatMuls type-check in a float16 or bfloat16 model). The scale is folded into B because adapters switched at
+    /// run time may each have their own.
+    public static func adapterParameters(
+        _ adapter: LoRAAdapter, model: Model, modules: [LoRAModule]? = nil
+    ) throws -> [(name: String, tensor: Tensor)] {
+        let modules = modules ?? adapter.modules
+        let dataType = try adapterDataType(modules: modules, model: model)
+        return try transposedPairs(adapter, modules: modules, scaled: true).map { name, tensor in
+            (name, Tensor(shape: tensor.shape, floats: tensor.floats, dataType: dataType))
+        }
+    }
+
+    /// Aᵀ and Bᵀ (times the scale when `scaled`) per module, as (name, float32 tensor).
+    private static func transposedPairs(_ adapter: LoRAAdapter, modules: [LoRAModule], scaled: Bool) throws -> [(String, Tensor)] {
+        let scale = Float(adapter.configuration.scale)
+        return try modules.flatMap { module -> [(String, Tensor)] in
+            guard let a = adapter.a[module.modulePath], let b = adapter.b[module.modulePath] else {
+                throw AdapterError.inconsistentAdapter(reason: "the adapter has no A or B for \(module.modulePath)")
+            }
+            var bT = transposed(b)
+            if scaled { bT = Tensor(shape: bT.shape, floats: bT.floats.map { $0 * scale }) }
+            return [(aName(module.modulePath), transposed(a)), (bName(module.modulePath), bT)]
+        }
+    }
+
+    /// The one floating-point type of the adapted weights, which the LoRA nodes' tensors must share.
+    private static func adapterDataType(modules: [LoRAModule], model: Model) throws -> DataType {
+        let types = Dictionary(model.graph.initializers.map { ($0.name, $0.dataType) }, uniquingKeysWith: { first, _ in first })
+        let dataTypes = Set(modules.map { types[$0.weight] ?? .float })
+        guard dataTypes.count == 1, let dataType = dataTypes.first, [.float, .float16, .bfloat16].contains(dataType) else {
+            throw AdapterError.unsupportedAdapter(path: model.path, reason:
+                "the adapted weights are \(dataTypes.map(\.description).sorted().joined(separator: ", ")); LoRA nodes need one of float32, float16, bfloat16")
+        }
+        return dataType
+    }
+
+    // MARK: - Checks
+
+    /// Reloads the written model (every tensor's size is checked against its shape) and runs ONNX 1.12's checker
+    /// where the versions allow; a failure is a bug here, so the caller removes the output and throws.
+    private static func checkWritten(_ path: String) throws -> String {
+        let written = try Model.load(path: path)
+        switch written.runONNXChecker() {
+        case .passed: return "passed"
+        case .skipped(let reason): return "skipped: \(reason)"
+        case .failed(let message):
+            throw AdapterError.cannotWrite(path: path, reason: "ONNX 1.12's checker rejects the written model: \(message)")
+        }
+    }
+}
+
+extension LoRAAdapter {
+    /// Loads the PEFT adapter folder `directory` for `model`, which it need not have been trained on here: the
+    /// module paths in the adapter's keys are looked up among the graph's projections (found by structure and
+    /// labelled from node names or `pkg.torch.onnx.name_scopes` metadata), so an adapter trained with TRL or PEFT
+    /// on the Hugging Face model applies to its ONNX export. Every module of the adapter must be found; a fused
+    /// projection (`c_attn`, `qkv_proj`, `query_key_value`) is adapted on all of its output features.
+    public static func load(from directory: String, for model: Model) throws -> LoRAAdapter {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw AdapterError.adapterNotFound(path: directory)
+        }
+        // The configuration first, so that a DoRA or non-LoRA adapter is refused for what it is.
+        let configPath = "\(directory)/\(PEFTAdapter.configurationFileName)"
+        guard let configData = FileManager.default.contents(atPath: configPath) else { throw AdapterError.adapterNotFound(path: configPath) }
+        _ = try PEFTAdapter.configuration(from: configData, path: configPath)
+        let modules = try LoRAModule.modules(atPaths: try PEFTAdapter.modulePaths(in: directory), in: model,
+                                             weightsPath: "\(directory)/\(PEFTAdapter.weightsFileName)")
+        return try load(from: directory, modules: modules)
+    }
+}

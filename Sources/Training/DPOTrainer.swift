@@ -1,0 +1,485 @@
+import Adapters
+import Tokenizers
+import Dispatch
+import Foundation
+import Interpreter
+import ONNXGraph
+
+/// Everything `onnx-dpo train` takes. Defaults are TRL's `DPOConfig` / transformers' `TrainingArguments` defaults
+/// where they exist, so a run compares with a TRL run configured the same way.
+public struct DPOTrainingOptions: Sendable {
+    public enum OptimizerKind: String, Sendable, CaseIterable { case adamw, rmsprop }
+
+    public var modelPath: String
+    public var tokenizerPath: String
+    public var dataPath: String
+    public var outputDirectory: String
+    /// A separate eval dataset; otherwise `evalFraction` of the training data is held out.
+    public var evalDataPath: String?
+    public var evalFraction: Double = 0
+    public var lora = LoRAConfiguration()
+    /// `--target` patterns (`q`, `v`, `all-linear`, module names, globs, regexes).
+    public var targets: [String] = ["q", "v"]
+    public var objective = DPOObjective()
+    public var optimizer: OptimizerKind = .adamw
+    public var learningRate: Double = 1e-6
+    public var weightDecay: Double = 0
+    public var warmupSteps: Int = 0
+    public var schedule: LearningRateSchedule.Shape = .linear
+    /// Clip the global gradient norm to this (nil: no clipping).
+    public var maxGradNorm: Double? = 1
+    public var batchSize: Int = 8
+    public var gradientAccumulation: Int = 1
+    /// Stop after this many optimiser steps (overrides `epochs`).
+    public var maxSteps: Int?
+    public var epochs: Int = 3
+    public var data = PreferenceDataOptions()
+    public var seed: UInt64 = 42
+    public var shuffle = true
+    /// Evaluate every this many steps (nil: at the end only, when there is eval data).
+    public var evalEvery: Int?
+    /// Write a checkpoint every this many steps (nil: none).
+    public var checkpointEvery: Int?
+    public var resume = false
+    /// Start from this PEFT adapter folder instead of a fresh adapter.
+    public var initAdapter: String?
+
+    public init(modelPath: String, tokenizerPath: String, dataPath: String, outputDirectory: String) {
+        self.modelPath = modelPath
+        self.tokenizerPath = tokenizerPath
+        self.dataPath = dataPath
+        self.outputDirectory = outputDirectory
+    }
+
+    /// Checks the options a user sets, naming the option at fault by its name here.
+    public func validate() throws {
+        func check(_ condition: Bool, _ option: String, _ reason: String) throws {
+            if !condition { throw TrainingError.invalidOption(option: option, reason: reason) }
+        }
+        try check(lora.rank >= 1, "lora.rank", "must be at least 1, got \(lora.rank)")
+        try check(lora.alpha > 0, "lora.alpha", "must be positive, got \(lora.alpha)")
+        try check(lora.dropout >= 0 && lora.dropout < 1, "lora.dropout", "must be in [0, 1), got \(lora.dropout)")
+        try check(objective.beta > 0, "objective.beta", "must be positive, got \(objective.beta)")
+        try check(learningRate > 0 && learningRate.isFinite, "learningRate", "must be positive, got \(learningRate)")
+        try check(weightDecay >= 0, "weightDecay", "must be non-negative, got \(weightDecay)")
+        try check(warmupSteps >= 0, "warmupSteps", "must be non-negative, got \(warmupSteps)")
+        try check(maxGradNorm.map { $0 > 0 } ?? true, "maxGradNorm", "must be positive")
+        try check(batchSize >= 1, "batchSize", "must be at least 1, got \(batchSize)")
+        try check(gradientAccumulation >= 1, "gradientAccumulation", "must be at least 1, got \(gradientAccumulation)")
+        try check(maxSteps.map { $0 >= 1 } ?? true, "maxSteps", "must be at least 1")
+        try check(epochs >= 1, "epochs", "must be at least 1, got \(epochs)")
+        try check(evalEvery.map { $0 >= 1 } ?? true, "evalEvery", "must be at least 1")
+        try check(checkpointEvery.map { $0 >= 1 } ?? true, "checkpointEvery", "must be at least 1")
+    }
+}
+
+/// What a training run reports as it goes.
+public enum TrainingEvent: Sendable {
+    /// Reference log-probs: `done` of `total` pairs (or `cached` when read from the cache).
+    case reference(done: Int, total: Int, cached: Bool)
+    /// One optimiser step's metrics (TRL's names, plus `step`, `epoch`, `tokens_per_second`, `eta_seconds`).
+    case step([String: Double])
+    /// Eval metrics (`eval_` prefixed, as transformers logs them).
+    case evaluation([String: Double])
+    case checkpoint(path: String)
+    case resumed(step: Int)
+}
+
+/// DPO training of LoRA adapters on an ONNX model (Rafailov et al. 2023, as TRL's `DPOTrainer` runs it): the policy
+/// is the model with adapters, the reference the same graph with adapters off (their scale set to 0), its
+/// log-probs computed once and cached; each step is one policy forward and backward per micro-batch.
+public final class DPOTrainer {
+    public let options: DPOTrainingOptions
+    public let adapted: AdaptedModel
+    public let trainPairs: [TokenizedPair]
+    public let evalPairs: [TokenizedPair]
+    private let session: Session
+    private let padTokenID: Int
+    private var parameters: [String: Tensor]
+    private var optimizer: any Optimizer
+    private let cacheKey: String?
+    /// Whether the session computes logits only at scored positions (`ScoredPositions`).
+    public let scoresCompletionsOnly: Bool
+    /// When set, collects time per op type (forward, and backward rules) over the training steps.
+    public var profile: OpProfile?
+
+    /// Loads the model, tokenizer and data named in `options` and prepares the session; nothing is trained yet.
+    public convenience init(options: DPOTrainingOptions) throws {
+        try options.validate()
+        let model = try Model.load(path: options.modelPath)
+        let tokenizer = try Tokenizer(path: options.tokenizerPath)
+        let dataset = try PreferenceDataset.load(path: options.dataPath)
+        let train: PreferenceDataset, eval: PreferenceDataset
+        if let evalPath = options.evalDataPath {
+            (train, eval) = (dataset, try PreferenceDataset.load(path: evalPath))
+        } else {
+            (train, eval) = try dataset.split(evalFraction: options.evalFraction, seed: options.seed)
+        }
+        var hash = ContentHash()
+        try hash.add(file: options.modelPath)
+        for location in Set(model.graph.initializers.compactMap { initializer -> String? in
+            if case .external(let reference) = initializer.location { return reference.location }
+            return nil
+        }).sorted() {
+            try hash.add(file: try model.externalData.resolve(location, tensor: location))
+        }
+        try hash.add(file: options.dataPath)
+        if let evalPath = options.evalDataPath { try hash.add(file: evalPath) }
+        try hash.add(file: options.tokenizerPath)
+        hash.add("\(options.data.maxLength ?? -1) \(options.data.truncationMode.rawValue) \(options.evalFraction) \(options.seed) v1")
+        try self.init(
+            options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
+            trainPairs: try train.tokenized(with: tokenizer, options: options.data).pairs,
+            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data).pairs,
+            cacheKey: hash.hex)
+    }
+
+    /// Prepares a run on an already loaded model and tokenised pairs (`cacheKey` names the reference log-prob
+    /// cache; nil disables it). `options`' paths other than the output folder and `initAdapter` are not read.
+    public init(options: DPOTrainingOptions, model: Model, padTokenID: Int, trainPairs: [TokenizedPair],
+                evalPairs: [TokenizedPair] = [], cacheKey: String?) throws {
+        try options.validate()
+        guard !trainPairs.isEmpty else {
+            throw TrainingError.emptyDataset(path: options.dataPath, reason: "no pair is left to train on")
+        }
+        self.options = options
+        self.padTokenID = padTokenID
+        self.trainPairs = trainPairs
+        self.evalPairs = evalPairs
+        self.cacheKey = cacheKey
+        let targets = try LoRATargets.find(in: model, matching: options.targets)
+        let modules = try LoRAModule.modules(for: targets, model: model)
+        var adapter = LoRAAdapter.initialized(modules: modules, configuration: options.lora, seed: options.seed)
+        if let path = options.initAdapter {
+            adapter = try LoRAAdapter.load(from: path, modules: modules)
+        }
+        adapted = try AdaptedModel(model: model, adapter: adapter)
+        // Logits only where a completion token is scored, when the graph's output projection can be found.
+        let scored = ScoredPositions.rewrite(adapted.model)
+        scoresCompletionsOnly = scored != nil
+        session = try Session(model: scored ?? adapted.model, additionalInitializers: adapted.initializers)
+        parameters = adapted.initializers.filter { $0.key != AdaptedModel.scaleName }
+        switch options.optimizer {
+        case .adamw: optimizer = AdamW(weightDecay: options.weightDecay)
+        case .rmsprop: optimizer = RMSprop(weightDecay: options.weightDecay)
+        }
+    }
+
+    /// The optimiser steps the run takes: `maxSteps`, or `epochs` × ⌈pairs / batch⌉ / accumulation.
+    public var totalSteps: Int {
+        if let maxSteps = options.maxSteps { return maxSteps }
+        return options.epochs * max(1, batchesPerEpoch / options.gradientAccumulation)
+    }
+
+    private var batchesPerEpoch: Int { (trainPairs.count + options.batchSize - 1) / options.batchSize }
+
+    /// The training pairs of micro-batch `index` (counting across epochs, in the seeded order of each epoch).
+    private func microBatch(_ index: Int) -> [Int] {
+        let epoch = index / batchesPerEpoch, within = index % batchesPerEpoch
+        let order = options.shuffle
+            ? PreferenceDataOrder.epochOrder(count: trainPairs.count, seed: options.seed, epoch: epoch)
+            : Array(0..<trainPairs.count)
+        let start = within * options.batchSize
+        return Array(order[start..<min(start + options.batchSize, order.count)])
+    }
+
+    // MARK: - Reference log-probs
+
+    /// `(chosen, rejected)` reference log-prob sums per pair of `pairs`, from the cache file when its key matches.
+    private func referenceLogProbs(_ pairs: [TokenizedPair], name: String, report: (TrainingEvent) -> Void) throws -> ([Double], [Double]) {
+        let cacheFolder = (options.outputDirectory as NSString).appendingPathComponent("reference_cache")
+        let cachePath = (cacheFolder as NSString).appendingPathComponent("\(name)-\(cacheKey ?? "uncached").json")
+        if cacheKey != nil, let data = try? Data(contentsOf: URL(fileURLWithPath: cachePath)),
+           let cached = try? JSONDecoder().decode(ReferenceCache.self, from: data),
+           cached.chosen.count == pairs.count, cached.rejected.count == pairs.count {
+            report(.reference(done: pairs.count, total: pairs.count, cached: true))
+            return (cached.chosen, cached.rejected)
+        }
+        try session.setInitializer(AdaptedModel.scaleName, Tensor(shape: [], floats: [0]))
+        defer { try? session.setInitializer(AdaptedModel.scaleName, adapted.initializers[AdaptedModel.scaleName]!) }
+        var chosen: [Double] = [], rejected: [Double] = []
+        for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
+            let slice = Array(pairs[start..<min(start + options.batchSize, pairs.count)])
+            let batch = makeBatch(slice)
+            let logits = try session.run(feeds(batch))["logits"]!
+            let logProbs = try logProbabilities(logits, batch)
+            chosen += logProbs.sums[0..<slice.count]
+            rejected += logProbs.sums[slice.count...]
+            report(.reference(done: chosen.count, total: pairs.count, cached: false))
+        }
+        guard cacheKey != nil else { return (chosen, rejected) }
+        try FileManager.default.createDirectory(atPath: cacheFolder, withIntermediateDirectories: true)
+        // JSON doubles round-trip exactly, so a cached run equals an uncached one bit for bit.
+        let temporary = cachePath + ".tmp"
+        try JSONEncoder().encode(ReferenceCache(chosen: chosen, rejected: rejected)).write(to: URL(fileURLWithPath: temporary))
+        try? FileManager.default.removeItem(atPath: cachePath)
+        try FileManager.default.moveItem(atPath: temporary, toPath: cachePath)
+        return (chosen, rejected)
+    }
+
+    /// The reference log-prob sums of a dataset, as cached on disk.
+    private struct ReferenceCache: Codable {
+        var chosen: [Double]
+        var rejected: [Double]
+    }
+
+    /// The completion log-probabilities of `batch` from the session's logits (scored rows or full).
+    private func logProbabilities(_ logits: Tensor, _ batch: PreferenceBatch) throws -> SequenceLogProbs {
+        let ids = batch.inputIDs.map(Int64.init), mask = batch.completionMask.map { $0 != 0 }
+        return scoresCompletionsOnly
+            ? try SequenceLogProbs(scoredLogits: logits, sequences: batch.rowCount, length: batch.sequenceLength,
+                                   inputIDs: ids, completionMask: mask)
+            : try SequenceLogProbs(logits: logits, inputIDs: ids, completionMask: mask)
+    }
+
+    private func makeBatch(_ pairs: [TokenizedPair]) -> PreferenceBatch {
+        PreferenceBatch(pairs: pairs, padTokenID: padTokenID, options: options.data)
+    }
+
+    /// The model's inputs for a batch: ids and mask, positions where the model takes them, the scored rows, and
+    /// the adapters' dropout masks: drawn from `dropoutSeed` while training, ones otherwise.
+    private func feeds(_ batch: PreferenceBatch, dropoutSeed: UInt64? = nil) -> [String: Tensor] {
+        var feeds = ["input_ids": batch.inputIDsTensor, "attention_mask": batch.attentionMaskTensor]
+        var generator = dropoutSeed.map { SeededGenerator(seed: $0) }
+        feeds.merge(adapted.dropoutFeeds(rows: batch.rowCount, tokens: batch.sequenceLength, generator: &generator)) { a, _ in a }
+        if scoresCompletionsOnly {
+            let rows = SequenceLogProbs.scoredRows(completionMask: batch.completionMask.map { $0 != 0 },
+                                                   sequences: batch.rowCount, length: batch.sequenceLength)
+            feeds[ScoredPositions.inputName] = Tensor(shape: [rows.count], int64s: rows)
+        }
+        if session.inputs.contains(where: { $0.name == "position_ids" }) {
+            // TRL passes none, so the model counts positions 0, 1, 2, ... on every row.
+            let length = batch.sequenceLength
+            feeds["position_ids"] = Tensor(shape: [batch.rowCount, length],
+                                           int64s: (0..<(batch.rowCount * length)).map { Int64($0 % length) })
+        }
+        return feeds
+    }
+
+    // MARK: - Training
+
+    /// Runs the training loop (resuming from the newest checkpoint when `options.resume`), writes
+    /// `metrics.jsonl`, checkpoints and the final adapter, and returns the last step's metrics.
+    @discardableResult
+    public func train(report: (TrainingEvent) -> Void = { _ in }) throws -> [String: Double] {
+        let output = options.outputDirectory
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let (referenceChosen, referenceRejected) = try referenceLogProbs(trainPairs, name: "train", report: report)
+        let evalReference = evalPairs.isEmpty ? ([], []) : try referenceLogProbs(evalPairs, name: "eval", report: report)
+
+        var firstStep = 0
+        if options.resume, let (step, path) = try latestCheckpoint() {
+            try restore(checkpoint: path)
+            firstStep = step
+            report(.resumed(step: step))
+        }
+        let metricsPath = (output as NSString).appendingPathComponent("metrics.jsonl")
+        let metrics = try MetricsLog(path: metricsPath, keepingStepsThrough: firstStep)
+        let schedule = LearningRateSchedule(peak: options.learningRate, shape: options.schedule,
+                                            warmupSteps: options.warmupSteps, totalSteps: totalSteps)
+        let stepsPerEpoch = Double(max(1, batchesPerEpoch / options.gradientAccumulation))
+        var last: [String: Double] = [:]
+        let started = DispatchTime.now().uptimeNanoseconds
+        for step in firstStep..<totalSteps {
+            let stepStart = DispatchTime.now().uptimeNanoseconds
+            var gradients: [String: Tensor] = [:]
+            var sums: [String: Double] = [:]
+            var tokens = 0
+            for micro in 0..<options.gradientAccumulation {
+                let indices = microBatch(step * options.gradientAccumulation + micro)
+                let batch = makeBatch(indices.map { trainPairs[$0] })
+                tokens += batch.attentionMask.reduce(0, +)
+                // Dropout masks are a function of the seed and the micro-batch, so a resumed run draws the same ones.
+                let dropoutSeed = options.seed &+ 0x4452_4F50 &* UInt64(step * options.gradientAccumulation + micro + 1)
+                let (evaluation, microGradients) = try policyStep(
+                    batch, referenceChosen: indices.map { referenceChosen[$0] },
+                    referenceRejected: indices.map { referenceRejected[$0] }, dropoutSeed: dropoutSeed)
+                guard evaluation.loss.isFinite else {
+                    throw TrainingError.nonFiniteLoss(step: step + 1, loss: evaluation.loss,
+                        lines: batch.lines, checkpoint: try latestCheckpoint()?.path)
+                }
+                let scale = Float(1 / Double(options.gradientAccumulation))
+                for (name, gradient) in microGradients {
+                    let scaled = Tensor(shape: gradient.shape, floats: gradient.floats.map { $0 * scale })
+                    gradients[name] = try gradients[name].map { try addGradients($0, scaled) } ?? scaled
+                }
+                for (key, value) in evaluation.metrics { sums[key, default: 0] += value / Double(options.gradientAccumulation) }
+            }
+            adapted.maskFrozenOutputs(&gradients)
+            let norm = clipGradientNorm(&gradients, maxNorm: options.maxGradNorm)
+            try optimizer.step(&parameters, gradients: gradients, learningRate: schedule.rate(atStep: step))
+            for (name, tensor) in parameters { try session.setInitializer(name, tensor) }
+
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            var entry = sums
+            entry["grad_norm"] = norm
+            // transformers logs the rate after the scheduler has stepped: the next step's rate.
+            entry["learning_rate"] = schedule.rate(atStep: step + 1)
+            entry["step"] = Double(step + 1)
+            entry["epoch"] = Double(step + 1) / stepsPerEpoch
+            entry["tokens_per_second"] = Double(tokens) / seconds
+            entry["eta_seconds"] = elapsed / Double(step + 1 - firstStep) * Double(totalSteps - step - 1)
+            try metrics.append(entry)
+            report(.step(entry))
+            last = entry
+
+            let isLast = step + 1 == totalSteps
+            if !evalPairs.isEmpty, isLast || options.evalEvery.map({ (step + 1) % $0 == 0 }) ?? false {
+                let evaluation = try evaluate(evalPairs, reference: evalReference)
+                var logged = evaluation.reduce(into: [String: Double]()) { $0["eval_\($1.key)"] = $1.value }
+                logged["step"] = Double(step + 1)
+                try metrics.append(logged)
+                report(.evaluation(logged))
+            }
+            if let every = options.checkpointEvery, (step + 1) % every == 0 || isLast {
+                report(.checkpoint(path: try saveCheckpoint(step: step + 1)))
+            }
+        }
+        try currentAdapter().save(to: (output as NSString).appendingPathComponent("adapter"))
+        return last
+    }
+
+    /// One micro-batch: policy forward with the adapters, the objective, and its gradients for the parameters.
+    private func policyStep(_ batch: PreferenceBatch, referenceChosen: [Double], referenceRejected: [Double],
+                            dropoutSeed: UInt64) throws
+        -> (DPOObjective.Evaluation, [String: Tensor])
+    {
+        let pass = try session.forward(feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil),
+                                       trainable: Set(adapted.parameterNames), outputNames: ["logits"],
+                                       profile: profile)
+        let logits = pass.outputs["logits"]!
+        let ids = batch.inputIDs.map(Int64.init)
+        let policy = try logProbabilities(logits, batch)
+        let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
+                                                        referenceRejected: referenceRejected)
+        let pairs = batch.pairCount
+        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens,
+                                                      length: batch.sequenceLength) { sequence, _ in
+            Float(sequence < pairs
+                  ? evaluation.chosenSequenceGradients[sequence] + evaluation.chosenTokenGradient
+                  : evaluation.rejectedSequenceGradients[sequence - pairs])
+        }
+        return (evaluation, try pass.backward(["logits": dLogits], profile: profile))
+    }
+
+    /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
+    /// reference log-probs cached like a training run's.
+    public func evaluateDataset(report: (TrainingEvent) -> Void = { _ in }) throws -> [String: Double] {
+        try FileManager.default.createDirectory(atPath: options.outputDirectory, withIntermediateDirectories: true)
+        return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report))
+    }
+
+    /// Reward accuracy, margins and loss of the current adapter on `pairs` (no gradients).
+    public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double])) throws -> [String: Double] {
+        var totals: [String: Double] = [:]
+        var count = 0
+        for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
+            let end = min(start + options.batchSize, pairs.count)
+            let batch = makeBatch(Array(pairs[start..<end]))
+            let logits = try session.run(feeds(batch))["logits"]!
+            let policy = try logProbabilities(logits, batch)
+            let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[start..<end]),
+                                                            referenceRejected: Array(reference.1[start..<end]))
+            for (key, value) in evaluation.metrics { totals[key, default: 0] += value * Double(end - start) }
+            count += end - start
+        }
+        return totals.mapValues { $0 / Double(max(count, 1)) }
+    }
+
+    /// The adapter as it is now, in PEFT's orientation.
+    public func currentAdapter() throws -> LoRAAdapter {
+        try adapted.adapter(from: parameters)
+    }
+
+    // MARK: - Checkpoints
+
+    private struct CheckpointState: Codable {
+        var step: Int
+        var cacheKey: String
+        var optimizer: String
+        var optimizerStep: Int
+        var seed: UInt64
+    }
+
+    /// Writes `checkpoint-<step>/` (parameters and optimiser state in float32, so that resuming continues
+    /// bit for bit; the adapter in PEFT format) to a temporary folder renamed into place.
+    private func saveCheckpoint(step: Int) throws -> String {
+        let final = (options.outputDirectory as NSString).appendingPathComponent("checkpoint-\(step)")
+        let temporary = (options.outputDirectory as NSString).appendingPathComponent(".checkpoint-\(step).tmp")
+        try? FileManager.default.removeItem(atPath: temporary)
+        try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        let state = optimizer.state
+        var arrays: [(name: String, tensor: Tensor)] = parameters.sorted { $0.key < $1.key }.map { ("parameter/\($0.key)", $0.value) }
+        arrays += state.buffers.sorted { $0.key < $1.key }.map { ("optimizer/\($0.key)", Tensor(shape: [$0.value.count], floats: $0.value)) }
+        try NPZ.write(arrays, path: (temporary as NSString).appendingPathComponent("trainer_state.npz"))
+        let json = try JSONEncoder().encode(CheckpointState(step: step, cacheKey: cacheKey ?? "", optimizer: state.kind,
+                                                            optimizerStep: state.step, seed: options.seed))
+        try json.write(to: URL(fileURLWithPath: (temporary as NSString).appendingPathComponent("trainer_state.json")))
+        try currentAdapter().save(to: (temporary as NSString).appendingPathComponent("adapter"))
+        try? FileManager.default.removeItem(atPath: final)
+        try FileManager.default.moveItem(atPath: temporary, toPath: final)
+        return final
+    }
+
+    /// The newest complete checkpoint in the output folder, if any.
+    private func latestCheckpoint() throws -> (step: Int, path: String)? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: options.outputDirectory)) ?? []
+        return names.compactMap { name -> (Int, String)? in
+            guard name.hasPrefix("checkpoint-"), let step = Int(name.dropFirst("checkpoint-".count)) else { return nil }
+            let path = (options.outputDirectory as NSString).appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("trainer_state.json")) else { return nil }
+            return (step, path)
+        }.max { $0.0 < $1.0 }
+    }
+
+    private func restore(checkpoint path: String) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: (path as NSString).appendingPathComponent("trainer_state.json")))
+        let state = try JSONDecoder().decode(CheckpointState.self, from: data)
+        guard state.cacheKey == (cacheKey ?? ""), state.seed == options.seed else {
+            throw TrainingError.invalidTrainingState(reason:
+                "checkpoint \(path) was made with another model, dataset, tokenizer or seed; refusing to resume from it")
+        }
+        let arrays = try NPZ.read(path: (path as NSString).appendingPathComponent("trainer_state.npz"))
+        for name in parameters.keys {
+            guard let tensor = arrays["parameter/\(name)"], tensor.shape == parameters[name]!.shape else {
+                throw TrainingError.invalidTrainingState(reason: "checkpoint \(path) has no parameter \(name) of shape \(parameters[name]!.shape)")
+            }
+            parameters[name] = tensor
+            try session.setInitializer(name, tensor)
+        }
+        let buffers = arrays.filter { $0.key.hasPrefix("optimizer/") }
+            .reduce(into: [String: [Float]]()) { $0[String($1.key.dropFirst("optimizer/".count))] = $1.value.floats }
+        try optimizer.restore(OptimizerState(kind: state.optimizer, step: state.optimizerStep, buffers: buffers))
+    }
+}
+
+/// `metrics.jsonl`: one JSON object per line, appended and flushed as steps finish.
+final class MetricsLog {
+    private let handle: FileHandle
+
+    /// Opens `path`, keeping only the lines of steps up to `keepingStepsThrough` (the rest of a run resumed from
+    /// a checkpoint is written again).
+    init(path: String, keepingStepsThrough step: Int) throws {
+        var kept = ""
+        if step > 0, let existing = try? String(contentsOfFile: path, encoding: .utf8) {
+            for line in existing.split(separator: "\n") {
+                if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                   let lineStep = object["step"] as? Double, Int(lineStep) <= step {
+                    kept += line + "\n"
+                }
+            }
+        }
+        try kept.write(toFile: path, atomically: true, encoding: .utf8)
+        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+    }
+
+    func append(_ entry: [String: Double]) throws {
+        var data = try JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys])
+        data.append(0x0A)
+        try handle.write(contentsOf: data)
+    }
+
+    deinit { try? handle.close() }
+}

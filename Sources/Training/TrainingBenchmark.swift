@@ -1,0 +1,83 @@
+import Adapters
+import Dispatch
+import Foundation
+import Interpreter
+import ONNXGraph
+
+/// `onnx-dpo bench train`: the time of one DPO step (policy forward and backward of `pairs` chosen/rejected
+/// pairs of `seq` tokens, LoRA r 8 / alpha 16 on q and v, AdamW), with reference log-probs computed beforehand
+/// as a training run caches them.
+public enum TrainingBenchmark {
+    /// What the benchmark measured (encoded with snake_case keys: `step_seconds`, `tokens_per_second`,
+    /// `peak_memory_bytes`).
+    public struct Result: Encodable, Sendable {
+        public var runtime = "onnx-dpo"
+        public var pairs: Int
+        public var seq: Int
+        public var steps: Int
+        /// Median over the timed steps.
+        public var stepSeconds: Double
+        /// `2 · pairs · seq / stepSeconds`: tokens through the policy per second.
+        public var tokensPerSecond: Double
+        /// The process's peak resident memory, model weights included.
+        public var peakMemoryBytes: Int
+        /// The reference pass (not part of a step: computed once and cached in a training run).
+        public var referenceSeconds: Double
+    }
+
+    /// Runs `warmup` untimed and `steps` timed DPO steps on synthetic pairs: token ids drawn (seeded) below the
+    /// vocabulary size, the first half of each row prompt and the second half completion.
+    public static func run(modelPath: String, pairs: Int, seq: Int, warmup: Int = 1, steps: Int = 3,
+                           profile: OpProfile? = nil) throws -> Result {
+        guard pairs >= 1, seq >= 2, steps >= 1, warmup >= 0 else {
+            throw TrainingError.invalidOption(option: "bench train", reason: "needs --pairs >= 1, --seq >= 2, --steps >= 1")
+        }
+        let model = try Model.load(path: modelPath)
+        let vocabulary = try vocabularySize(model)
+        var generator = SeededGenerator(seed: 7)
+        func ids(_ count: Int) -> [Int] { (0..<count).map { _ in Int(generator.next() % UInt64(vocabulary)) } }
+        let promptLength = seq / 2, completionLength = seq - seq / 2
+        let synthetic = (0..<pairs).map { index in
+            TokenizedPair(promptIDs: ids(promptLength), chosenIDs: ids(completionLength),
+                          rejectedIDs: ids(completionLength), line: index + 1)
+        }
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("onnx-dpo-bench-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        var options = DPOTrainingOptions(modelPath: modelPath, tokenizerPath: "", dataPath: "", outputDirectory: output)
+        options.learningRate = 1e-4
+        options.batchSize = pairs
+        options.maxSteps = warmup + steps
+        options.shuffle = false
+        options.data.maxLength = nil
+        let trainer = try DPOTrainer(options: options, model: model, padTokenID: 0, trainPairs: synthetic, cacheKey: nil)
+        trainer.profile = profile
+        var stepEnds: [UInt64] = []
+        var referenceEnd: UInt64 = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        try trainer.train { event in
+            switch event {
+            case .reference(let done, let total, _) where done == total: referenceEnd = DispatchTime.now().uptimeNanoseconds
+            case .step: stepEnds.append(DispatchTime.now().uptimeNanoseconds)
+            default: break
+            }
+        }
+        let boundaries = [referenceEnd] + stepEnds
+        let durations = (warmup..<(warmup + steps)).map { Double(boundaries[$0 + 1] - boundaries[$0]) / 1e9 }.sorted()
+        let median = durations[durations.count / 2]
+        return Result(pairs: pairs, seq: seq, steps: steps, stepSeconds: median,
+                      tokensPerSecond: Double(2 * pairs * seq) / median, peakMemoryBytes: peakResidentMemory(),
+                      referenceSeconds: Double(referenceEnd - start) / 1e9)
+    }
+
+    /// The vocabulary: the last dimension of the logits output when declared, else the rows of the table the
+    /// `input_ids` input indexes.
+    static func vocabularySize(_ model: Model) throws -> Int {
+        if case .fixed(let size)? = model.graph.outputs.first(where: { $0.name == "logits" })?.shape?.last { return size }
+        let tables = Dictionary(model.graph.initializers.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
+        if let gather = model.graph.nodes.first(where: { $0.opType == "Gather" && $0.inputs.count > 1 && $0.inputs[1] == "input_ids" }),
+           let rows = tables[gather.inputs[0]]?.first {
+            return rows
+        }
+        throw TrainingError.invalidOption(option: "bench train", reason: "cannot tell the vocabulary size of \(model.path)")
+    }
+}

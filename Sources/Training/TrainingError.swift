@@ -1,0 +1,50 @@
+/// What can go wrong preparing or running a training run (data, objective, optimiser, trainer), each case naming
+/// what a user needs to act: the file, the line, the option, the step.
+///
+/// Options are named by their library names (`learningRate`, `maxLength`); the command line maps them to its flags.
+public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A checkpoint's optimiser state is for another optimiser.
+    case optimizerStateMismatch(expected: String, found: String)
+    /// Parameters, gradients or optimiser state disagree (a bug or a corrupt checkpoint).
+    case invalidTrainingState(reason: String)
+    /// A preference-data record that cannot be used: not JSON, a value of the wrong kind, a format unlike the
+    /// file's other records. `line` is 1-based.
+    case invalidDataRecord(path: String, line: Int, reason: String)
+    /// A preference-data record without a key its format needs.
+    case missingDataKey(path: String, line: Int, key: String)
+    /// A preference dataset with no pairs (an empty file, or every pair dropped by truncation or the split).
+    case emptyDataset(path: String, reason: String)
+    /// A data option out of range (`maxLength`, `evalFraction`), or a tokenizer without the token it needs.
+    case invalidDataOption(option: String, reason: String)
+    /// A training option is out of range.
+    case invalidOption(option: String, reason: String)
+    /// A file that could not be written (the destination is a folder, its folder is missing, the disk is full).
+    case cannotWrite(path: String, reason: String)
+    /// The loss became NaN or infinite; the run stopped, the last checkpoint (if any) is intact.
+    case nonFiniteLoss(step: Int, loss: Double, lines: [Int], checkpoint: String?)
+
+    public var description: String {
+        switch self {
+        case .optimizerStateMismatch(let expected, let found):
+            "the checkpoint's optimiser state is for \(found), but this run uses \(expected)"
+        case .invalidTrainingState(let reason):
+            "invalid training state: \(reason)"
+        case .invalidOption(let option, let reason):
+            "\(option) \(reason)"
+        case .nonFiniteLoss(let step, let loss, let lines, let checkpoint):
+            "the loss is \(loss) at step \(step) (batch of data lines \(lines.map(String.init).joined(separator: ", "))); "
+                + "training stopped. " + (checkpoint.map { "The last good checkpoint is \($0); lower learningRate or check those lines, then resume." }
+                    ?? "No checkpoint was written yet; lower learningRate or check those lines.")
+        case .invalidDataRecord(let path, let line, let reason):
+            "\(path), line \(line): \(reason)"
+        case .missingDataKey(let path, let line, let key):
+            "\(path), line \(line): missing key '\(key)'"
+        case .emptyDataset(let path, let reason):
+            "\(path): no preference pairs: \(reason)"
+        case .invalidDataOption(let option, let reason):
+            "\(option): \(reason)"
+        case .cannotWrite(let path, let reason):
+            "cannot write '\(path)': \(reason)"
+        }
+    }
+}
