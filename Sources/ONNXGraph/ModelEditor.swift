@@ -166,8 +166,8 @@ public final class ModelEditor {
         }
 
         let token = UUID().uuidString
-        let temporaryModel = "\(folder)/.\(fileName).\(token).tmp"
-        let temporaryData = "\(folder)/.\(dataName).\(token).tmp"
+        let temporaryModel = AtomicFile.temporaryPath(folder: folder, fileName: fileName, token: token)
+        let temporaryData = AtomicFile.temporaryPath(folder: folder, fileName: dataName, token: token)
         let writesData = external.contains(true)
         var written = Written(modelPath: path, dataPath: writesData ? dataPath : nil, modelBytes: 0, dataBytes: 0)
         do throws(GraphError) {
@@ -210,7 +210,7 @@ public final class ModelEditor {
             guard rename(temporaryModel, path) == 0 else {
                 throw fail("renaming '\(temporaryModel)' failed: \(String(cString: strerror(errno)))")
             }
-            Self.syncFolder(folder)
+            AtomicFile.syncFolder(folder)
         } catch {
             unlink(temporaryModel)
             unlink(temporaryData)
@@ -235,76 +235,4 @@ public final class ModelEditor {
         return a.st_dev == b.st_dev && a.st_ino == b.st_ino
     }
 
-    static func syncFolder(_ folder: String) {
-        let descriptor = open(folder, O_RDONLY)
-        guard descriptor >= 0 else { return }
-        fsync(descriptor)
-        close(descriptor)
-    }
-}
-
-/// A file written sequentially with `write(2)`, errors (a full disk: ENOSPC, a file-size limit: EFBIG) reported
-/// against the path the user asked for.
-final class OutputFile {
-    private let descriptor: Int32
-    private let temporaryPath: String
-    private let reportedPath: String
-    private(set) var offset = 0
-    private var isClosed = false
-
-    init(path: String, reportedPath: String) throws(GraphError) {
-        temporaryPath = path
-        self.reportedPath = reportedPath
-        descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-        guard descriptor >= 0 else {
-            throw .cannotWrite(path: reportedPath, reason: "cannot create '\(path)': \(String(cString: strerror(errno)))")
-        }
-    }
-
-    private func failure(_ action: String) -> GraphError {
-        .cannotWrite(path: reportedPath, reason: "\(action) '\(temporaryPath)' failed: \(String(cString: strerror(errno)))")
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws(GraphError) {
-        var done = 0
-        while done < bytes.count {
-            #if canImport(Glibc)
-            let count = Glibc.write(descriptor, bytes.baseAddress! + done, min(bytes.count - done, 1 << 30))
-            #else
-            let count = Darwin.write(descriptor, bytes.baseAddress! + done, min(bytes.count - done, 1 << 30))
-            #endif
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw failure("writing")
-            }
-            done += count
-        }
-        offset += bytes.count
-    }
-
-    func write(_ array: [UInt8]) throws(GraphError) {
-        let result = array.withUnsafeBytes { bytes in Result { () throws(GraphError) in try write(bytes) } }
-        try result.get()
-    }
-
-    /// Pads with zeros to a multiple of `alignment`; returns the new offset.
-    func align(to alignment: Int) throws(GraphError) -> Int {
-        let padding = (alignment - offset % alignment) % alignment
-        if padding > 0 {
-            try write([UInt8](repeating: 0, count: padding))
-        }
-        return offset
-    }
-
-    /// Flushes to disk and closes.
-    func finish() throws(GraphError) {
-        guard fsync(descriptor) == 0 else { throw failure("flushing") }
-        isClosed = true
-        guard close(descriptor) == 0 else { throw failure("closing") }
-    }
-
-    func closeQuietly() {
-        if !isClosed { close(descriptor) }
-        isClosed = true
-    }
 }

@@ -35,32 +35,19 @@ public enum NPZ {
     /// Writes `tensors` to `path` as an uncompressed `.npz`, through a temporary file renamed into place.
     /// Each tensor is written in its own type (bfloat16, which NumPy lacks, as float32).
     public static func write(_ tensors: [(name: String, tensor: Tensor)], path: String) throws(GraphError) {
-        let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
-        try? FileManager.default.removeItem(at: temporary)
-        do {
-            let archive = try Archive(url: temporary, accessMode: .create)
-            for (name, tensor) in tensors {
-                let data = npyData(tensor)
-                try archive.addEntry(with: name + ".npy", type: .file, uncompressedSize: Int64(data.count),
-                                     compressionMethod: .none) { position, size in
-                    data.subdata(in: Int(position)..<(Int(position) + size))
+        try AtomicFile.write(to: path) { (temporary) throws(GraphError) in
+            do {
+                let archive = try Archive(url: URL(fileURLWithPath: temporary), accessMode: .create)
+                for (name, tensor) in tensors {
+                    let data = npyData(tensor)
+                    try archive.addEntry(with: name + ".npy", type: .file, uncompressedSize: Int64(data.count),
+                                         compressionMethod: .none) { position, size in
+                        data.subdata(in: Int(position)..<(Int(position) + size))
+                    }
                 }
+            } catch {
+                throw .cannotWrite(path: path, reason: "\(error)")
             }
-        } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            throw .unreadableFile(path: path, reason: "cannot write: \(error)")
-        }
-        do {
-            if FileManager.default.fileExists(atPath: path) {
-                _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
-            } else {
-                try FileManager.default.moveItem(at: temporary, to: url)
-            }
-        } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            throw .unreadableFile(path: path, reason: "cannot move the written file into place: \(error)")
         }
     }
 

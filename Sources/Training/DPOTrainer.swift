@@ -151,7 +151,7 @@ public final class DPOTrainer {
         let modules = try LoRAModule.modules(for: targets, model: model)
         var adapter = LoRAAdapter.initialized(modules: modules, configuration: options.lora, seed: options.seed)
         if let path = options.initAdapter {
-            adapter = try LoRAAdapter.load(from: path, modules: modules)
+            adapter = try AdapterFolder.read(path, modules: modules)
         }
         adapted = try AdaptedModel(model: model, adapter: adapter)
         // Logits only where a completion token is scored, when the graph's output projection can be found.
@@ -210,10 +210,7 @@ public final class DPOTrainer {
         guard cacheKey != nil else { return (chosen, rejected) }
         try FileManager.default.createDirectory(atPath: cacheFolder, withIntermediateDirectories: true)
         // JSON doubles round-trip exactly, so a cached run equals an uncached one bit for bit.
-        let temporary = cachePath + ".tmp"
-        try JSONEncoder().encode(ReferenceCache(chosen: chosen, rejected: rejected)).write(to: URL(fileURLWithPath: temporary))
-        try? FileManager.default.removeItem(atPath: cachePath)
-        try FileManager.default.moveItem(atPath: temporary, toPath: cachePath)
+        try AtomicFile.write(try JSONEncoder().encode(ReferenceCache(chosen: chosen, rejected: rejected)), to: cachePath)
         return (chosen, rejected)
     }
 
@@ -403,7 +400,7 @@ public final class DPOTrainer {
     }
 
     /// Writes `checkpoint-<step>/` (parameters and optimiser state in float32, so that resuming continues
-    /// bit for bit; the adapter in PEFT format) to a temporary folder renamed into place.
+    /// bit for bit; the adapter in PEFT format) to a temporary folder renamed into place (`AtomicFile.replaceFolder`).
     private func saveCheckpoint(step: Int) throws -> String {
         let final = (options.outputDirectory as NSString).appendingPathComponent("checkpoint-\(step)")
         let temporary = (options.outputDirectory as NSString).appendingPathComponent(".checkpoint-\(step).tmp")
@@ -415,10 +412,9 @@ public final class DPOTrainer {
         try NPZ.write(arrays, path: (temporary as NSString).appendingPathComponent("trainer_state.npz"))
         let json = try JSONEncoder().encode(CheckpointState(step: step, cacheKey: cacheKey ?? "", optimizer: state.kind,
                                                             optimizerStep: state.step, seed: options.seed))
-        try json.write(to: URL(fileURLWithPath: (temporary as NSString).appendingPathComponent("trainer_state.json")))
+        try AtomicFile.write(json, to: (temporary as NSString).appendingPathComponent("trainer_state.json"))
         try currentAdapter().save(to: (temporary as NSString).appendingPathComponent("adapter"))
-        try? FileManager.default.removeItem(atPath: final)
-        try FileManager.default.moveItem(atPath: temporary, toPath: final)
+        try AtomicFile.replaceFolder(at: final, with: temporary)
         return final
     }
 

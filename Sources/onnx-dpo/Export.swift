@@ -39,7 +39,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         let base = try Model.load(path: model)
-        let loaded = try adapter.map { try AdapterConversion.readAdapter(at: $0, for: base).0 }
+        let loaded = try adapter.map { try AdapterFolder.read($0, for: base).adapter }
         let report = try ONNXExport.write(model: base, adapter: loaded, form: form, to: output, adapterFile: adapterFile,
                                           adapterSource: adapter)
         if json {

@@ -49,7 +49,7 @@ struct Run: ParsableCommand {
         let session: Session
         if let adapter {
             let base = try Model.load(path: model)
-            var loaded = try AdapterConversion.readAdapter(at: adapter, for: base).0
+            var loaded = try AdapterFolder.read(adapter, for: base).adapter
             loaded.configuration.dropout = 0  // inference: no dropout masks to feed
             let adapted = try AdaptedModel(model: base, adapter: loaded)
             session = try Session(model: adapted.model, additionalInitializers: adapted.initializers)

@@ -293,8 +293,8 @@ final class AdapterFormatTests: XCTestCase {
         for (index, (modules, configuration)) in cases.enumerated() {
             let adapter = PEFTAdapterTests.adapter(modules, configuration, seed: UInt64(20 + index))
             let folder = try temporaryDirectory(for: self).appendingPathComponent("nested/mlx").path
-            try adapter.saveMLX(to: folder)
-            let loaded = try LoRAAdapter.loadMLX(from: folder, modules: modules)
+            try adapter.save(to: folder, format: .mlx)
+            let loaded = try AdapterFolder.read(folder, modules: modules)
             XCTAssertEqual(loaded.configuration.rank, configuration.rank)
             XCTAssertEqual(loaded.configuration.scale, configuration.scale, accuracy: 1e-12 * configuration.scale, "case \(index)")
             XCTAssertEqual(loaded.configuration.alpha, configuration.scale * Double(configuration.rank))
@@ -307,7 +307,7 @@ final class AdapterFormatTests: XCTestCase {
             }
             // Saving the loaded adapter again gives the same files.
             let again = try temporaryDirectory(for: self).path
-            try loaded.saveMLX(to: again)
+            try loaded.save(to: again, format: .mlx)
             for name in [MLXAdapter.weightsFileName, MLXAdapter.configurationFileName] {
                 XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(again)/\(name)")),
                                try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name)")), name)
@@ -319,7 +319,7 @@ final class AdapterFormatTests: XCTestCase {
         let configuration = LoRAConfiguration(rank: 3, alpha: 12, dropout: 0.05, useRSLoRA: true)
         let adapter = PEFTAdapterTests.adapter(Self.llamaModules, configuration, seed: 3)
         let folder = try temporaryDirectory(for: self).path
-        try adapter.saveMLX(to: folder)
+        try adapter.save(to: folder, format: .mlx)
 
         let file = try SafeTensors.read(path: "\(folder)/adapters.safetensors")
         XCTAssertEqual(file.metadata, ["format": "mlx"])
@@ -359,7 +359,7 @@ final class AdapterFormatTests: XCTestCase {
         let configuration = LoRAConfiguration(rank: 2, alpha: 5)
         let adapter = PEFTAdapterTests.adapter(Self.fusedModules, configuration, seed: 9)
         let folder = try temporaryDirectory(for: self).path
-        try adapter.saveMLX(to: folder)
+        try adapter.save(to: folder, format: .mlx)
         let file = try SafeTensors.read(path: "\(folder)/adapters.safetensors")
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(folder)/adapter_config.json")))
         let scale = Float(try XCTUnwrap(((config as? [String: Any])?["lora_parameters"] as? [String: Any])?["scale"] as? Double))
@@ -396,15 +396,15 @@ final class AdapterFormatTests: XCTestCase {
 
         let adapter = PEFTAdapterTests.adapter(Self.llamaModules, LoRAConfiguration(rank: 2, alpha: 4), seed: 1)
         let folder = try temporaryDirectory(for: self).path
-        try adapter.saveMLX(to: folder, layerCount: 5)
+        try adapter.save(to: folder, format: .mlx, context: AdapterSaveContext(layerCount: 5))
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(folder)/adapter_config.json")))
         XCTAssertEqual((config as? [String: Any])?["num_layers"] as? Int, 5)
         assertThrows(["cannot write", "layerCount 1 is not above the highest adapted block, 1"]) {
-            try adapter.saveMLX(to: folder, layerCount: 1)
+            try adapter.save(to: folder, format: .mlx, context: AdapterSaveContext(layerCount: 1))
         }
         let file = try temporaryDirectory(for: self).appendingPathComponent("file").path
         XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data()))
-        assertThrows(["cannot write", "not a folder"]) { try adapter.saveMLX(to: file) }
+        assertThrows(["cannot write", "not a folder"]) { try adapter.save(to: file, format: .mlx) }
     }
 
     func testBadMLXFoldersAreRefusedNamingTheProblem() throws {
@@ -418,7 +418,7 @@ final class AdapterFormatTests: XCTestCase {
                     config editConfig: (inout [String: Any]) -> Void = { _ in }) throws -> String {
             count += 1
             let path = root.appendingPathComponent("case\(count)").path
-            try adapter.saveMLX(to: path)
+            try adapter.save(to: path, format: .mlx)
             var tensors = try SafeTensors.read(path: "\(path)/adapters.safetensors").tensors
             edit(&tensors)
             try SafeTensors.write(tensors, metadata: ["format": "mlx"], to: "\(path)/adapters.safetensors")
@@ -429,9 +429,9 @@ final class AdapterFormatTests: XCTestCase {
             return path
         }
         func refused(_ path: String, _ fragments: [String], line: UInt = #line) {
-            assertThrows(fragments, line: line) { try LoRAAdapter.loadMLX(from: path, modules: modules) }
+            assertThrows(fragments, line: line) { try AdapterFolder.read(path, modules: modules) }
         }
-        XCTAssertNoThrow(try LoRAAdapter.loadMLX(from: try folder(), modules: modules), "the unedited folder loads")
+        XCTAssertNoThrow(try AdapterFolder.read(try folder(), modules: modules), "the unedited folder loads")
 
         let missingFolder = root.appendingPathComponent("none").path
         refused(missingFolder, ["'\(missingFolder)' does not exist"])
@@ -454,7 +454,7 @@ final class AdapterFormatTests: XCTestCase {
         refused(try folder(config: { $0["lora_parameters"] = ["rank": 2, "scale": false] }), ["\"scale\" is not a finite number"])
         refused(try folder(config: { $0["num_layers"] = "all" }), ["\"num_layers\" is not an integer"])
         // 0 and 1 are numbers, not booleans (JSONSerialization's NSNumber would pass `is Bool` for them).
-        let ones = try LoRAAdapter.loadMLX(from: try folder(config: {
+        let ones = try AdapterFolder.read(try folder(config: {
             $0["num_layers"] = 1
             $0["lora_parameters"] = ["rank": 2, "scale": 1, "dropout": 0]
         }), modules: modules)
@@ -474,7 +474,7 @@ final class AdapterFormatTests: XCTestCase {
                 ["'lm_head.weight' is not an MLX LoRA weight"])
         refused(try folder(tensors: { tensors in
             let index = tensors.firstIndex { $0.name == "lm_head.lora_a" }!
-            tensors[index].tensor = MLXAdapter.convertingOrientation(tensors[index].tensor)  // PEFT's [r, in] by mistake
+            tensors[index].tensor = transposed(tensors[index].tensor)  // PEFT's [r, in] by mistake
         }), ["'lm_head.lora_a' has shape [2, 4], but the model needs [4, 2]"])
         refused(try folder(config: { $0["lora_parameters"] = ["rank": 3, "scale": 2] }),
                 ["has shape [4, 2], but the model needs [4, 3]"])

@@ -149,7 +149,7 @@ final class ExportTests: XCTestCase {
         // projections on all their output features and rsLoRA's scale included.
         for (name, fixture, scale) in [("qwen2-torchscript-rslora", "qwen2-torchscript", 8.0), ("gpt2-torchscript-c_attn", "gpt2-torchscript", 2.0)] {
             let model = try ExportFixture.named(fixture).model()
-            let adapter = try LoRAAdapter.load(from: repositoryPath("models/peft/\(name)"), for: model)
+            let adapter = try AdapterFolder.read(repositoryPath("models/peft/\(name)"), for: model).adapter
             XCTAssertEqual(adapter.configuration.scale, scale, accuracy: 1e-12, name)
             for module in adapter.modules { XCTAssertEqual(module.trainableOutputs.count, module.outFeatures, name) }
         }
@@ -276,7 +276,7 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(try AdapterConversion.convert(modelPath: modelPath, adapterPath: source, to: .mlx, output: mlx).sourceFormat, .peft)
         XCTAssertEqual(try AdapterConversion.convert(modelPath: modelPath, adapterPath: mlx, to: .peft, output: peft).sourceFormat, .mlx)
         let model = try Model.load(path: modelPath)
-        let original = try LoRAAdapter.load(from: source, for: model), back = try LoRAAdapter.load(from: peft, for: model)
+        let original = try AdapterFolder.read(source, for: model).adapter, back = try AdapterFolder.read(peft, for: model).adapter
         XCTAssertEqual(back.configuration.scale, original.configuration.scale, accuracy: 1e-9)
         for module in original.modules {
             XCTAssertEqual(back.a[module.modulePath]?.floats, original.a[module.modulePath]?.floats, module.modulePath)

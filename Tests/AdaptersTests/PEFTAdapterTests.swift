@@ -59,7 +59,7 @@ final class PEFTAdapterTests: XCTestCase {
                 let adapter = Self.adapter(modules, configuration, seed: UInt64(10 + index))
                 let folder = try temporaryDirectory(for: self).appendingPathComponent("nested/adapter").path
                 try adapter.save(to: folder, baseModelNameOrPath: index == 0 ? "models/\(model)/model.onnx" : nil)
-                let loaded = try LoRAAdapter.load(from: folder, modules: modules)
+                let loaded = try AdapterFolder.read(folder, modules: modules)
                 XCTAssertEqual(loaded.configuration, configuration, model)
                 XCTAssertEqual(loaded.configuration.alpha.bitPattern, configuration.alpha.bitPattern)
                 XCTAssertEqual(loaded.configuration.dropout.bitPattern, configuration.dropout.bitPattern)
@@ -206,7 +206,7 @@ final class PEFTAdapterTests: XCTestCase {
 
     func testLoadsAnAdapterSavedByPEFT() throws {
         let modules = try Self.modules("llama-dynamo")
-        let adapter = try LoRAAdapter.load(from: repositoryPath("\(Self.fixtures)/llama_adapter"), modules: modules)
+        let adapter = try AdapterFolder.read(repositoryPath("\(Self.fixtures)/llama_adapter"), modules: modules)
         XCTAssertEqual(adapter.configuration, LoRAConfiguration(rank: 4, alpha: 8, dropout: 0, useRSLoRA: false,
                                                                 initialization: .gaussian))
         let expected = try NPZ.read(path: repositoryPath("\(Self.fixtures)/llama_adapter.npz"))
@@ -218,7 +218,7 @@ final class PEFTAdapterTests: XCTestCase {
         XCTAssertTrue(adapter.b.values.contains { $0.floats.contains { $0 != 0 } }, "the fixture's B is not zero")
 
         // TRL's initial adapter (PEFT's defaults, r 8): kaiming, and it saves back to the same tensors.
-        let trl = try LoRAAdapter.load(from: repositoryPath("Tests/FinetuneTests/Fixtures/trl/initial_adapter"), modules: modules)
+        let trl = try AdapterFolder.read(repositoryPath("Tests/FinetuneTests/Fixtures/trl/initial_adapter"), modules: modules)
         XCTAssertEqual(trl.configuration, LoRAConfiguration(rank: 8, alpha: 16))
         let folder = try temporaryDirectory(for: self).path
         try trl.save(to: folder)
@@ -244,11 +244,11 @@ final class PEFTAdapterTests: XCTestCase {
     func testMissingFolderAndFilesAreNamed() throws {
         let modules = try Self.modules("llama-dynamo")
         let missing = try temporaryDirectory(for: self).appendingPathComponent("nowhere").path
-        assertThrows(["'\(missing)' does not exist"]) { _ = try LoRAAdapter.load(from: missing, modules: modules) }
+        assertThrows(["'\(missing)' does not exist"]) { _ = try AdapterFolder.read(missing, modules: modules) }
         for name in ["adapter_config.json", "adapter_model.safetensors"] {
             let folder = try editedFixture { _ in }
             try FileManager.default.removeItem(atPath: "\(folder)/\(name)")
-            assertThrows(["\(folder)/\(name)' does not exist"]) { _ = try LoRAAdapter.load(from: folder, modules: modules) }
+            assertThrows(["\(folder)/\(name)' does not exist"]) { _ = try AdapterFolder.read(folder, modules: modules) }
         }
     }
 
@@ -268,11 +268,11 @@ final class PEFTAdapterTests: XCTestCase {
         ]
         for (fragments, edit) in cases {
             let folder = try editedFixture(edit)
-            assertThrows(fragments + ["\(folder)/adapter_config.json"]) { _ = try LoRAAdapter.load(from: folder, modules: modules) }
+            assertThrows(fragments + ["\(folder)/adapter_config.json"]) { _ = try AdapterFolder.read(folder, modules: modules) }
         }
         let folder = try editedFixture { _ in }
         try Data("{\"peft_type\": ".utf8).write(to: URL(fileURLWithPath: "\(folder)/adapter_config.json"))
-        assertThrows(["adapter_config.json", "not valid JSON"]) { _ = try LoRAAdapter.load(from: folder, modules: modules) }
+        assertThrows(["adapter_config.json", "not valid JSON"]) { _ = try AdapterFolder.read(folder, modules: modules) }
     }
 
     func testModuleAndShapeMismatchesAreNamed() throws {
@@ -289,7 +289,7 @@ final class PEFTAdapterTests: XCTestCase {
         extra.b[k] = Tensor(shape: [32, 4], floats: [Float](repeating: 0, count: 128))
         try extra.save(to: root.appendingPathComponent("extra").path)
         assertThrows(["module '\(k)'", "not among the model's adapted modules", "adapter_model.safetensors"]) {
-            _ = try LoRAAdapter.load(from: root.appendingPathComponent("extra").path, modules: modules)
+            _ = try AdapterFolder.read(root.appendingPathComponent("extra").path, modules: modules)
         }
 
         // A module of the model that the file lacks.
@@ -297,7 +297,7 @@ final class PEFTAdapterTests: XCTestCase {
         let dropped = fewer.modules.removeLast()
         try fewer.save(to: root.appendingPathComponent("fewer").path)
         assertThrows(["module '\(dropped.modulePath)'", "the adapter has no 'base_model.model.\(dropped.modulePath).lora_A.weight'"]) {
-            _ = try LoRAAdapter.load(from: root.appendingPathComponent("fewer").path, modules: modules)
+            _ = try AdapterFolder.read(root.appendingPathComponent("fewer").path, modules: modules)
         }
 
         // A of the wrong rank for the config, and B of the wrong output size.
@@ -307,13 +307,13 @@ final class PEFTAdapterTests: XCTestCase {
         try wrongA.save(to: root.appendingPathComponent("wrongA").path)
         assertThrows(["'base_model.model.\(module.modulePath).lora_A.weight' has shape [5, \(module.inFeatures)]",
                       "needs [4, \(module.inFeatures)]"]) {
-            _ = try LoRAAdapter.load(from: root.appendingPathComponent("wrongA").path, modules: modules)
+            _ = try AdapterFolder.read(root.appendingPathComponent("wrongA").path, modules: modules)
         }
         var wrongB = adapter
         wrongB.b[module.modulePath] = Tensor(shape: [module.outFeatures + 1, 4], floats: [Float](repeating: 1, count: 4 * module.outFeatures + 4))
         try wrongB.save(to: root.appendingPathComponent("wrongB").path)
         assertThrows(["lora_B.weight' has shape [\(module.outFeatures + 1), 4]", "needs [\(module.outFeatures), 4]"]) {
-            _ = try LoRAAdapter.load(from: root.appendingPathComponent("wrongB").path, modules: modules)
+            _ = try AdapterFolder.read(root.appendingPathComponent("wrongB").path, modules: modules)
         }
 
         // A key that is not a LoRA weight at all.
@@ -322,10 +322,10 @@ final class PEFTAdapterTests: XCTestCase {
         var tensors = try SafeTensors.read(path: "\(odd)/adapter_model.safetensors").tensors
         tensors.append(("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", Tensor(shape: [1], floats: [1])))
         try SafeTensors.write(tensors, to: "\(odd)/adapter_model.safetensors")
-        assertThrows(["lora_magnitude_vector' is a DoRA magnitude vector"]) { _ = try LoRAAdapter.load(from: odd, modules: modules) }
+        assertThrows(["lora_magnitude_vector' is a DoRA magnitude vector"]) { _ = try AdapterFolder.read(odd, modules: modules) }
         tensors[tensors.count - 1].name = "base_model.model.model.layers.0.self_attn.q_proj.lora_E"
         try SafeTensors.write(tensors, to: "\(odd)/adapter_model.safetensors")
-        assertThrows(["lora_E' is not a LoRA weight"]) { _ = try LoRAAdapter.load(from: odd, modules: modules) }
+        assertThrows(["lora_E' is not a LoRA weight"]) { _ = try AdapterFolder.read(odd, modules: modules) }
     }
 
     /// On Linux, JSONSerialization's 1 also casts to `Bool` and `true` to a number; the configuration is read
@@ -336,13 +336,13 @@ final class PEFTAdapterTests: XCTestCase {
         let modules = try LoRAModule.modules(for: try LoRATargets.find(in: model), model: model)
         let folder = root.appendingPathComponent("alpha1").path
         try LoRAAdapter.initialized(modules: modules, configuration: LoRAConfiguration(rank: 1, alpha: 1), seed: 1).save(to: folder)
-        let loaded = try LoRAAdapter.load(from: folder, modules: modules)
+        let loaded = try AdapterFolder.read(folder, modules: modules)
         XCTAssertEqual(loaded.configuration.alpha, 1)
         XCTAssertEqual(loaded.configuration.rank, 1)
         let config = "\(folder)/adapter_config.json"
         let text = try String(contentsOfFile: config, encoding: .utf8)
         try text.replacingOccurrences(of: "\"use_rslora\": false", with: "\"use_rslora\": 1").write(toFile: config, atomically: true, encoding: .utf8)
-        assertThrows(["use_rslora", "not true or false"]) { _ = try LoRAAdapter.load(from: folder, modules: modules) }
+        assertThrows(["use_rslora", "not true or false"]) { _ = try AdapterFolder.read(folder, modules: modules) }
     }
 
     func testFusedProjectionKeepsPEFTOrientationAndRefusesChangedFrozenRows() throws {
@@ -366,7 +366,7 @@ final class PEFTAdapterTests: XCTestCase {
         tensors[index].tensor = Tensor(shape: tensors[index].tensor.shape, floats: values)
         try SafeTensors.write(tensors, to: "\(folder)/adapter_model.safetensors")
         assertThrows(["module '\(cAttn.modulePath)'", "nonzero lora_B rows", "first: \(frozen)", "target patterns"]) {
-            _ = try LoRAAdapter.load(from: folder, modules: modules)
+            _ = try AdapterFolder.read(folder, modules: modules)
         }
     }
 

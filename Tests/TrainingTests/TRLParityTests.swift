@@ -50,7 +50,7 @@ final class TRLParityTests: XCTestCase {
 
         let modules = trainer.adapted.modules
         let final = try trainer.currentAdapter()
-        let torch = try LoRAAdapter.load(from: "\(Self.reference)/final_adapter", modules: modules)
+        let torch = try AdapterFolder.read("\(Self.reference)/final_adapter", modules: modules)
         for module in modules {
             for (ours, theirs, name) in [(final.a, torch.a, "lora_A"), (final.b, torch.b, "lora_B")] {
                 assertClose(try XCTUnwrap(ours[module.modulePath]), try XCTUnwrap(theirs[module.modulePath]),

@@ -271,24 +271,3 @@ public enum ONNXExport {
         }
     }
 }
-
-extension LoRAAdapter {
-    /// Loads the PEFT adapter folder `directory` for `model`, which it need not have been trained on here: the
-    /// module paths in the adapter's keys are looked up among the graph's projections (found by structure and
-    /// labelled from node names or `pkg.torch.onnx.name_scopes` metadata), so an adapter trained with TRL or PEFT
-    /// on the Hugging Face model applies to its ONNX export. Every module of the adapter must be found; a fused
-    /// projection (`c_attn`, `qkv_proj`, `query_key_value`) is adapted on all of its output features.
-    public static func load(from directory: String, for model: Model) throws -> LoRAAdapter {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw AdapterError.adapterNotFound(path: directory)
-        }
-        // The configuration first, so that a DoRA or non-LoRA adapter is refused for what it is.
-        let configPath = "\(directory)/\(PEFTAdapter.configurationFileName)"
-        guard let configData = FileManager.default.contents(atPath: configPath) else { throw AdapterError.adapterNotFound(path: configPath) }
-        _ = try PEFTAdapter.configuration(from: configData, path: configPath)
-        let modules = try LoRAModule.modules(atPaths: try PEFTAdapter.modulePaths(in: directory), in: model,
-                                             weightsPath: "\(directory)/\(PEFTAdapter.weightsFileName)")
-        return try load(from: directory, modules: modules)
-    }
-}

@@ -3,31 +3,7 @@ import ONNXGraph
 
 /// What PEFT's and MLX's adapter folders have in common: a safetensors file of weights and a JSON configuration,
 /// read with each missing piece named, and written (each file atomically) into a folder created if needed.
-enum AdapterFolder {
-    struct Contents {
-        var configurationPath: String
-        var configuration: Data
-        var weightsPath: String
-        var weights: SafeTensors.File
-    }
-
-    static func read(_ directory: String, configurationFileName: String, weightsFileName: String) throws -> Contents {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw AdapterError.adapterNotFound(path: directory)
-        }
-        let configurationPath = "\(directory)/\(configurationFileName)"
-        let weightsPath = "\(directory)/\(weightsFileName)"
-        for path in [configurationPath, weightsPath] where !FileManager.default.fileExists(atPath: path) {
-            throw AdapterError.adapterNotFound(path: path)
-        }
-        guard let configuration = FileManager.default.contents(atPath: configurationPath) else {
-            throw AdapterError.invalidAdapter(path: configurationPath, reason: "the file cannot be read")
-        }
-        return Contents(configurationPath: configurationPath, configuration: configuration, weightsPath: weightsPath,
-                        weights: try SafeTensors.read(path: weightsPath))
-    }
-
+public enum AdapterFolder {
     static func write(
         _ directory: String, weights: [(name: String, tensor: Tensor)], metadata: [String: String], weightsFileName: String,
         configuration: String, configurationFileName: String
@@ -43,20 +19,6 @@ enum AdapterFolder {
         }
         try SafeTensors.write(weights, metadata: metadata, to: "\(directory)/\(weightsFileName)")
         try AtomicFile.write(Data(configuration.utf8), to: "\(directory)/\(configurationFileName)")
-    }
-
-    /// The module paths the weights file `weightsPath` holds adapters for, in file order, each once: `modulePath`
-    /// maps a key to its module path, nil for a key that is not a LoRA weight (refused, saying `notLoRA(key)`).
-    static func modulePaths(
-        weightsPath: String, modulePath: (String) -> String?, notLoRA: (String) -> String
-    ) throws -> [String] {
-        guard FileManager.default.fileExists(atPath: weightsPath) else { throw AdapterError.adapterNotFound(path: weightsPath) }
-        var paths: [String] = []
-        for (key, _) in try SafeTensors.read(path: weightsPath).tensors {
-            guard let path = modulePath(key) else { throw AdapterError.invalidAdapter(path: weightsPath, reason: notLoRA(key)) }
-            if !paths.contains(path) { paths.append(path) }
-        }
-        return paths
     }
 }
 
