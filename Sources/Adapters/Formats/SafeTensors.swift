@@ -63,44 +63,30 @@ public enum SafeTensors {
         let dataStart = 8 + Int(headerLength)
         let headerBytes = UnsafeRawBufferPointer(rebasing: bytes[8..<dataStart])
         guard headerBytes.first == UInt8(ascii: "{") else { throw fail("the header does not start with '{'") }
-        let json: Any
+        let header: Header
         do {
-            json = try JSONSerialization.jsonObject(with: Data(headerBytes))
+            header = try JSONDecoder().decode(Header.self, from: Data(headerBytes))
+        } catch let problem as HeaderProblem {
+            throw fail(problem.reason, tensor: problem.tensor)
+        } catch DecodingError.typeMismatch(_, let context) where context.codingPath.isEmpty {
+            throw fail("the header is not a JSON object")
         } catch {
-            throw fail("the header is not valid JSON (\(error.localizedDescription))")
+            throw fail("the header is not valid JSON (\(error))")
         }
-        guard let header = json as? [String: Any] else { throw fail("the header is not a JSON object") }
         let data = UnsafeRawBufferPointer(rebasing: bytes[dataStart...])
-
-        var metadata: [String: String] = [:]
-        if let value = header["__metadata__"] {
-            guard let strings = value as? [String: Any] else { throw fail("__metadata__ is not an object") }
-            for (key, value) in strings {
-                guard let string = value as? String else { throw fail("__metadata__ '\(key)' is not a string") }
-                metadata[key] = string
-            }
-        }
+        let metadata = header.metadata
 
         struct Entry { var name: String; var dtype: String; var dataType: DataType; var shape: [Int]; var range: Range<Int> }
         var entries: [Entry] = []
-        for (name, value) in header where name != "__metadata__" {
-            guard let info = value as? [String: Any] else { throw fail("its header entry is not an object", tensor: name) }
-            guard let dtype = info["dtype"] as? String else { throw fail("no \"dtype\" string", tensor: name) }
-            guard let (dataType, width) = dataType(of: dtype) else {
-                throw fail("dtype \(dtype) is not supported (F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL are)", tensor: name)
+        for (name, info) in header.entries {
+            guard let (dataType, width) = dataType(of: info.dtype) else {
+                throw fail("dtype \(info.dtype) is not supported (F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL are)", tensor: name)
             }
-            guard let shapeValues = info["shape"] as? [Any] else { throw fail("no \"shape\" array", tensor: name) }
-            var shape: [Int] = []
-            for value in shapeValues {
-                guard let dimension = integer(value), dimension >= 0 else {
-                    throw fail("shape \(shapeValues) has a dimension that is not a non-negative integer", tensor: name)
-                }
-                shape.append(dimension)
+            let shape = info.shape
+            guard shape.allSatisfy({ $0 >= 0 }) else {
+                throw fail("shape \(shape) has a dimension that is not a non-negative integer", tensor: name)
             }
-            guard let offsets = info["data_offsets"] as? [Any], offsets.count == 2,
-                  let begin = integer(offsets[0]), let end = integer(offsets[1]) else {
-                throw fail("\"data_offsets\" is not a pair of integers", tensor: name)
-            }
+            let (begin, end) = (info.dataOffsets[0], info.dataOffsets[1])
             guard begin >= 0, begin <= end, end <= data.count else {
                 throw fail("data_offsets [\(begin), \(end)] lie outside the \(data.count) bytes of data (truncated?)", tensor: name)
             }
@@ -111,10 +97,10 @@ public enum SafeTensors {
                 byteCount = product
             }
             guard end - begin == byteCount else {
-                throw fail("data_offsets [\(begin), \(end)] hold \(end - begin) bytes, but \(dtype) \(shape) needs \(byteCount)",
+                throw fail("data_offsets [\(begin), \(end)] hold \(end - begin) bytes, but \(info.dtype) \(shape) needs \(byteCount)",
                            tensor: name)
             }
-            entries.append(Entry(name: name, dtype: dtype, dataType: dataType, shape: shape, range: begin..<end))
+            entries.append(Entry(name: name, dtype: info.dtype, dataType: dataType, shape: shape, range: begin..<end))
         }
 
         // Data order; an empty tensor may share its offset with the next. The data must be covered exactly.
@@ -143,7 +129,7 @@ public enum SafeTensors {
         return File(tensors: tensors, metadata: metadata)
     }
 
-    /// Writes `tensors` to `path`, in the given order, atomically: the bytes go to a temporary file in the same
+    /// Writes `tensors` to `path`, their data in the given order, atomically: the bytes go to a temporary file in the same
     /// folder, which is then renamed over `path`, so `path` never holds a partial file. Float tensors are written
     /// as F32, or as F16 / BF16 when that is their `dataType` (rounded to nearest even); integer tensors as I64
     /// (I32 when their `dataType` is int32); bool as BOOL. `path` must not be a folder; its folder must exist.
@@ -154,26 +140,22 @@ public enum SafeTensors {
                 throw AdapterError.cannotWrite(path: path, reason: "tensor name '\(name)' is reserved or repeated")
             }
         }
-        var header = "{"
-        if !metadata.isEmpty {
-            header += "\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }
-                .map { "\(jsonString($0.key)):\(jsonString($0.value))" }.joined(separator: ",") + "},"
-        }
         var payload = Data()
-        for (index, (name, tensor)) in tensors.enumerated() {
+        var header = Header(metadata: metadata)
+        for (name, tensor) in tensors {
             let begin = payload.count
             let dtype = encode(tensor, into: &payload)
-            let shape = tensor.shape.map(String.init).joined(separator: ",")
-            header += (index == 0 ? "" : ",") + "\(jsonString(name)):{\"dtype\":\"\(dtype)\",\"shape\":[\(shape)],"
-                + "\"data_offsets\":[\(begin),\(payload.count)]}"
+            header.entries.append((name, TensorInfo(dtype: dtype, shape: tensor.shape, dataOffsets: [begin, payload.count])))
         }
-        if header.hasSuffix(",") { header.removeLast() }
-        header += "}"
+        let encoder = JSONEncoder()
+        // Sorted keys: the same tensors always give the same bytes (the data keeps the given order).
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var headerBytes = [UInt8](try encoder.encode(header))
         // Pad the header with spaces so that the data starts 8-byte aligned, as the reference writer does.
-        header += String(repeating: " ", count: (8 - header.utf8.count % 8) % 8)
+        headerBytes += [UInt8](repeating: UInt8(ascii: " "), count: (8 - headerBytes.count % 8) % 8)
         var file = Data()
-        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { file.append(contentsOf: $0) }
-        file.append(contentsOf: Array(header.utf8))
+        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { file.append(contentsOf: $0) }
+        file.append(contentsOf: headerBytes)
         file.append(payload)
         try AtomicFile.write(file, to: path)
     }
@@ -195,8 +177,6 @@ public enum SafeTensors {
         }
     }
 
-    /// A JSON number that is an exact integer, as `Int`.
-    private static func integer(_ value: Any) -> Int? { value as? Int }
 
     private static func decode(_ raw: UnsafeRawBufferPointer, dataType: DataType, shape: [Int]) -> Tensor {
         let count = shape.reduce(1, *)
@@ -246,21 +226,123 @@ public enum SafeTensors {
     }
 }
 
-/// A JSON string literal for `text` (RFC 8259 escaping).
-func jsonString(_ text: String) -> String {
-    var result = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": result += "\\\""
-        case "\\": result += "\\\\"
-        case "\n": result += "\\n"
-        case "\r": result += "\\r"
-        case "\t": result += "\\t"
-        case _ where scalar.value < 0x20:
-            result += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
-                + String(scalar.value, radix: 16)
-        default: result.unicodeScalars.append(scalar)
+// MARK: - The header
+
+extension SafeTensors {
+    /// One tensor's header entry, the format's key names verbatim.
+    struct TensorInfo: Codable {
+        var dtype: String
+        var shape: [Int]
+        var dataOffsets: [Int]
+        enum CodingKeys: String, CodingKey { case dtype, shape, dataOffsets = "data_offsets" }
+    }
+
+    /// Why a header is refused, and for which tensor.
+    struct HeaderProblem: Error {
+        var reason: String
+        var tensor: String?
+    }
+
+    /// The JSON header: `__metadata__` and one entry per tensor (written with sorted keys; the data offsets keep
+    /// the tensors' order).
+    struct Header: Codable {
+        var metadata: [String: String] = [:]
+        var entries: [(name: String, info: TensorInfo)] = []
+
+        init(metadata: [String: String]) { self.metadata = metadata }
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(_ string: String) { stringValue = string }
+            init?(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+        static let metadataKey = "__metadata__"
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: Key.self)
+            for key in container.allKeys {
+                if key.stringValue == Self.metadataKey {
+                    guard let strings = try? container.decode([String: JSONScalar].self, forKey: key) else {
+                        throw HeaderProblem(reason: "__metadata__ is not an object")
+                    }
+                    for (name, value) in strings {
+                        guard case .string(let text) = value else { throw HeaderProblem(reason: "__metadata__ '\(name)' is not a string") }
+                        metadata[name] = text
+                    }
+                    continue
+                }
+                let name = key.stringValue
+                let entry = try container.nestedContainer(keyedBy: TensorInfo.CodingKeys.self, forKey: key, orElse: name)
+                guard let dtype = try? entry.decode(String.self, forKey: .dtype) else {
+                    throw HeaderProblem(reason: "no \"dtype\" string", tensor: name)
+                }
+                guard let shapeValues = try? entry.decode([JSONScalar].self, forKey: .shape) else {
+                    throw HeaderProblem(reason: "no \"shape\" array", tensor: name)
+                }
+                let shape = shapeValues.compactMap(\.integer)
+                guard shape.count == shapeValues.count else {
+                    throw HeaderProblem(reason: "shape \(shapeValues.map(\.description)) has a dimension that is not a non-negative integer",
+                                        tensor: name)
+                }
+                guard let offsets = try? entry.decode([Int].self, forKey: .dataOffsets), offsets.count == 2 else {
+                    throw HeaderProblem(reason: "\"data_offsets\" is not a pair of integers", tensor: name)
+                }
+                entries.append((name, TensorInfo(dtype: dtype, shape: shape, dataOffsets: offsets)))
+            }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Key.self)
+            if !metadata.isEmpty {
+                var strings = container.nestedContainer(keyedBy: Key.self, forKey: Key(Self.metadataKey))
+                for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { try strings.encode(value, forKey: Key(name)) }
+            }
+            for (name, info) in entries { try container.encode(info, forKey: Key(name)) }
         }
     }
-    return result + "\""
+
+    /// A JSON string, integer or other value inside the header, for messages that quote what was there.
+    enum JSONScalar: Decodable, CustomStringConvertible {
+        case string(String)
+        case number(Double)
+        case other
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let text = try? container.decode(String.self) {
+                self = .string(text)
+            } else if let number = try? container.decode(Double.self) {
+                self = .number(number)
+            } else {
+                self = .other
+            }
+        }
+
+        /// The value as an exact integer, if it is one.
+        var integer: Int? {
+            guard case .number(let number) = self, number == number.rounded(), abs(number) < 1e15 else { return nil }
+            return Int(number)
+        }
+
+        var description: String {
+            switch self {
+            case .string(let text): "\"\(text)\""
+            case .number(let number): integer.map(String.init) ?? "\(number)"
+            case .other: "…"
+            }
+        }
+    }
+}
+
+extension KeyedDecodingContainer where Key == SafeTensors.Header.Key {
+    /// The object under `key`, or a `HeaderProblem` saying the tensor's entry is not an object.
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key, orElse tensor: String) throws -> KeyedDecodingContainer<NestedKey> {
+        do {
+            return try nestedContainer(keyedBy: type, forKey: key)
+        } catch {
+            throw SafeTensors.HeaderProblem(reason: "its header entry is not an object", tensor: tensor)
+        }
+    }
 }
