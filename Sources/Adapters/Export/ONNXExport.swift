@@ -129,7 +129,7 @@ public enum ONNXExport {
         _ adapter: LoRAAdapter, modules: [LoRAModule], model: Model, index: GraphIndex, editor: ModelEditor,
         report: inout ONNXExportReport
     ) throws {
-        var taken = Set(model.graph.initializers.map(\.name) + model.graph.nodes.flatMap(\.outputs) + model.graph.inputs.map(\.name))
+        var names = FreshNames(model: model)
         for module in modules {
             let position = nodeIndex(of: module, in: model)
             guard position < model.graph.nodes.count else {
@@ -159,10 +159,7 @@ public enum ONNXExport {
                 try editor.replaceValues(ofInitializer: initializer.name, raw: raw)
                 report.mergedWeights.append(initializer.name)
             } else {
-                var copy = "\(initializer.name)/merged/\(module.modulePath)"
-                var counter = 1
-                while taken.contains(copy) { copy = "\(initializer.name)/merged/\(module.modulePath)_\(counter)"; counter += 1 }
-                taken.insert(copy)
+                let copy = names.make("\(initializer.name)/merged/\(module.modulePath)")
                 try editor.addInitializer(name: copy, dataType: initializer.dataType, shape: initializer.shape, raw: raw)
                 editor.setInput(ofNodeAt: position, slot: slot, to: copy)
                 report.copiedWeights.append("\(initializer.name) -> \(copy)")

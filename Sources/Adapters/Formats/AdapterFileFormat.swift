@@ -159,14 +159,15 @@ extension AdapterFolder {
         _ = try configuration(directory, as: format)
         var paths: [String] = []
         guard FileManager.default.fileExists(atPath: weightsPath) else { throw AdapterError.adapterNotFound(path: weightsPath) }
-        for (key, _) in try SafeTensors.read(path: weightsPath).tensors {
+        let file = try SafeTensors.read(path: weightsPath)
+        for (key, _) in file.tensors {
             guard let path = Format.parseKey(key)?.modulePath else {
                 throw AdapterError.invalidAdapter(path: weightsPath, reason: Format.notLoRAKey(key))
             }
             if !paths.contains(path) { paths.append(path) }
         }
         let modules = try LoRAModule.modules(atPaths: paths, in: model, weightsPath: weightsPath)
-        return try read(directory, as: format, modules: modules)
+        return try read(directory, as: format, modules: modules, weights: file)
     }
 
     /// The parsed configuration of `directory` and its path.
@@ -194,11 +195,19 @@ extension AdapterFolder {
     /// module must have both matrices with the shapes its rank and features give, values of any float dtype are
     /// converted to float32 and turned to PEFT's orientation; and on a fused projection the rows of B for output
     /// features the module does not adapt must be zero (else the loaded model would differ from the adapter's).
-    static func read<Format: AdapterFileFormat>(_ directory: String, as format: Format.Type, modules: [LoRAModule]) throws -> LoRAAdapter {
+    /// `weights` is the weights file when the caller has read it already.
+    static func read<Format: AdapterFileFormat>(
+        _ directory: String, as format: Format.Type, modules: [LoRAModule], weights: SafeTensors.File? = nil
+    ) throws -> LoRAAdapter {
         let (fileConfiguration, configuration, configurationPath) = try Self.configuration(directory, as: format)
         let weightsPath = "\(directory)/\(Format.weightsFileName)"
-        guard FileManager.default.fileExists(atPath: weightsPath) else { throw AdapterError.adapterNotFound(path: weightsPath) }
-        let file = try SafeTensors.read(path: weightsPath)
+        let file: SafeTensors.File
+        if let weights {
+            file = weights
+        } else {
+            guard FileManager.default.fileExists(atPath: weightsPath) else { throw AdapterError.adapterNotFound(path: weightsPath) }
+            file = try SafeTensors.read(path: weightsPath)
+        }
 
         let byPath = Dictionary(modules.map { ($0.modulePath, $0) }, uniquingKeysWith: { first, _ in first })
         let rank = configuration.rank

@@ -156,14 +156,8 @@ struct LoRAAttachment {
         dropoutMask: ((String) -> String)?
     ) throws -> [LoRAAttachment] {
         let nodes = model.graph.nodes
-        var taken = Set(nodes.flatMap { $0.outputs } + model.graph.initializers.map(\.name) + model.graph.inputs.map(\.name))
-        func fresh(_ base: String) -> String {
-            var name = base
-            var counter = 1
-            while taken.contains(name) { name = "\(base)_\(counter)"; counter += 1 }
-            taken.insert(name)
-            return name
-        }
+        var names = FreshNames(model: model)
+        func fresh(_ base: String) -> String { names.make(base) }
         var attachments: [LoRAAttachment] = []
         for module in modules {
             guard let index = nodes.firstIndex(where: { $0.label == module.node || $0.name == module.node }) else {
