@@ -181,10 +181,12 @@ struct Eval: ParsableCommand {
         options.initAdapter = adapter  // its adapter_config.json gives rank, alpha and scaling
         let metrics = try DPOTrainer(options: options).evaluateDataset()
         if json {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: metrics, options: [.sortedKeys, .prettyPrinted]), as: UTF8.self))
+            print(try jsonText(metrics))
         } else {
-            for key in ["rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "loss"] {
-                print("\(key): \(String(format: "%.4f", metrics[key] ?? .nan))")
+            for (label, value) in [("rewards/accuracies", metrics.rewardsAccuracies), ("rewards/margins", metrics.rewardsMargins),
+                                   ("rewards/chosen", metrics.rewardsChosen), ("rewards/rejected", metrics.rewardsRejected),
+                                   ("loss", metrics.loss)] {
+                print("\(label): \(String(format: "%.4f", value))")
             }
         }
     }
@@ -203,15 +205,15 @@ final class ProgressPrinter {
             if cached { print("reference log-probs: \(total) pairs from the cache") }
             else { emit("reference log-probs: \(done)/\(total) pairs", final: done == total) }
         case .step(let metrics):
-            let step = Int(metrics["step"] ?? 0)
+            let objective = metrics.objective
             let line = String(format: "step %d/%d  loss %.4f  reward acc %.2f  margin %.4f  %.0f tok/s  ETA %@",
-                              step, total, metrics["loss"] ?? .nan, metrics["rewards/accuracies"] ?? .nan,
-                              metrics["rewards/margins"] ?? .nan, metrics["tokens_per_second"] ?? 0,
-                              Self.duration(metrics["eta_seconds"] ?? 0))
-            emit(line, final: step == total)
+                              metrics.step, total, objective.loss, objective.rewardsAccuracies, objective.rewardsMargins,
+                              metrics.tokensPerSecond, Self.duration(metrics.etaSeconds))
+            emit(line, final: metrics.step == total)
         case .evaluation(let metrics):
-            emit(String(format: "eval: loss %.4f  reward acc %.2f  margin %.4f", metrics["eval_loss"] ?? .nan,
-                        metrics["eval_rewards/accuracies"] ?? .nan, metrics["eval_rewards/margins"] ?? .nan), final: true)
+            let objective = metrics.objective
+            emit(String(format: "eval: loss %.4f  reward acc %.2f  margin %.4f", objective.loss,
+                        objective.rewardsAccuracies, objective.rewardsMargins), final: true)
         case .checkpoint(let path):
             emit("checkpoint: \(path)", final: true)
         case .resumed(let step):
