@@ -44,6 +44,9 @@ public struct DPOTrainingOptions: Sendable {
     /// Start from this PEFT adapter folder instead of a fresh adapter.
     public var initAdapter: String?
 
+    /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
+    public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
+
     public init(modelPath: String, tokenizerPath: String, dataPath: String, outputDirectory: String) {
         self.modelPath = modelPath
         self.tokenizerPath = tokenizerPath
@@ -333,7 +336,7 @@ public final class DPOTrainer {
                 report(.checkpoint(path: try saveCheckpoint(step: step + 1)))
             }
         }
-        try currentAdapter().save(to: (output as NSString).appendingPathComponent("adapter"))
+        try currentAdapter().save(to: options.adapterDirectory)
         return last
     }
 

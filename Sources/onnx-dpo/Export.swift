@@ -38,8 +38,7 @@ struct Export: ParsableCommand {
     var json = false
 
     func run() throws {
-        let base = try Model.load(path: model)
-        let loaded = try adapter.map { try AdapterConversion.readAdapter(at: $0, for: base).0 }
+        let (base, loaded) = try Model.load(path: model, adapterPath: adapter)
         let report = try ONNXExport.write(model: base, adapter: loaded, form: form, to: output, adapterFile: adapterFile,
                                           adapterSource: adapter)
         if json {

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import Adapters
 import Training
 import Interpreter
 import ONNXGraph
@@ -46,17 +45,7 @@ struct Run: ParsableCommand {
     var adapter: String?
 
     func run() throws {
-        let session: Session
-        if let adapter {
-            let base = try Model.load(path: model)
-            var loaded = try AdapterConversion.readAdapter(at: adapter, for: base).0
-            loaded.configuration.dropout = 0  // inference: no dropout masks to feed
-            let adapted = try AdaptedModel(model: base, adapter: loaded)
-            session = try Session(model: adapted.model, additionalInitializers: adapted.initializers)
-        } else {
-            session = try Session(model: try Model.load(path: model))
-        }
-        let written = try NPZRunner.run(session: session, inputsPath: inputs, outputPath: output)
+        let written = try NPZRunner.run(modelPath: model, adapterPath: adapter, inputsPath: inputs, outputPath: output)
         for (name, tensor) in written {
             print("\(name): \(tensor.dataType)\(tensor.shape)")
         }

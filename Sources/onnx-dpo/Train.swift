@@ -150,7 +150,7 @@ struct Train: ParsableCommand {
               + "on \(trainer.trainPairs.count) pairs for \(trainer.totalSteps) steps")
         try trainer.train(report: progress.handle)
         progress.finish()
-        print("adapter written to \((outputDir as NSString).appendingPathComponent("adapter"))")
+        print("adapter written to \(trainer.options.adapterDirectory)")
     }
 
     private func parse<T: RawRepresentable>(_ value: String, _ flag: String) throws -> T where T.RawValue == String, T: CaseIterable {
