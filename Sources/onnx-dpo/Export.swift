@@ -4,9 +4,6 @@ import Training
 import Foundation
 import ONNXGraph
 
-extension ONNXExportForm: ExpressibleByArgument {}
-extension ConversionTarget: ExpressibleByArgument {}
-
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a model with an adapter applied into the model's own graph: merged weights, or LoRA kept as nodes.",
