@@ -10,6 +10,17 @@ struct OnnxDPO: ParsableCommand {
         commandName: "onnx-dpo",
         abstract: "Inspect, run and align language models stored as ONNX files.",
         subcommands: [Inspect.self, Run.self, Train.self, Eval.self, Export.self, Convert.self, Bench.self])
+
+    /// ArgumentParser's `main`, with library errors that name an option by its library name re-worded to name
+    /// its flag (`namingFlags`).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: namingFlags(error))
+        }
+    }
 }
 
 struct Inspect: ParsableCommand {
