@@ -44,6 +44,9 @@ public struct DPOTrainingOptions: Sendable {
     /// Start from this PEFT adapter folder instead of a fresh adapter.
     public var initAdapter: String?
 
+    /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
+    public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
+
     public init(modelPath: String, tokenizerPath: String, dataPath: String, outputDirectory: String) {
         self.modelPath = modelPath
         self.tokenizerPath = tokenizerPath
@@ -77,10 +80,10 @@ public struct DPOTrainingOptions: Sendable {
 public enum TrainingEvent: Sendable {
     /// Reference log-probs: `done` of `total` pairs (or `cached` when read from the cache).
     case reference(done: Int, total: Int, cached: Bool)
-    /// One optimiser step's metrics (TRL's names, plus `step`, `epoch`, `tokens_per_second`, `eta_seconds`).
-    case step([String: Double])
-    /// Eval metrics (`eval_` prefixed, as transformers logs them).
-    case evaluation([String: Double])
+    /// One optimiser step's metrics.
+    case step(StepMetrics)
+    /// The eval data's metrics after a step.
+    case evaluation(EvalMetrics)
     case checkpoint(path: String)
     case resumed(step: Int)
 }
@@ -256,9 +259,10 @@ public final class DPOTrainer {
     // MARK: - Training
 
     /// Runs the training loop (resuming from the newest checkpoint when `options.resume`), writes
-    /// `metrics.jsonl`, checkpoints and the final adapter, and returns the last step's metrics.
+    /// `metrics.jsonl`, checkpoints and the final adapter, and returns the last step's metrics (nil when a resumed
+    /// run had no step left).
     @discardableResult
-    public func train(report: (TrainingEvent) -> Void = { _ in }) throws -> [String: Double] {
+    public func train(report: (TrainingEvent) -> Void = { _ in }) throws -> StepMetrics? {
         let output = options.outputDirectory
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let (referenceChosen, referenceRejected) = try referenceLogProbs(trainPairs, name: "train", report: report)
@@ -275,12 +279,12 @@ public final class DPOTrainer {
         let schedule = LearningRateSchedule(peak: options.learningRate, shape: options.schedule,
                                             warmupSteps: options.warmupSteps, totalSteps: totalSteps)
         let stepsPerEpoch = Double(max(1, batchesPerEpoch / options.gradientAccumulation))
-        var last: [String: Double] = [:]
+        var last: StepMetrics?
         let started = DispatchTime.now().uptimeNanoseconds
         for step in firstStep..<totalSteps {
             let stepStart = DispatchTime.now().uptimeNanoseconds
             var gradients: [String: Tensor] = [:]
-            var sums: [String: Double] = [:]
+            var sums = ObjectiveMetrics.zero
             var tokens = 0
             for micro in 0..<options.gradientAccumulation {
                 let indices = microBatch(step * options.gradientAccumulation + micro)
@@ -300,7 +304,7 @@ public final class DPOTrainer {
                     let scaled = Tensor(shape: gradient.shape, floats: gradient.floats.map { $0 * scale })
                     gradients[name] = try gradients[name].map { try addGradients($0, scaled) } ?? scaled
                 }
-                for (key, value) in evaluation.metrics { sums[key, default: 0] += value / Double(options.gradientAccumulation) }
+                sums = sums.combined(with: evaluation.metrics) { $0 + $1 / Double(options.gradientAccumulation) }
             }
             adapted.maskFrozenOutputs(&gradients)
             let norm = clipGradientNorm(&gradients, maxNorm: options.maxGradNorm)
@@ -309,23 +313,19 @@ public final class DPOTrainer {
 
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            var entry = sums
-            entry["grad_norm"] = norm
-            // transformers logs the rate after the scheduler has stepped: the next step's rate.
-            entry["learning_rate"] = schedule.rate(atStep: step + 1)
-            entry["step"] = Double(step + 1)
-            entry["epoch"] = Double(step + 1) / stepsPerEpoch
-            entry["tokens_per_second"] = Double(tokens) / seconds
-            entry["eta_seconds"] = elapsed / Double(step + 1 - firstStep) * Double(totalSteps - step - 1)
+            let entry = StepMetrics(
+                objective: sums, gradNorm: norm,
+                // transformers logs the rate after the scheduler has stepped: the next step's rate.
+                learningRate: schedule.rate(atStep: step + 1), step: step + 1,
+                epoch: Double(step + 1) / stepsPerEpoch, tokensPerSecond: Double(tokens) / seconds,
+                etaSeconds: elapsed / Double(step + 1 - firstStep) * Double(totalSteps - step - 1))
             try metrics.append(entry)
             report(.step(entry))
             last = entry
 
             let isLast = step + 1 == totalSteps
             if !evalPairs.isEmpty, isLast || options.evalEvery.map({ (step + 1) % $0 == 0 }) ?? false {
-                let evaluation = try evaluate(evalPairs, reference: evalReference)
-                var logged = evaluation.reduce(into: [String: Double]()) { $0["eval_\($1.key)"] = $1.value }
-                logged["step"] = Double(step + 1)
+                let logged = EvalMetrics(objective: try evaluate(evalPairs, reference: evalReference), step: step + 1)
                 try metrics.append(logged)
                 report(.evaluation(logged))
             }
@@ -333,7 +333,7 @@ public final class DPOTrainer {
                 report(.checkpoint(path: try saveCheckpoint(step: step + 1)))
             }
         }
-        try currentAdapter().save(to: (output as NSString).appendingPathComponent("adapter"))
+        try currentAdapter().save(to: options.adapterDirectory)
         return last
     }
 
@@ -362,14 +362,14 @@ public final class DPOTrainer {
 
     /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
     /// reference log-probs cached like a training run's.
-    public func evaluateDataset(report: (TrainingEvent) -> Void = { _ in }) throws -> [String: Double] {
+    public func evaluateDataset(report: (TrainingEvent) -> Void = { _ in }) throws -> ObjectiveMetrics {
         try FileManager.default.createDirectory(atPath: options.outputDirectory, withIntermediateDirectories: true)
         return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report))
     }
 
     /// Reward accuracy, margins and loss of the current adapter on `pairs` (no gradients).
-    public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double])) throws -> [String: Double] {
-        var totals: [String: Double] = [:]
+    public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double])) throws -> ObjectiveMetrics {
+        var totals = ObjectiveMetrics.zero
         var count = 0
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
             let end = min(start + options.batchSize, pairs.count)
@@ -378,10 +378,10 @@ public final class DPOTrainer {
             let policy = try logProbabilities(logits, batch)
             let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[start..<end]),
                                                             referenceRejected: Array(reference.1[start..<end]))
-            for (key, value) in evaluation.metrics { totals[key, default: 0] += value * Double(end - start) }
+            totals = totals.combined(with: evaluation.metrics) { $0 + $1 * Double(end - start) }
             count += end - start
         }
-        return totals.mapValues { $0 / Double(max(count, 1)) }
+        return totals.map { $0 / Double(max(count, 1)) }
     }
 
     /// The adapter as it is now, in PEFT's orientation.
@@ -453,6 +453,11 @@ public final class DPOTrainer {
 /// `metrics.jsonl`: one JSON object per line, appended and flushed as steps finish.
 final class MetricsLog {
     private let handle: FileHandle
+    private let encoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
 
     /// Opens `path`, keeping only the lines of steps up to `keepingStepsThrough` (the rest of a run resumed from
     /// a checkpoint is written again).
@@ -471,8 +476,10 @@ final class MetricsLog {
         try handle.seekToEnd()
     }
 
-    func append(_ entry: [String: Double]) throws {
-        var data = try JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys])
+    /// Appends one line: a step's or an evaluation's metrics under TRL's names, keys sorted, `/` escaped (as
+    /// `JSONSerialization` wrote them before, so files of older runs and newer ones compare line for line).
+    func append<Metrics: Encodable>(_ entry: Metrics) throws {
+        var data = try encoder.encode(entry)
         data.append(0x0A)
         try handle.write(contentsOf: data)
     }

@@ -29,8 +29,9 @@ public enum TrainingBenchmark {
     /// vocabulary size, the first half of each row prompt and the second half completion.
     public static func run(modelPath: String, pairs: Int, seq: Int, warmup: Int = 1, steps: Int = 3,
                            profile: OpProfile? = nil) throws -> Result {
-        guard pairs >= 1, seq >= 2, steps >= 1, warmup >= 0 else {
-            throw TrainingError.invalidOption(option: "bench train", reason: "needs --pairs >= 1, --seq >= 2, --steps >= 1")
+        for (option, value, least) in [("pairs", pairs, 1), ("seq", seq, 2), ("steps", steps, 1), ("warmup", warmup, 0)]
+        where value < least {
+            throw TrainingError.invalidOption(option: option, reason: "must be at least \(least), got \(value)")
         }
         let model = try Model.load(path: modelPath)
         let vocabulary = try vocabularySize(model)

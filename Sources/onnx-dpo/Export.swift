@@ -4,9 +4,6 @@ import Training
 import Foundation
 import ONNXGraph
 
-extension ONNXExportForm: ExpressibleByArgument {}
-extension ConversionTarget: ExpressibleByArgument {}
-
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a model with an adapter applied into the model's own graph: merged weights, or LoRA kept as nodes.",
@@ -38,8 +35,7 @@ struct Export: ParsableCommand {
     var json = false
 
     func run() throws {
-        let base = try Model.load(path: model)
-        let loaded = try adapter.map { try AdapterFolder.read($0, for: base).adapter }
+        let (base, loaded) = try Model.load(path: model, adapterPath: adapter)
         let report = try ONNXExport.write(model: base, adapter: loaded, form: form, to: output, adapterFile: adapterFile,
                                           adapterSource: adapter)
         if json {

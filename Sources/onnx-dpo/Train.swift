@@ -3,6 +3,9 @@ import Adapters
 import Training
 import Foundation
 
+/// The library's defaults: the flags default to them, so `--help` shows what a run without the flag uses.
+private let defaults = DPOTrainingOptions(modelPath: "", tokenizerPath: "", dataPath: "", outputDirectory: "")
+
 /// The flags `train` and `eval` share: the model, its tokenizer, the data and how it is cut.
 struct DataOptions: ParsableArguments {
     @Option(help: "The .onnx model (a causal LM with input_ids and attention_mask inputs and a logits output).")
@@ -15,50 +18,37 @@ struct DataOptions: ParsableArguments {
     var data: String
 
     @Option(help: "Longest prompt + completion in tokens (TRL's max_length); 0 for no limit.")
-    var maxLength = 1024
+    var maxLength = defaults.data.maxLength ?? 0
 
     @Option(help: "DPO β.")
-    var beta = 0.1
+    var beta = defaults.objective.beta
 
-    @Option(help: "Loss: sigmoid, ipo, hinge, robust, sigmoid_norm, sft, or a comma list (e.g. sigmoid,sft for RPO).")
-    var loss = "sigmoid"
+    @Option(help: "Loss, or a comma list of losses (e.g. sigmoid,sft for RPO).")
+    var loss = CommaList(defaults.objective.terms.map(\.type))
 
     @Option(help: "Weights of the --loss terms, comma-separated (default 1 each).")
-    var lossWeights: String?
+    var lossWeights: CommaList<Double>?
 
     @Option(help: "Label smoothing ε of the robust loss.")
-    var labelSmoothing = 0.0
+    var labelSmoothing = defaults.objective.labelSmoothing
 
     @Option(help: "Pairs per batch.")
-    var batchSize = 8
+    var batchSize = defaults.batchSize
 
     @Option(help: "Random seed (adapter initialisation, data order, eval split).")
-    var seed: UInt64 = 42
+    var seed = defaults.seed
 
-    func objective() throws -> DPOObjective {
-        let types = try loss.split(separator: ",").map { name -> DPOObjective.LossType in
-            guard let type = DPOObjective.LossType(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
-                throw ValidationError("--loss: unknown loss '\(name)'; choose from \(DPOObjective.LossType.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            return type
+    func validate() throws {
+        if let lossWeights, lossWeights.values.count != loss.values.count {
+            throw ValidationError("--loss-weights gives \(lossWeights.values.count) weights for \(loss.values.count) losses")
         }
-        let weights = try lossWeights.map { text in
-            try text.split(separator: ",").map { item -> Double in
-                guard let weight = Double(item.trimmingCharacters(in: .whitespaces)) else {
-                    throw ValidationError("--loss-weights: '\(item)' is not a number")
-                }
-                return weight
-            }
-        } ?? types.map { _ in 1 }
-        guard weights.count == types.count else {
-            throw ValidationError("--loss-weights gives \(weights.count) weights for \(types.count) losses")
-        }
-        return DPOObjective(beta: beta, terms: Array(zip(types, weights)), labelSmoothing: labelSmoothing)
     }
 
-    func trainingOptions(outputDirectory: String) throws -> DPOTrainingOptions {
+    /// The options these flags set, the others at their defaults.
+    func trainingOptions(outputDirectory: String) -> DPOTrainingOptions {
         var options = DPOTrainingOptions(modelPath: model, tokenizerPath: tokenizer, dataPath: data, outputDirectory: outputDirectory)
-        options.objective = try objective()
+        let weights = lossWeights?.values ?? loss.values.map { _ in 1 }
+        options.objective = DPOObjective(beta: beta, terms: Array(zip(loss.values, weights)), labelSmoothing: labelSmoothing)
         options.data.maxLength = maxLength == 0 ? nil : maxLength
         options.batchSize = batchSize
         options.seed = seed
@@ -76,43 +66,43 @@ struct Train: ParsableCommand {
     var outputDir: String
 
     @Option(help: "LoRA rank r.")
-    var rank = 8
+    var rank = defaults.lora.rank
     @Option(help: "LoRA alpha (scale alpha/r, or alpha/√r with --rslora).")
-    var alpha = 16.0
-    @Option(help: "LoRA dropout (only 0 is supported for now).")
-    var dropout = 0.0
+    var alpha = defaults.lora.alpha
+    @Option(help: "LoRA dropout on the adapters' input.")
+    var dropout = defaults.lora.dropout
     @Flag(help: "rsLoRA scaling, alpha/√r.")
     var rslora = false
-    @Option(help: "Adapter initialisation: kaiming (PEFT's default) or gaussian.")
-    var initialization = "kaiming"
-    @Option(name: .customLong("target"), help: "Projections to adapt: q, k, v, o, mlp, all-linear, module names, globs or regexes (repeatable).")
+    @Option(help: "Adapter initialisation (kaiming is PEFT's default).")
+    var initialization = defaults.lora.initialization
+    @Option(name: .customLong("target"), help: "Projections to adapt: q, k, v, o, mlp, all-linear, module names, globs or regexes (repeatable; default: q and v).")
     var targets: [String] = []
 
     @Option(help: "Peak learning rate.")
-    var lr = 1e-6
-    @Option(help: "adamw or rmsprop.")
-    var optimizer = "adamw"
+    var lr = defaults.learningRate
+    @Option(help: "The optimiser.")
+    var optimizer = defaults.optimizer
     @Option(help: "Weight decay.")
-    var weightDecay = 0.0
+    var weightDecay = defaults.weightDecay
     @Option(help: "Linear warm-up steps.")
-    var warmupSteps = 0
-    @Option(help: "constant, linear or cosine.")
-    var schedule = "linear"
+    var warmupSteps = defaults.warmupSteps
+    @Option(help: "The learning-rate schedule after warm-up.")
+    var schedule = defaults.schedule
     @Option(help: "Clip gradients to this global norm; 0 to disable.")
-    var maxGradNorm = 1.0
+    var maxGradNorm = defaults.maxGradNorm ?? 0
     @Option(help: "Micro-batches per optimiser step.")
-    var gradAccum = 1
+    var gradAccum = defaults.gradientAccumulation
     @Option(help: "Optimiser steps (overrides --epochs).")
     var maxSteps: Int?
     @Option(help: "Passes over the data.")
-    var epochs = 3
+    var epochs = defaults.epochs
     @Flag(help: "Keep the dataset's order instead of shuffling each epoch.")
     var noShuffle = false
 
     @Option(help: "Held-out eval data (JSONL); otherwise --eval-fraction of --data.")
     var evalData: String?
     @Option(help: "Fraction of --data held out for eval.")
-    var evalFraction = 0.0
+    var evalFraction = defaults.evalFraction
     @Option(help: "Evaluate every N steps (and at the end).")
     var evalEvery: Int?
     @Option(help: "Write a checkpoint every N steps (and at the end).")
@@ -122,16 +112,17 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest checkpoint in --output-dir.")
     var resume = false
 
-    func run() throws {
-        var options = try common.trainingOptions(outputDirectory: outputDir)
+    /// The run these flags ask for: the one place they become library options.
+    var options: DPOTrainingOptions {
+        var options = common.trainingOptions(outputDirectory: outputDir)
         options.lora = LoRAConfiguration(rank: rank, alpha: alpha, dropout: dropout, useRSLoRA: rslora,
-                                         initialization: try parse(initialization, "--initialization"))
+                                         initialization: initialization)
         if !targets.isEmpty { options.targets = targets }
         options.learningRate = lr
-        options.optimizer = try parse(optimizer, "--optimizer")
+        options.optimizer = optimizer
         options.weightDecay = weightDecay
         options.warmupSteps = warmupSteps
-        options.schedule = try parse(schedule, "--schedule")
+        options.schedule = schedule
         options.maxGradNorm = maxGradNorm > 0 ? maxGradNorm : nil
         options.gradientAccumulation = gradAccum
         options.maxSteps = maxSteps
@@ -143,21 +134,18 @@ struct Train: ParsableCommand {
         options.checkpointEvery = checkpointEvery
         options.initAdapter = initAdapter
         options.resume = resume
-
-        let trainer = try DPOTrainer(options: options)
-        let progress = ProgressPrinter(total: trainer.totalSteps)
-        print("training \(trainer.adapted.modules.count) adapters (\(trainer.adapted.modules.map(\.modulePath).prefix(4).joined(separator: ", "))\(trainer.adapted.modules.count > 4 ? ", ..." : "")) "
-              + "on \(trainer.trainPairs.count) pairs for \(trainer.totalSteps) steps")
-        try trainer.train(report: progress.handle)
-        progress.finish()
-        print("adapter written to \((outputDir as NSString).appendingPathComponent("adapter"))")
+        return options
     }
 
-    private func parse<T: RawRepresentable>(_ value: String, _ flag: String) throws -> T where T.RawValue == String, T: CaseIterable {
-        guard let parsed = T(rawValue: value) else {
-            throw ValidationError("\(flag): '\(value)' is not one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        return parsed
+    func run() throws {
+        let trainer = try DPOTrainer(options: options)
+        let modules = trainer.adapted.modules.map(\.modulePath)
+        print("training \(modules.count) adapters (\(modules.prefix(4).joined(separator: ", "))\(modules.count > 4 ? ", ..." : "")) "
+              + "on \(trainer.trainPairs.count) pairs for \(trainer.totalSteps) steps")
+        let progress = ProgressPrinter(total: trainer.totalSteps)
+        try trainer.train(report: progress.handle)
+        progress.finish()
+        print("adapter written to \(trainer.options.adapterDirectory)")
     }
 }
 
@@ -177,14 +165,16 @@ struct Eval: ParsableCommand {
     var json = false
 
     func run() throws {
-        var options = try common.trainingOptions(outputDirectory: outputDir)
+        var options = common.trainingOptions(outputDirectory: outputDir)
         options.initAdapter = adapter  // its adapter_config.json gives rank, alpha and scaling
         let metrics = try DPOTrainer(options: options).evaluateDataset()
         if json {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: metrics, options: [.sortedKeys, .prettyPrinted]), as: UTF8.self))
+            print(try jsonText(metrics))
         } else {
-            for key in ["rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "loss"] {
-                print("\(key): \(String(format: "%.4f", metrics[key] ?? .nan))")
+            for (label, value) in [("rewards/accuracies", metrics.rewardsAccuracies), ("rewards/margins", metrics.rewardsMargins),
+                                   ("rewards/chosen", metrics.rewardsChosen), ("rewards/rejected", metrics.rewardsRejected),
+                                   ("loss", metrics.loss)] {
+                print("\(label): \(String(format: "%.4f", value))")
             }
         }
     }
@@ -203,15 +193,15 @@ final class ProgressPrinter {
             if cached { print("reference log-probs: \(total) pairs from the cache") }
             else { emit("reference log-probs: \(done)/\(total) pairs", final: done == total) }
         case .step(let metrics):
-            let step = Int(metrics["step"] ?? 0)
+            let objective = metrics.objective
             let line = String(format: "step %d/%d  loss %.4f  reward acc %.2f  margin %.4f  %.0f tok/s  ETA %@",
-                              step, total, metrics["loss"] ?? .nan, metrics["rewards/accuracies"] ?? .nan,
-                              metrics["rewards/margins"] ?? .nan, metrics["tokens_per_second"] ?? 0,
-                              Self.duration(metrics["eta_seconds"] ?? 0))
-            emit(line, final: step == total)
+                              metrics.step, total, objective.loss, objective.rewardsAccuracies, objective.rewardsMargins,
+                              metrics.tokensPerSecond, Self.duration(metrics.etaSeconds))
+            emit(line, final: metrics.step == total)
         case .evaluation(let metrics):
-            emit(String(format: "eval: loss %.4f  reward acc %.2f  margin %.4f", metrics["eval_loss"] ?? .nan,
-                        metrics["eval_rewards/accuracies"] ?? .nan, metrics["eval_rewards/margins"] ?? .nan), final: true)
+            let objective = metrics.objective
+            emit(String(format: "eval: loss %.4f  reward acc %.2f  margin %.4f", objective.loss,
+                        objective.rewardsAccuracies, objective.rewardsMargins), final: true)
         case .checkpoint(let path):
             emit("checkpoint: \(path)", final: true)
         case .resumed(let step):

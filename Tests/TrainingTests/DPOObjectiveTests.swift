@@ -28,8 +28,8 @@ final class DPOObjectiveTests: XCTestCase {
         let evaluation = try DPOObjective().evaluate(policy: policy, referenceChosen: Array(policy.sums[0..<2]),
                                                      referenceRejected: Array(policy.sums[2...]))
         XCTAssertEqual(evaluation.loss, log(2), accuracy: 1e-12)
-        XCTAssertEqual(evaluation.metrics["rewards/accuracies"], 0, "strict >: equal rewards are not accurate")
-        XCTAssertEqual(evaluation.metrics["rewards/margins"]!, 0, accuracy: 1e-12)
+        XCTAssertEqual(evaluation.metrics.rewardsAccuracies, 0, "strict >: equal rewards are not accurate")
+        XCTAssertEqual(evaluation.metrics.rewardsMargins, 0, accuracy: 1e-12)
         XCTAssertEqual(policy.counts, [2, 3, 3, 1])
     }
 

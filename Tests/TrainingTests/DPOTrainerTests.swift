@@ -29,11 +29,11 @@ final class DPOTrainerTests: XCTestCase {
 
     func testFirstStepLossIsLog2AndTheCachedReferenceGivesTheSameRun() throws {
         let first = try temporaryDirectory(for: self)
-        var firstStep: [String: Double] = [:]
+        var firstStep: StepMetrics?
         try DPOTrainer(options: options(first)).train { event in
-            if case .step(let metrics) = event, metrics["step"] == 1 { firstStep = metrics }
+            if case .step(let metrics) = event, metrics.step == 1 { firstStep = metrics }
         }
-        XCTAssertEqual(firstStep["loss"], log(2), "B = 0: the policy is the reference, and the sigmoid loss is exactly log 2")
+        XCTAssertEqual(firstStep?.objective.loss, log(2), "B = 0: the policy is the reference, and the sigmoid loss is exactly log 2")
         let metrics = try Self.metrics(first)
         XCTAssertEqual(metrics.count, 4)
         XCTAssertEqual(metrics[0]["loss"]!, log(2), accuracy: 1e-15, "metrics.jsonl")

@@ -29,12 +29,14 @@ final class TRLParityTests: XCTestCase {
         options.batchSize = 4
         options.maxSteps = 5
         options.shuffle = false
-        var steps: [[String: Double]] = []
+        var reported: [StepMetrics] = []
         let trainer = try DPOTrainer(options: options)
         XCTAssert(trainer.scoresCompletionsOnly, "the run computes logits only at scored positions")
         try trainer.train { event in
-            if case .step(let metrics) = event { steps.append(metrics) }
+            if case .step(let metrics) = event { reported.append(metrics) }
         }
+        // Under TRL's names, as metrics.jsonl writes them.
+        let steps = try reported.map { try JSONSerialization.jsonObject(with: JSONEncoder().encode($0)) as? [String: Double] ?? [:] }
 
         let data = try Data(contentsOf: URL(fileURLWithPath: "\(Self.reference)/metrics.json"))
         let expected = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [[String: Double]])

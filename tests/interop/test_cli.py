@@ -94,3 +94,22 @@ def test_run_reads_deflated_npz_and_reports_bad_inputs(tmp_path):
         assert result.returncode != 0, label
         assert message in result.stderr, f"{label}: {result.stderr}"
         assert not (tmp_path / f"{label}.out.npz").exists(), f"{label}: no output file on failure"
+
+
+def test_errors_name_the_flag_a_user_typed(tmp_path):
+    """The library names options by its own names (batchSize, evalFraction, form); the command line reports the
+    flag instead."""
+    llama = ROOT / "models" / "llama-dynamo"
+    train = ["train", "--model", llama / "model.onnx", "--tokenizer", llama / "tokenizer.json",
+             "--data", ROOT / "models" / "dpo" / "preferences.jsonl", "--output-dir", tmp_path / "run"]
+    cases = [
+        (train + ["--batch-size", "0"], "--batch-size must be at least 1, got 0", "batchSize"),
+        (train + ["--eval-fraction", "1"], "--eval-fraction: must be in [0, 1), got 1.0", "evalFraction"),
+        (["export", "--model", llama / "model.onnx", "--output", tmp_path / "out.onnx", "--form", "lora-inputs"],
+         "--form: lora-inputs needs an adapter", "form:"),
+    ]
+    for arguments, message, library_name in cases:
+        result = onnx_dpo(*arguments, check=False)
+        assert result.returncode != 0, message
+        assert message in result.stderr, result.stderr
+        assert library_name not in result.stderr.replace(message, ""), result.stderr

@@ -296,6 +296,16 @@ public struct IgnoredJSONValue: Codable, Sendable {
     }
 }
 
+extension Model {
+    /// The model at `path` and, when `adapterPath` names an adapter folder (PEFT or MLX, detected), that adapter
+    /// read for it (`AdapterFolder.read(_:for:)`): the command line's one way to open a model with an adapter
+    /// (`run`, `export`).
+    public static func load(path: String, adapterPath: String?) throws -> (model: Model, adapter: LoRAAdapter?) {
+        let model = try Model.load(path: path)
+        return (model, try adapterPath.map { try AdapterFolder.read($0, for: model).adapter })
+    }
+}
+
 // MARK: - Writing
 
 extension LoRAAdapter {

@@ -38,12 +38,11 @@ public struct DPOObjective: Sendable, Equatable {
             && lhs.terms.map(\.type) == rhs.terms.map(\.type) && lhs.terms.map(\.weight) == rhs.terms.map(\.weight)
     }
 
-    /// The loss of a batch, its metrics under TRL's names, and the loss's derivatives.
+    /// The loss of a batch, its metrics, and the loss's derivatives.
     public struct Evaluation: Sendable {
         public var loss: Double
-        /// `rewards/chosen`, `rewards/rejected`, `rewards/accuracies`, `rewards/margins`, `logps/chosen`,
-        /// `logps/rejected`, `logits/chosen`, `logits/rejected`.
-        public var metrics: [String: Double]
+        /// Rewards, their accuracy and margin, log-probabilities and mean logits of the batch (TRL's metrics).
+        public var metrics: ObjectiveMetrics
         /// `dLoss/dπc[i]` and `dLoss/dπr[i]` for each pair (the sequence log-probability sums).
         public var chosenSequenceGradients: [Double]
         public var rejectedSequenceGradients: [Double]
@@ -115,17 +114,16 @@ public struct DPOObjective: Sendable, Equatable {
         let chosenRewards = chosenRatios.map { beta * $0 }, rejectedRewards = rejectedRatios.map { beta * $0 }
         func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
         let chosenTokens = Double(policy.counts[0..<pairs].reduce(0, +)), rejectedTokens = Double(policy.counts[pairs...].reduce(0, +))
-        let metrics: [String: Double] = [
-            "rewards/chosen": mean(chosenRewards),
-            "rewards/rejected": mean(rejectedRewards),
-            "rewards/accuracies": mean(zip(chosenRewards, rejectedRewards).map { $0 > $1 ? 1 : 0 }),
-            "rewards/margins": mean(zip(chosenRewards, rejectedRewards).map { $0 - $1 }),
-            "logps/chosen": mean(chosen),
-            "logps/rejected": mean(rejected),
-            "logits/chosen": chosenTokens > 0 ? policy.meanLogitSums[0..<pairs].reduce(0, +) / chosenTokens : 0,
-            "logits/rejected": rejectedTokens > 0 ? policy.meanLogitSums[pairs...].reduce(0, +) / rejectedTokens : 0,
-            "loss": loss,
-        ]
+        let metrics = ObjectiveMetrics(
+            loss: loss,
+            rewardsChosen: mean(chosenRewards),
+            rewardsRejected: mean(rejectedRewards),
+            rewardsAccuracies: mean(zip(chosenRewards, rejectedRewards).map { $0 > $1 ? 1 : 0 }),
+            rewardsMargins: mean(zip(chosenRewards, rejectedRewards).map { $0 - $1 }),
+            logpsChosen: mean(chosen),
+            logpsRejected: mean(rejected),
+            logitsChosen: chosenTokens > 0 ? policy.meanLogitSums[0..<pairs].reduce(0, +) / chosenTokens : 0,
+            logitsRejected: rejectedTokens > 0 ? policy.meanLogitSums[pairs...].reduce(0, +) / rejectedTokens : 0)
         return Evaluation(loss: loss, metrics: metrics, chosenSequenceGradients: dChosen,
                           rejectedSequenceGradients: dRejected, chosenTokenGradient: chosenTokenGradient)
     }

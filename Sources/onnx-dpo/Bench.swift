@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import Interpreter
+import Training
+
+/// `onnx-dpo bench <what>`. Each bench command is the same three parts: its own flags (sizes and the count of
+/// timed runs) beside the shared `BenchOptions`, one library call inside `bench.report { profile in ... }`, and
+/// its result's `BenchResult.line`.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure speed and memory.", subcommands: [Forward.self, TrainStep.self])
+}
+
+/// The flags every bench command takes.
+struct BenchOptions: ParsableArguments {
+    @Option(help: "The .onnx model.")
+    var model: String
+
+    @Option(help: "Untimed runs first (default: forward 2 passes, train 1 step).")
+    var warmup: Int?
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    @Flag(help: "Also print the time spent per op type, forward and (train) backward, to standard error.")
+    var profile = false
+
+    /// Runs `measure`, handing it an op profile when `--profile` asks for one; writes the profile to standard
+    /// error and prints the result: one JSON object with `--json`, its one line of text otherwise.
+    func report<Result: BenchResult>(_ measure: (OpProfile?) throws -> Result) throws {
+        let opProfile = profile ? OpProfile() : nil
+        let result = try measure(opProfile)
+        if let opProfile { FileHandle.standardError.write(Data((opProfile.table + "\n").utf8)) }
+        print(json ? try jsonText(result) : result.line)
+    }
+}
+
+/// What a bench command prints: the result as JSON (`jsonText`) with `--json`, else `line`.
+protocol BenchResult: Encodable {
+    /// The result in one line of text.
+    var line: String { get }
+}
+
+extension Bench {
+    struct Forward: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time forward passes on generated token inputs: tokens per second and peak memory.")
+
+        @OptionGroup var bench: BenchOptions
+        @Option(help: "Sequences per batch.")
+        var batch = 4
+        @Option(help: "Tokens per sequence.")
+        var seq = 128
+        @Option(help: "Timed passes (the median is reported).")
+        var iterations = 5
+
+        func run() throws {
+            try bench.report { profile in
+                try ForwardBenchmark.run(modelPath: bench.model, batch: batch, seq: seq, warmup: bench.warmup ?? 2,
+                                         iterations: iterations, profile: profile)
+            }
+        }
+    }
+
+    struct TrainStep: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "train",
+            abstract: "Time DPO steps (LoRA r 8 on q and v, AdamW, cached reference): seconds per step, tokens/s, peak memory.")
+
+        @OptionGroup var bench: BenchOptions
+        @Option(help: "Preference pairs per step.")
+        var pairs = 2
+        @Option(help: "Tokens per sequence (half prompt, half completion).")
+        var seq = 128
+        @Option(help: "Timed steps (the median is reported).")
+        var steps = 3
+
+        func run() throws {
+            try bench.report { profile in
+                try TrainingBenchmark.run(modelPath: bench.model, pairs: pairs, seq: seq, warmup: bench.warmup ?? 1,
+                                          steps: steps, profile: profile)
+            }
+        }
+    }
+}
+
+extension ForwardBenchmark.Result: BenchResult {
+    var line: String {
+        String(format: "%.1f tokens/s  (%.3f s per %d×%d batch, median of %d)  peak memory %.1f MiB  load %.2f s",
+               tokensPerSecond, secondsPerRun, batch, seq, iterations, Double(peakMemoryBytes) / 1_048_576, loadSeconds)
+    }
+}
+
+extension TrainingBenchmark.Result: BenchResult {
+    var line: String {
+        String(format: "%.3f s per DPO step (%d pairs × %d tokens, median of %d)  %.1f tokens/s  peak memory %.1f MiB  reference pass %.2f s",
+               stepSeconds, pairs, seq, steps, tokensPerSecond, Double(peakMemoryBytes) / 1_048_576, referenceSeconds)
+    }
+}
