@@ -11,6 +11,11 @@ public func repositoryPath(_ relative: String) -> String {
     repositoryRoot.appendingPathComponent(relative).path
 }
 
+/// A path below `fixtures/`, the one folder that holds every committed fixture and reference (README, "Layout").
+public func fixturePath(_ relative: String) -> String {
+    repositoryPath("fixtures/\(relative)")
+}
+
 /// A new empty temporary folder, removed when the test ends.
 public func temporaryDirectory(for testCase: XCTestCase) throws -> URL {
     let url = FileManager.default.temporaryDirectory
@@ -94,7 +99,7 @@ public func assertThrows<T>(
     }
 }
 
-/// One exported model of `models/fixtures.json` (made by `tools/make_fixtures.py`), with the batch it was run on.
+/// One exported model of `fixtures/models/fixtures.json` (made by `tools/make_fixtures.py`), with the batch it was run on.
 public struct ExportFixture: Decodable, Sendable {
     public var name: String
     public var path: String
@@ -105,7 +110,7 @@ public struct ExportFixture: Decodable, Sendable {
 
     /// Every committed export.
     public static func all() throws -> [ExportFixture] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("models/fixtures.json")))
+        let data = try Data(contentsOf: URL(fileURLWithPath: fixturePath("models/fixtures.json")))
         return try JSONDecoder().decode([ExportFixture].self, from: data)
     }
 

@@ -7,7 +7,7 @@ import ONNXGraph
 
 /// The Swift tokenizer against the `tokenizers` library, on fixtures made by tools/make_tokenizer_references.py.
 final class TokenizerTests: XCTestCase {
-    private static let fixtures = "Tests/FinetuneTests/Fixtures/tokenizers"
+    private static let fixtures = "fixtures/tokenizers"
 
     private struct Expected: Decodable {
         let cases: [String]
@@ -364,7 +364,7 @@ final class TokenizerTests: XCTestCase {
     /// What TRL's plain-text DPO data goes through: the EOS text appended to a completion is matched as the single
     /// EOS id, and BOS comes from the post-processor only once, at the front.
     func testEOSTextAppendedToACompletionIsOneSpecialToken() throws {
-        let tokenizer = try Tokenizer(path: repositoryPath("models/llama-dynamo"))
+        let tokenizer = try Tokenizer(path: fixturePath("models/llama-dynamo"))
         let eos = try XCTUnwrap(tokenizer.eosToken)
         let eosID = try XCTUnwrap(tokenizer.eosTokenID)
         let bosID = try XCTUnwrap(tokenizer.bosTokenID)

@@ -8,9 +8,9 @@ import XCTest
 
 /// The training loop on the bundled tiny Llama and preference data.
 final class DPOTrainerTests: XCTestCase {
-    static let model = repositoryPath("models/llama-dynamo/model.onnx")
-    static let tokenizer = repositoryPath("models/llama-dynamo/tokenizer.json")
-    static let data = repositoryPath("models/dpo/preferences.jsonl")
+    static let model = fixturePath("models/llama-dynamo/model.onnx")
+    static let tokenizer = fixturePath("models/llama-dynamo/tokenizer.json")
+    static let data = fixturePath("dpo/preferences.jsonl")
 
     func options(_ output: URL) -> DPOTrainingOptions {
         var options = DPOTrainingOptions(modelPath: Self.model, tokenizerPath: Self.tokenizer, dataPath: Self.data,
@@ -114,7 +114,7 @@ final class DPOTrainerTests: XCTestCase {
         options.lora.dropout = 1
         assertThrows(["lora.dropout", "[0, 1)"]) { try DPOTrainer(options: options) }
         options = self.options(output)
-        options.dataPath = repositoryPath("Tests/FinetuneTests/Fixtures/data/bad_empty.jsonl")
+        options.dataPath = fixturePath("data/bad_empty.jsonl")
         assertThrows(["bad_empty.jsonl"]) { try DPOTrainer(options: options) }
         options = self.options(output)
         options.targets = ["no_such_module"]

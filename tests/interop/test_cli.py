@@ -12,8 +12,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("ONNX_DPO_BIN", str(ROOT / ".build" / "debug" / "onnx-dpo"))
-FIXTURES = json.loads((ROOT / "models" / "fixtures.json").read_text())
-BAD = ROOT / "Tests" / "ONNXGraphTests" / "Fixtures" / "bad"
+FIXTURES = json.loads((ROOT / "fixtures" / "models" / "fixtures.json").read_text())
+BAD = ROOT / "fixtures" / "graph" / "bad"
 
 
 def onnx_dpo(*args, check=True):

@@ -19,8 +19,8 @@ from onnx import numpy_helper
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("ONNX_DPO_BIN", str(ROOT / ".build" / "debug" / "onnx-dpo"))
-FIXTURES = json.loads((ROOT / "models" / "fixtures.json").read_text())
-PEFT_CASES = sorted(p.name for p in (ROOT / "models" / "peft").iterdir() if (p / "reference.json").exists())
+FIXTURES = json.loads((ROOT / "fixtures" / "models" / "fixtures.json").read_text())
+PEFT_CASES = sorted(p.name for p in (ROOT / "fixtures" / "peft").iterdir() if (p / "reference.json").exists())
 TOLERANCE = 1e-4
 
 
@@ -163,7 +163,7 @@ def test_export_without_adapter_keeps_every_tensor_bit_for_bit(fixture, tmp_path
 
 @pytest.mark.parametrize("name", ["llama-dynamo", "gpt2-torchscript", "gpt-neox-dynamo", "phi3-torchscript"])
 def test_lora_forms_and_onnx_adapter_file(name, tmp_path):
-    model = ROOT / "models" / name / "model.onnx"
+    model = ROOT / "fixtures" / "models" / name / "model.onnx"
     feeds, mask = fixture_inputs(model)
     adapter = random_adapter(model, tmp_path / "adapter", seed=7)
     for form in ("merged", "lora-nodes", "lora-inputs"):
@@ -192,9 +192,9 @@ def test_lora_forms_and_onnx_adapter_file(name, tmp_path):
 
 @pytest.mark.parametrize("case", PEFT_CASES)
 def test_convert_matches_peft_merge_and_unload(case, tmp_path):
-    folder = ROOT / "models" / "peft" / case
+    folder = ROOT / "fixtures" / "peft" / case
     reference = json.loads((folder / "reference.json").read_text())
-    model = ROOT / "models" / reference["fixture"] / "model.onnx"
+    model = ROOT / "fixtures" / "models" / reference["fixture"] / "model.onnx"
     feeds, mask = fixture_inputs(model)
     expected = np.load(folder / "merged_logits.npz")["logits"]
     onnx_dpo("convert", "--model", model, "--adapter", folder, "--to", "merged", "--output", tmp_path / "merged.onnx")
@@ -206,15 +206,15 @@ def test_convert_matches_peft_merge_and_unload(case, tmp_path):
 
 
 def test_dora_adapter_is_refused_saying_why(tmp_path):
-    model = ROOT / "models" / "llama-dynamo" / "model.onnx"
-    result = onnx_dpo("export", "--model", model, "--adapter", ROOT / "models" / "peft" / "bad" / "dora",
+    model = ROOT / "fixtures" / "models" / "llama-dynamo" / "model.onnx"
+    result = onnx_dpo("export", "--model", model, "--adapter", ROOT / "fixtures" / "peft" / "bad" / "dora",
                       "--output", tmp_path / "out.onnx", check=False)
     assert result.returncode != 0 and "DoRA" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_output_equal_to_input_is_refused_and_input_untouched(tmp_path):
-    source = ROOT / "models" / "gpt2-torchscript" / "model.onnx"
+    source = ROOT / "fixtures" / "models" / "gpt2-torchscript" / "model.onnx"
     model = tmp_path / "model.onnx"
     model.write_bytes(source.read_bytes())
     before = model.read_bytes()
@@ -227,7 +227,7 @@ def test_output_equal_to_input_is_refused_and_input_untouched(tmp_path):
 def test_full_disk_leaves_no_partial_file(tmp_path):
     """A file-size limit makes write(2) fail mid-file (EFBIG), as a full disk does (ENOSPC): the command fails,
     names the file, and leaves neither the output nor a temporary file behind."""
-    model = ROOT / "models" / "llama-dynamo" / "model.onnx"  # external data: two files to write
+    model = ROOT / "fixtures" / "models" / "llama-dynamo" / "model.onnx"  # external data: two files to write
     out = tmp_path / "out"
     out.mkdir()
 
@@ -242,7 +242,7 @@ def test_full_disk_leaves_no_partial_file(tmp_path):
 
 
 def test_unwritable_folder_is_a_clear_error(tmp_path):
-    model = ROOT / "models" / "gpt2-torchscript" / "model.onnx"
+    model = ROOT / "fixtures" / "models" / "gpt2-torchscript" / "model.onnx"
     if os.geteuid() == 0:
         folder = pathlib.Path("/proc/self")  # not writable even for root
     else:
@@ -257,7 +257,7 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
 def test_float16_model_keeps_float16_weights(tmp_path):
     """tools/make_float16_fixture.py's float16 Llama: the merged export keeps every weight float16 and runs in
     onnxruntime like the LoRA-as-nodes form (whose adapter tensors are float16 too)."""
-    model = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "export" / "llama-float16" / "model.onnx"
+    model = ROOT / "fixtures" / "export" / "llama-float16" / "model.onnx"
     feeds, mask = fixture_inputs(model)
     adapter = random_adapter(model, tmp_path / "adapter", seed=5)
     for form in ("merged", "lora-nodes"):
@@ -291,7 +291,7 @@ def external_tensor_bytes(model_path):
 def test_model_over_2_gib_exports_with_64_bit_offsets(tmp_path):
     """llama-dynamo with a 2 GiB + 1 MiB (sparse, unused) tensor in front of its weights, so every weight lies past
     offset 2³¹: the merged export must equal the small model's merged export tensor for tensor."""
-    source = ROOT / "models" / "llama-dynamo" / "model.onnx"
+    source = ROOT / "fixtures" / "models" / "llama-dynamo" / "model.onnx"
     big_size = (1 << 31) + (1 << 20)
     model = onnx.load(str(source), load_external_data=False)
     for tensor in model.graph.initializer:
