@@ -7,7 +7,7 @@ import XCTest
 
 /// `ONNXExport` and `AdapterConversion`: export → re-import → forward equals the adapted forward; only the adapted
 /// output features change; shared weights get a private merged copy; float16 weights are rounded once; bad input
-/// is refused with nothing written. (onnxruntime and the onnx checker run on exports in tests/interop.)
+/// is refused with nothing written. (onnxruntime and the onnx checker run on exports in interop/.)
 final class ExportTests: XCTestCase {
 
     private func logits(_ model: Model, _ feeds: [String: Tensor], extra: [String: Tensor] = [:]) throws -> Tensor {
