@@ -33,19 +33,6 @@ final class PEFTAdapterTests: XCTestCase {
         return adapter
     }
 
-    /// Runs `body`, which must throw an error whose description contains every one of `fragments`.
-    func assertThrows(_ fragments: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("no error; expected one mentioning \(fragments)", file: file, line: line)
-        } catch {
-            let text = "\(error)"
-            for fragment in fragments where !text.contains(fragment) {
-                XCTFail("error \"\(text)\" does not mention \"\(fragment)\"", file: file, line: line)
-            }
-        }
-    }
-
     // MARK: Round trips
 
     func testAdapterRoundTripIsBitIdentical() throws {
