@@ -193,10 +193,10 @@ final class PEFTAdapterTests: XCTestCase {
 
     func testLoadsAnAdapterSavedByPEFT() throws {
         let modules = try Self.modules("llama-dynamo")
-        let adapter = try LoRAAdapter.load(from: repositoryPath("\(Self.fixtures)/llama_adapter"), modules: modules)
+        let adapter = try LoRAAdapter.load(from: repositoryPath("\(Self.fixtures)/llama-dynamo-saved"), modules: modules)
         XCTAssertEqual(adapter.configuration, LoRAConfiguration(rank: 4, alpha: 8, dropout: 0, useRSLoRA: false,
                                                                 initialization: .gaussian))
-        let expected = try NPZ.read(path: repositoryPath("\(Self.fixtures)/llama_adapter.npz"))
+        let expected = try NPZ.read(path: repositoryPath("\(Self.fixtures)/llama-dynamo-saved.npz"))
         XCTAssertEqual(expected.count, 2 * modules.count)
         for module in modules {
             assertBitIdentical(adapter.a[module.modulePath], expected["\(module.modulePath).A"], "A \(module.modulePath)")
@@ -220,7 +220,7 @@ final class PEFTAdapterTests: XCTestCase {
     /// A copy of the PEFT fixture with `adapter_config.json` edited by `edit`.
     func editedFixture(_ edit: (inout [String: Any]) -> Void) throws -> String {
         let folder = try temporaryDirectory(for: self).appendingPathComponent("adapter")
-        try FileManager.default.copyItem(at: URL(fileURLWithPath: repositoryPath("\(Self.fixtures)/llama_adapter")), to: folder)
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: repositoryPath("\(Self.fixtures)/llama-dynamo-saved")), to: folder)
         let configURL = folder.appendingPathComponent("adapter_config.json")
         var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
         edit(&config)
