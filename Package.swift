@@ -92,13 +92,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ONNXGraphTests",
-            dependencies: ["ONNXGraph", "TestSupport"],
-            exclude: ["Fixtures"]
+            dependencies: ["ONNXGraph", "TestSupport"]
         ),
         .testTarget(
             name: "InterpreterTests",
-            dependencies: ["Interpreter", "ONNXGraph", "TestSupport"],
-            exclude: ["Fixtures"]
+            dependencies: ["Interpreter", "ONNXGraph", "TestSupport"]
         ),
         .testTarget(
             name: "TokenizersTests",

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the onnxruntime adapter fixtures that Tests/FinetuneTests/AdapterFormatTests.swift reads
-(Tests/FinetuneTests/Fixtures/adapter_formats/), with onnxruntime's own writer (`onnxruntime.AdapterFormat`,
+"""Writes the onnxruntime adapter fixtures that Tests/AdaptersTests/AdapterFormatTests.swift reads
+(fixtures/adapter_formats/), with onnxruntime's own writer (`onnxruntime.AdapterFormat`,
 the FlatBuffer format of onnxruntime/lora/adapter_format/adapter_schema.fbs), so that the Swift reader is
 checked against files it did not write.
 
@@ -38,7 +38,7 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "adapter_formats"
+OUT = ROOT / "fixtures" / "adapter_formats"
 
 ONNX_FLOAT, ONNX_FLOAT16, ONNX_BFLOAT16 = 1, 10, 16
 DTYPE_NAMES = {ONNX_FLOAT: "float32", ONNX_FLOAT16: "float16", ONNX_BFLOAT16: "bfloat16"}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes small malformed (or unusual) ONNX models into Tests/ONNXGraphTests/Fixtures/bad/, for the
+"""Writes small malformed (or unusual) ONNX models into fixtures/graph/bad/, for the
 importer's error paths. Needs only onnx and numpy:  python tools/make_bad_fixtures.py  (from the repo root,
 or anywhere: paths are relative to this file).
 
@@ -29,7 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "Tests" / "ONNXGraphTests" / "Fixtures" / "bad"
+OUT = ROOT / "fixtures" / "graph" / "bad"
 PRODUCER = "onnx-dpo tools/make_bad_fixtures.py"
 
 W_VALUES = np.arange(6, dtype=np.float32).reshape(2, 3) / 4.0

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the references for `onnx-dpo convert` under models/peft/: PEFT LoRA adapters trained (here: set) on
+"""Writes the references for `onnx-dpo convert` under fixtures/peft/: PEFT LoRA adapters trained (here: set) on
 the original Hugging Face models of the ONNX fixtures, and the logits of PEFT's own `merge_and_unload` of each
-one. A converter that applies adapter_model.safetensors to models/<fixture>/model.onnx must reproduce
-merged_logits.npz; the base logits (models/<fixture>/torch_logits.npz) differ from them by far more than any
+one. A converter that applies adapter_model.safetensors to fixtures/models/<fixture>/model.onnx must reproduce
+merged_logits.npz; the base logits (fixtures/models/<fixture>/torch_logits.npz) differ from them by far more than any
 tolerance, so a converter that does nothing fails.
 
 How each case is built:
@@ -28,7 +28,7 @@ How each case is built:
      (as PEFT saved it), the scale PEFT used (alpha / r, or alpha / sqrt(r) with rsLoRA), how A and B were
      set, the measured max abs differences, and the torch / transformers / peft / safetensors versions.
 
-Cases (a case whose fixture is missing from models/fixtures.json or models/ is skipped with the reason):
+Cases (a case whose fixture is missing from fixtures/models/fixtures.json or fixtures/models/ is skipped with the reason):
   llama-dynamo-qv             llama-dynamo       q_proj, v_proj                                alpha 8
   qwen2-torchscript-rslora    qwen2-torchscript  q/k/v/o_proj, gate_proj, down_proj            alpha 16, rsLoRA
   gpt2-torchscript-c_attn     gpt2-torchscript   c_attn (Conv1D [in, 3C]; PEFT sets fan_in_fan_out) alpha 8
@@ -44,7 +44,7 @@ written like np.savez but with a fixed zip timestamp (np.savez stamps the curren
 give byte-identical files.
 
 Run from the repository root (CPU only, a few seconds):
-    /root/venv-tools/bin/python tools/make_convert_references.py [--out models/peft]
+    /root/venv-tools/bin/python tools/make_convert_references.py [--out fixtures/peft]
 Measured with torch 2.15, transformers 5.23, peft 0.21.2, safetensors 0.8.0, numpy 2.4.
 """
 import argparse
@@ -68,7 +68,7 @@ import torch
 import transformers
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
+MODELS = ROOT / "fixtures" / "models"
 sys.path.insert(0, str(ROOT / "tools"))
 from fixture_files import write_npz  # noqa: E402
 import make_fixtures  # noqa: E402  (its build_model and seeds rebuild the fixtures' torch models)
@@ -163,7 +163,7 @@ def save_adapter(peft_model, folder):
 def run_case(case, entries, out):
     entry = entries.get(case["fixture"])
     if entry is None or not (MODELS / case["fixture"] / "model.onnx").exists():
-        print(f"{case['name']}: SKIPPED: fixture {case['fixture']} is not in models/fixtures.json or models/")
+        print(f"{case['name']}: SKIPPED: fixture {case['fixture']} is not in fixtures/models/fixtures.json or fixtures/models/")
         return
     folder = out / case["name"]
     if folder.exists():
@@ -198,7 +198,7 @@ def run_case(case, entries, out):
     reload_diff = masked_max_diff(logits(reloaded, inputs), merged, mask)
     assert reload_diff <= MERGE_TOLERANCE, f"{case['name']}: reloaded adapter vs merged max diff {reload_diff}"
 
-    fixture_folder = f"models/{case['fixture']}"
+    fixture_folder = f"fixtures/models/{case['fixture']}"
     reference = {
         "fixture": case["fixture"],
         "model": entry["path"],
@@ -233,7 +233,7 @@ def run_case(case, entries, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=MODELS / "peft", help="output folder (models/peft)")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "fixtures" / "peft", help="output folder (fixtures/peft)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     entries = {entry["name"]: entry for entry in json.loads((MODELS / "fixtures.json").read_text())}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs TRL's own DPO data pipeline on the committed preference fixtures and saves what it produces, so the Swift
-pipeline (Sources/Finetune/Data/) can be checked against it id for id.
+pipeline (Sources/Training/Data/) can be checked against it id for id.
 
 What runs is TRL's code, not a copy of it:
   * `DPOTrainer._prepare_dataset` (trl/trainer/dpo_trainer.py), called unbound with a stand-in `self` that only
@@ -13,11 +13,11 @@ What runs is TRL's code, not a copy of it:
 Pre-tokenised records (`prompt_ids` / `chosen_ids` / `rejected_ids`, the collator's input) go to the collator as
 they are: TRL 1.x has no other path for them.
 
-Inputs, under Tests/FinetuneTests/Fixtures/data/: preferences.jsonl (explicit prompt), implicit.jsonl (implicit
-prompt), pretokenized.jsonl. Tokenizers: models/llama-dynamo (BOS `<s>`, EOS = pad `</s>`) and models/gpt2-dynamo
+Inputs, under fixtures/data/: preferences.jsonl (explicit prompt), implicit.jsonl (implicit
+prompt), pretokenized.jsonl. Tokenizers: fixtures/models/llama-dynamo (BOS `<s>`, EOS = pad `</s>`) and fixtures/models/gpt2-dynamo
 (no BOS added; `<|endoftext|>` is EOS and pad).
 
-Output: Tests/FinetuneTests/Fixtures/data/expected.json
+Output: fixtures/data/expected.json
   {"versions": {...},
    "cases": [{"dataset": file, "tokenizer": model folder or null, "max_length": int or null,
               "truncation_mode": "keep_start" | "keep_end", "pad_token_id": int,
@@ -45,8 +45,8 @@ from trl.data_utils import extract_prompt
 from trl.trainer.dpo_trainer import DataCollatorForPreference, DPOTrainer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DATA = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "data"
-TOKENIZERS = ["models/llama-dynamo", "models/gpt2-dynamo"]
+DATA = ROOT / "fixtures" / "data"
+TOKENIZERS = ["fixtures/models/llama-dynamo", "fixtures/models/gpt2-dynamo"]
 # None: no truncation. 24 cuts the long pairs and drops the one whose prompt alone is 24 tokens or more.
 SETTINGS = [(None, "keep_start"), (24, "keep_start"), (24, "keep_end")]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the tiny transformer ONNX fixtures under models/ that the Swift tests import and run.
+"""Builds the tiny transformer ONNX fixtures under fixtures/models/ that the Swift tests import and run.
 
 What it builds (all weights random, fixed seeds, float32, eval mode, eager attention, no KV cache):
 
@@ -17,7 +17,7 @@ What it builds (all weights random, fixed seeds, float32, eval mode, eager atten
       dynamo               torch.onnx.export(dynamo=True), default opset, dynamic_shapes
       torchscript          torch.onnx.export(dynamo=False), default opset, dynamic_axes
       torchscript-opset17  torch.onnx.export(dynamo=False, opset_version=17)
-    into models/<arch>-<exporter>/model.onnx. llama-dynamo keeps its weights in external data
+    into fixtures/models/<arch>-<exporter>/model.onnx. llama-dynamo keeps its weights in external data
     (model.onnx.data beside model.onnx); every other export is a single file.
   * Beside each model.onnx:
       tokenizer.json, tokenizer_config.json   the tokenizer the model uses (+ bos/eos/pad names)
@@ -28,10 +28,11 @@ What it builds (all weights random, fixed seeds, float32, eval mode, eager atten
       ort_logits.npz    logits: float32 [2, T, vocab], onnxruntime's output on the exported file
     Torch and onnxruntime must agree to < 1e-4 (max abs diff) at real-token positions; the script
     also checks a second input shape to prove the batch/sequence axes are really dynamic.
-  * models/fixtures.json: one entry per export (name, path, architecture, exporter, opset,
+  * fixtures/models/fixtures.json: one entry per export (name, path, architecture, exporter, opset,
     ir_version, external_data, tokenizer), read back from the saved files.
   * Prints the op-type histogram over all exports, flagging ops outside the list in
-    /work/shared/DESIGN.md, and the total size of models/ (which must stay under 10 MB).
+    /work/shared/DESIGN.md, the total size of fixtures/models/ (which must stay under 10 MB), and that of all of
+    fixtures/ (every generator's output, which must stay under 15 MB).
 
 Set-up (CPU only):
     python3 -m venv /root/venv-tools
@@ -39,7 +40,7 @@ Set-up (CPU only):
   (measured with torch 2.15, transformers 5.23, tokenizers 0.23, onnx 1.23.2, onnxscript 0.7.2,
   onnxruntime 1.31.1.) Run from the repository root:
     /root/venv-tools/bin/python tools/make_fixtures.py
-  It deletes and rewrites models/*/ for the exports it makes; takes about a minute.
+  It deletes and rewrites fixtures/models/*/ for the exports it makes; takes about a minute.
 
 Combinations that are skipped (and why) are listed in SKIPPED below.
 """
@@ -65,19 +66,22 @@ import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
+MODELS = ROOT / "fixtures" / "models"
 CORPUS = ROOT / "tools" / "fixture_corpus.txt"
 
 VOCAB_SIZE = 512
 SEQ = 12  # padded sequence length of inputs.npz
 TOLERANCE = 1e-4
-SIZE_LIMIT = 10_000_000  # bytes, apparent size (du -sb); stricter than 10 MiB
+SIZE_LIMIT = 10_000_000  # fixtures/models/, bytes, apparent size (du -sb); stricter than 10 MiB
+# All of fixtures/ (ops, tokenizers, PEFT and TRL references, ...: 12.9 MB when they moved there, 9.6 MB of it the
+# exports). The other generators write much less, so they are held to it here rather than each to a share.
+FIXTURES_LIMIT = 15_000_000
 
 EXPORTERS = ["dynamo", "torchscript", "torchscript-opset17"]
 
 # The extra architectures (Qwen2, GPT-NeoX, Phi-3) get a narrow MLP (64 -> 48 -> 64: still not square, so
 # a transposed weight cannot go unnoticed) and only the dynamo and default-opset TorchScript exports, to
-# keep models/ under 10 MB. With intermediate 128/256 and all three exporters models/ was 12.9 MB.
+# keep the exports under 10 MB. With intermediate 128/256 and all three exporters they were 12.9 MB.
 EXTRA_INTERMEDIATE = 48
 EXTRA_EXPORTERS = ["dynamo", "torchscript"]
 
@@ -456,8 +460,10 @@ def main():
     print(f"DESIGN.md ops not used here: {unused or 'none'}")
 
     total = du(MODELS)
-    print(f"\nmodels/ total {total / 1e6:.2f} MB ({total} bytes)")
-    assert total < SIZE_LIMIT, f"models/ is {total} bytes, over the {SIZE_LIMIT} byte limit"
+    everything = du(MODELS.parent)
+    print(f"\nfixtures/models/ total {total / 1e6:.2f} MB ({total} bytes); fixtures/ {everything / 1e6:.2f} MB")
+    assert total < SIZE_LIMIT, f"fixtures/models/ is {total} bytes, over the {SIZE_LIMIT} byte limit"
+    assert everything < FIXTURES_LIMIT, f"fixtures/ is {everything} bytes, over the {FIXTURES_LIMIT} byte limit"
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@
 Why: when a LoRA adapter is merged into a model whose weights are float16, the export must keep those weights
 float16 (not silently widen the file to float32), and the merge itself must be done in float32
 (W16 -> float32, + scale * B @ A in float32) and rounded to float16 exactly once. Proving that needs a float16
-model; every other fixture under models/ is float32, so this script makes one.
+model; every other fixture under fixtures/models/ is float32, so this script makes one.
 
-What it builds, in Tests/FinetuneTests/Fixtures/export/llama-float16/:
+What it builds, in fixtures/export/llama-float16/:
 
-  model.onnx      models/llama-torchscript-opset17/model.onnx (IR 8, opset 17, one file) run through
+  model.onnx      fixtures/models/llama-torchscript-opset17/model.onnx (IR 8, opset 17, one file) run through
                   onnxconverter_common.float16.convert_float_to_float16(model, keep_io_types=True):
                     * every float32 initializer (embedding, q/k/v/o, MLP and lm_head weights, RMSNorm weights)
                       and every float32 Constant becomes float16 (Constants past +-1e4, i.e. the float32-min
@@ -25,7 +25,7 @@ What it builds, in Tests/FinetuneTests/Fixtures/export/llama-float16/:
                     * the value_info the converter adds (a float16 type for every intermediate) is dropped, as
                       in the original export; shapes and types are inferred again by the checker.
                   The result keeps IR 8 and opset 17 and passes onnx.checker.check_model(full_check=True).
-  inputs.npz      a byte copy of models/llama-torchscript-opset17/inputs.npz (input_ids, attention_mask).
+  inputs.npz      a byte copy of fixtures/models/llama-torchscript-opset17/inputs.npz (input_ids, attention_mask).
   ort_logits.npz  logits: float32 [2, T, vocab], onnxruntime (CPUExecutionProvider) on model.onnx and inputs.npz.
 
 Checks: every q_proj / v_proj MatMul reads a FLOAT16 [64, out] initializer as input 1; onnxruntime's logits
@@ -51,8 +51,8 @@ from onnxconverter_common import float16
 from fixture_files import write_npz  # tools/ is on sys.path when this script runs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "models" / "llama-torchscript-opset17"
-OUT = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "export" / "llama-float16"
+SOURCE = ROOT / "fixtures" / "models" / "llama-torchscript-opset17"
+OUT = ROOT / "fixtures" / "export" / "llama-float16"
 
 TOLERANCE = 0.1  # max abs logits difference to the float32 model at real tokens
 LORA_TARGETS = ("q_proj", "v_proj")

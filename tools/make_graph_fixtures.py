@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the importer's own fixtures into Tests/ONNXGraphTests/Fixtures/ (needs numpy and onnx):
+"""Writes the importer's own fixtures into fixtures/graph/ (needs numpy and onnx):
 
   dtypes.onnx        one initializer per element type the interpreter loads, each twice: in raw_data and in the
                      typed field onnx.proto assigns it (float_data, int32_data, int64_data, double_data,
@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper, TensorProto
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "Tests" / "ONNXGraphTests" / "Fixtures"
+OUT = ROOT / "fixtures" / "graph"
 
 SIGNED = np.array([-2, -1, 0, 1, 2, 3])
 UNSIGNED = np.array([0, 1, 2, 3, 4, 5])

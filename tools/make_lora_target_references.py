@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes Tests/FinetuneTests/Fixtures/lora_targets.json: for every fixture export in models/fixtures.json,
+"""Writes fixtures/lora_targets/lora_targets.json: for every fixture export in fixtures/models/fixtures.json,
 per layer, the Hugging Face module path of the q and v projections and numbers that pin down exactly the
 weight values LoRA adapts there, in PEFT's orientation [out, in].
 
@@ -21,7 +21,7 @@ For each part: module_path, shape [out, in], first (the first 8 values, row-majo
 sums (sum of (i+1)*w[i, j] and of (j+1)*w[i, j]) that catch a permutation of rows or columns, all computed
 in float64 from the float32 weights.
 
-It also writes Tests/FinetuneTests/Fixtures/attention_gemm_transb.onnx, a hand-built one-block attention
+It also writes fixtures/lora_targets/attention_gemm_transb.onnx, a hand-built one-block attention
 graph with forms no fixture export has: q/k/v fused in one Gemm with transB=1 (weight [out, in]) behind a
 flattening Reshape, per-head interleaved like GPT-NeoX, split by a Split with a negative axis and sizes as an
 input, scaled by Div, masked by Where, and an output projection as MatMul + Add(bias). onnxruntime runs it
@@ -43,7 +43,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import make_fixtures  # noqa: E402  (its functions and seeds rebuild the fixtures' torch models)
 
-OUTPUT = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "lora_targets.json"
+OUTPUT = ROOT / "fixtures" / "lora_targets" / "lora_targets.json"
 
 
 def parts(arch, model):
@@ -119,7 +119,7 @@ def check_exported(entry, layers):
                                  "export's initializers: the rebuilt model differs from the exported one")
 
 
-SYNTHETIC = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "attention_gemm_transb.onnx"
+SYNTHETIC = ROOT / "fixtures" / "lora_targets" / "attention_gemm_transb.onnx"
 
 
 def make_synthetic_attention():
@@ -183,7 +183,7 @@ def make_synthetic_attention():
 
 def main():
     torch.set_num_threads(1)
-    entries = json.loads((ROOT / "models" / "fixtures.json").read_text())
+    entries = json.loads((ROOT / "fixtures" / "models" / "fixtures.json").read_text())
     infos = {style: make_fixtures.train_tokenizer(style)[1] for style in ("gpt2", "llama3")}
     result = {}
     for arch, (style, _) in make_fixtures.ARCHS.items():

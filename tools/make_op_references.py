@@ -2,7 +2,7 @@
 """Builds one-node ONNX models for every op case in tools/op_cases/*.py, runs them with onnxruntime, and writes
 the reference data the Swift op tests compare against.
 
-For a case named NAME it writes, into Tests/InterpreterTests/Fixtures/ops/:
+For a case named NAME it writes, into fixtures/ops/:
   NAME.onnx          the one-node model (graph inputs named as the case's inputs, outputs as its outputs)
   NAME.inputs.npz    the inputs, keyed by graph input name
   NAME.outputs.npz   onnxruntime's outputs, keyed by graph output name
@@ -30,7 +30,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "Tests" / "InterpreterTests" / "Fixtures" / "ops"
+OUT = ROOT / "fixtures" / "ops"
 
 
 def load_cases():

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference numbers for the optimisers, learning-rate schedules and gradient clipping, computed by torch and
-transformers themselves (the implementations TRL runs), written to Tests/FinetuneTests/Fixtures/optimizers.json.
+transformers themselves (the implementations TRL runs), written to fixtures/optimizers/optimizers.json.
 
 Needs torch and transformers:  python tools/make_optimizer_references.py
 """
@@ -11,7 +11,7 @@ import torch
 import transformers
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "optimizers.json"
+OUT = ROOT / "fixtures" / "optimizers" / "optimizers.json"
 
 
 def optimizer_run(kind, lr, weight_decay, steps=5):

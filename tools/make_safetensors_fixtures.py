@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the safetensors and PEFT-adapter fixtures that Tests/FinetuneTests/PEFTAdapterTests.swift reads
-(Tests/FinetuneTests/Fixtures/peft/), all with the reference libraries, so that the Swift reader is checked
+"""Writes the safetensors and PEFT-adapter fixtures that Tests/AdaptersTests/PEFTAdapterTests.swift reads
+(fixtures/peft/), all with the reference libraries, so that the Swift reader is checked
 against files it did not write.
 
   mixed.safetensors    written by safetensors.torch.save_file with metadata {"format": "pt", "note": "..."}:
@@ -13,12 +13,12 @@ against files it did not write.
                          empty float32 [0, 4]
   mixed.json           per tensor: dtype, shape and the values as Python floats/ints after decoding
                        (float16/bfloat16/float64 converted to float32 exactly as a reader must)
-  llama_adapter/       PEFT save_pretrained of LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj",
+  llama-dynamo-saved/  PEFT save_pretrained of LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj",
                        "v_proj"], init_lora_weights="gaussian") on the tiny Llama of tools/make_fixtures.py
-                       (build_model("llama", ...), seed 0: the model of models/llama-dynamo), with lora_B then
+                       (build_model("llama", ...), seed 0: the model of fixtures/models/llama-dynamo), with lora_B then
                        set to N(0, 0.1^2) from torch.Generator().manual_seed(7) in sorted name order so that B is
                        not all zero. README.md is removed.
-  llama_adapter.npz    the same A and B, keyed "<module path>.A" / "<module path>.B", written with numpy (the
+  llama-dynamo-saved.npz  the same A and B, keyed "<module path>.A" / "<module path>.B", written with numpy (the
                        values the Swift loader must produce)
   versions.json        the library versions that produced the files
 
@@ -44,7 +44,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from make_fixtures import build_model, train_tokenizer  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "peft"
+OUT = ROOT / "fixtures" / "peft"
+OWN = ["mixed.safetensors", "mixed.json", "llama-dynamo-saved", "llama-dynamo-saved.npz", "versions.json"]
 
 PREFIX = "base_model.model."
 
@@ -90,7 +91,7 @@ def write_llama_adapter():
         for name, parameter in sorted(pmodel.named_parameters()):
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    folder = OUT / "llama_adapter"
+    folder = OUT / "llama-dynamo-saved"
     pmodel.save_pretrained(str(folder))
     (folder / "README.md").unlink(missing_ok=True)
 
@@ -103,21 +104,26 @@ def write_llama_adapter():
             if key.endswith(part):
                 arrays[key[len(PREFIX):-len(part)] + "." + letter] = value.detach().to(torch.float32).numpy()
     assert len(arrays) == 8, sorted(arrays)  # 2 layers x (q_proj, v_proj) x (A, B)
-    np.savez(OUT / "llama_adapter.npz", **arrays)
+    np.savez(OUT / "llama-dynamo-saved.npz", **arrays)
 
 
 def main():
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    # fixtures/peft/ also holds make_convert_references.py's cases: remove only what this script writes.
+    for name in OWN:
+        path = OUT / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    OUT.mkdir(parents=True, exist_ok=True)
     write_mixed()
     write_llama_adapter()
     versions = dict(safetensors=safetensors.__version__, peft=peft.__version__, torch=torch.__version__,
                     transformers=transformers.__version__, numpy=np.__version__)
     (OUT / "versions.json").write_text(json.dumps(versions, indent=1, sort_keys=True) + "\n")
-    for path in sorted(OUT.rglob("*")):
+    for path in sorted(p for name in OWN for p in [OUT / name, *(OUT / name).rglob("*")]):
         if path.is_file():
             print(f"{path.relative_to(ROOT)}: {path.stat().st_size} bytes")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the tokenizer fixtures that the Swift tokenizer (Sources/Finetune/Tokenizer/) must agree with exactly.
+"""Builds the tokenizer fixtures that the Swift tokenizer (Sources/Tokenizers/) must agree with exactly.
 
 Nothing is downloaded: every tokenizer is BUILT here with the `tokenizers` library, trained on
 tools/fixture_corpus.txt, in the style of a real model family:
@@ -20,9 +20,9 @@ tools/fixture_corpus.txt, in the style of a real model family:
              WhitespaceSplit + Punctuation + Digits, BPE with "##" continuing-subword prefix, "</w>"
              end-of-word suffix and [UNK] (fuse_unk, no byte fallback), BertProcessing, a normalized added
              token ("new york"), a single_word one ("ok") and an rstrip one ([MASK]).
-and two tokenizers already committed beside the model fixtures (models/gpt2-dynamo, models/llama-dynamo).
+and two tokenizers already committed beside the model fixtures (fixtures/models/gpt2-dynamo, fixtures/models/llama-dynamo).
 
-Outputs, under Tests/FinetuneTests/Fixtures/tokenizers/:
+Outputs, under fixtures/tokenizers/:
   <style>/tokenizer.json, <style>/tokenizer_config.json   the built tokenizers
   expected.json    {"cases": [text, ...], "styles": {style: {"path", "vocab_size", "bos_token",
                    "bos_token_id", "eos_token", "eos_token_id", "results": [{"ids", "ids_no_special",
@@ -62,7 +62,7 @@ from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normaliz
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "tools" / "fixture_corpus.txt"
-OUT = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "tokenizers"
+OUT = ROOT / "fixtures" / "tokenizers"
 CORPUS = OUT / "corpus.txt"
 
 GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -247,7 +247,7 @@ def bertlike():
 
 BUILT = {"gpt2": gpt2, "llama3": llama3, "qwen2": qwen2, "llama2": llama2, "mistral": mistral,
          "metaspace": metaspace, "roberta": roberta, "bertlike": bertlike}
-COMMITTED = {"gpt2-dynamo": "models/gpt2-dynamo", "llama-dynamo": "models/llama-dynamo"}
+COMMITTED = {"gpt2-dynamo": "fixtures/models/gpt2-dynamo", "llama-dynamo": "fixtures/models/llama-dynamo"}
 
 
 def cases():

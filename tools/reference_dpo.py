@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Runs TRL's DPOTrainer + a PEFT LoRA on the tiny Llama fixture and saves the reference numbers that
-onnx-dpo's TRL parity test must match (Tests/FinetuneTests/Fixtures/trl/).
+onnx-dpo's TRL parity test must match (fixtures/trl/).
 
 Model: the tiny Llama of tools/make_fixtures.py (build_model("llama", ...), seed 0), rebuilt here and checked
-bit-for-bit against every initializer of models/llama-dynamo/model.onnx before training.
-Tokenizer: models/llama-dynamo/tokenizer.json through transformers.PreTrainedTokenizerFast, with the
-bos/eos/pad tokens of models/llama-dynamo/tokenizer_config.json (<s>, </s>, </s>).
-Data: models/dpo/preferences.jsonl (explicit prompt, plain strings). Dataset order: the training sampler is
+bit-for-bit against every initializer of fixtures/models/llama-dynamo/model.onnx before training.
+Tokenizer: fixtures/models/llama-dynamo/tokenizer.json through transformers.PreTrainedTokenizerFast, with the
+bos/eos/pad tokens of fixtures/models/llama-dynamo/tokenizer_config.json (<s>, </s>, </s>).
+Data: fixtures/dpo/preferences.jsonl (explicit prompt, plain strings). Dataset order: the training sampler is
 SequentialSampler (TrainingArguments.train_sampling_strategy="sequential"), so the 5 steps of batch 4 see
 pairs 0-3, 4-7, ..., 16-19.
 
@@ -17,7 +17,7 @@ drawn here from torch.Generator().manual_seed(B_SEED) in sorted parameter-name o
 trivial log(2) step. (Passing an already-wrapped PeftModel instead would make TRL copy that adapter into a
 "ref" adapter and use it as the reference; that is NOT what this fixture does.)
 
-Writes, into Tests/FinetuneTests/Fixtures/trl/:
+Writes, into fixtures/trl/:
   initial_adapter/   PEFT save_pretrained before training (adapter_model.safetensors, adapter_config.json)
   final_adapter/     PEFT save_pretrained after 5 steps
   metrics.json       TRL's log_history, one object per step (loss, rewards/*, logps/*, logits/*, grad_norm, ...)
@@ -57,9 +57,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from make_fixtures import build_model, train_tokenizer  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODEL_DIR = ROOT / "models" / "llama-dynamo"
-DATA = ROOT / "models" / "dpo" / "preferences.jsonl"
-OUT = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "trl"
+MODEL_DIR = ROOT / "fixtures" / "models" / "llama-dynamo"
+DATA = ROOT / "fixtures" / "dpo" / "preferences.jsonl"
+OUT = ROOT / "fixtures" / "trl"
 
 B_SEED = 1234
 B_STD = 0.05
@@ -291,9 +291,9 @@ def main():
                       torch=torch.__version__, datasets=datasets.__version__, python=sys.version.split()[0]),
         model=dict(source="tools/make_fixtures.py build_model('llama', ...)", onnx=str((MODEL_DIR / "model.onnx").relative_to(ROOT)),
                    onnx_parameters_checked_bitwise=n_checked, dtype="float32", device="cpu"),
-        tokenizer=dict(file="models/llama-dynamo/tokenizer.json", **{k: tok_config[k] for k in (
+        tokenizer=dict(file="fixtures/models/llama-dynamo/tokenizer.json", **{k: tok_config[k] for k in (
             "bos_token", "eos_token", "pad_token", "padding_side", "model_max_length")}),
-        data=dict(file="models/dpo/preferences.jsonl", pairs_in_file=len(dataset),
+        data=dict(file="fixtures/dpo/preferences.jsonl", pairs_in_file=len(dataset),
                   pairs_used=MAX_STEPS * BATCH, order="dataset order (SequentialSampler via "
                   "train_sampling_strategy='sequential')"),
         lora=dict(LORA, init_lora_weights=True, use_rslora=False,

@@ -6,12 +6,12 @@ import TestSupport
 import XCTest
 
 /// The two adapter formats besides PEFT's: onnxruntime's `.onnx_adapter` FlatBuffer (files written by onnxruntime
-/// itself, Fixtures/adapter_formats from tools/make_adapter_format_references.py, read to the values it saved; our
+/// itself, fixtures/adapter_formats from tools/make_adapter_format_references.py, read to the values it saved; our
 /// files read back bit for bit; every truncated, corrupted or malformed file refused with a message naming the file
 /// and the parameter) and mlx-lm's adapter folder (PEFT orientation → MLX → back is exact, the files hold exactly
 /// the transposes, and MLX's update `scale·(x·lora_a)·lora_b` equals PEFT's `scale·B·A·x`).
 final class AdapterFormatTests: XCTestCase {
-    static let fixtures = repositoryPath("Tests/FinetuneTests/Fixtures/adapter_formats")
+    static let fixtures = fixturePath("adapter_formats")
 
     func assertSameContents(_ actual: ONNXAdapterFile.Contents, _ expected: ONNXAdapterFile.Contents, _ message: String,
                             file: StaticString = #filePath, line: UInt = #line) {

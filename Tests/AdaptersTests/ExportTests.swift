@@ -7,7 +7,7 @@ import XCTest
 
 /// `ONNXExport` and `AdapterConversion`: export → re-import → forward equals the adapted forward; only the adapted
 /// output features change; shared weights get a private merged copy; float16 weights are rounded once; bad input
-/// is refused with nothing written. (onnxruntime and the onnx checker run on exports in tests/interop.)
+/// is refused with nothing written. (onnxruntime and the onnx checker run on exports in interop/.)
 final class ExportTests: XCTestCase {
 
     private func logits(_ model: Model, _ feeds: [String: Tensor], extra: [String: Tensor] = [:]) throws -> Tensor {
@@ -149,7 +149,7 @@ final class ExportTests: XCTestCase {
         // projections on all their output features and rsLoRA's scale included.
         for (name, fixture, scale) in [("qwen2-torchscript-rslora", "qwen2-torchscript", 8.0), ("gpt2-torchscript-c_attn", "gpt2-torchscript", 2.0)] {
             let model = try ExportFixture.named(fixture).model()
-            let adapter = try AdapterFolder.read(repositoryPath("models/peft/\(name)"), for: model).adapter
+            let adapter = try AdapterFolder.read(fixturePath("peft/\(name)"), for: model).adapter
             XCTAssertEqual(adapter.configuration.scale, scale, accuracy: 1e-12, name)
             for module in adapter.modules { XCTAssertEqual(module.trainableOutputs.count, module.outFeatures, name) }
         }
@@ -161,7 +161,7 @@ final class ExportTests: XCTestCase {
     /// float16 before adding, or rounding twice, fails this.
     func testFloat16WeightsAreMergedInFloat32AndRoundedOnce() throws {
         let folder = try temporaryDirectory(for: self)
-        let model = try Model.load(path: repositoryPath("Tests/FinetuneTests/Fixtures/export/llama-float16/model.onnx"))
+        let model = try Model.load(path: fixturePath("export/llama-float16/model.onnx"))
         let adapter = try LoRAInjectionTests.randomAdapter(model, seed: 14)
         let output = folder.appendingPathComponent("merged.onnx").path
         try ONNXExport.write(model: model, adapter: adapter, form: .merged, to: output)
@@ -197,7 +197,7 @@ final class ExportTests: XCTestCase {
 
     /// A copy of the llama-dynamo PEFT reference adapter with `edit` applied to its tensors.
     private func editedAdapter(_ folder: URL, _ name: String, _ edit: (inout [(name: String, tensor: Tensor)]) -> Void) throws -> String {
-        let source = repositoryPath("models/peft/llama-dynamo-qv")
+        let source = fixturePath("peft/llama-dynamo-qv")
         let target = folder.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: target, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "\(source)/adapter_config.json", toPath: target.appendingPathComponent("adapter_config.json").path)
@@ -209,7 +209,7 @@ final class ExportTests: XCTestCase {
 
     func testBadAdaptersAreRefusedWithNothingWritten() throws {
         let folder = try temporaryDirectory(for: self)
-        let modelPath = repositoryPath("models/llama-dynamo/model.onnx")
+        let modelPath = fixturePath("models/llama-dynamo/model.onnx")
         let key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
         let shape = try editedAdapter(folder, "shape") { tensors in
             let index = tensors.firstIndex { $0.name == key }!
@@ -225,7 +225,7 @@ final class ExportTests: XCTestCase {
             (shape, ["lora_A.weight", "[4, 32]", "[4, 64]"]),
             (missing, ["model.layers.0.self_attn.q_proj", "lora_B.weight"]),
             (extra, ["model.layers.9.self_attn.q_proj", "no projection"]),
-            (repositoryPath("models/peft/bad/dora"), ["DoRA"]),
+            (fixturePath("peft/bad/dora"), ["DoRA"]),
         ]
         for (adapter, fragments) in cases {
             let output = folder.appendingPathComponent("out").path
@@ -244,7 +244,7 @@ final class ExportTests: XCTestCase {
         let folder = try temporaryDirectory(for: self)
         // Copy llama-dynamo (model + external data) so the input's files can be named as outputs.
         for file in ["model.onnx", "model.onnx.data"] {
-            try FileManager.default.copyItem(atPath: repositoryPath("models/llama-dynamo/\(file)"), toPath: folder.appendingPathComponent(file).path)
+            try FileManager.default.copyItem(atPath: fixturePath("models/llama-dynamo/\(file)"), toPath: folder.appendingPathComponent(file).path)
         }
         let modelPath = folder.appendingPathComponent("model.onnx").path
         let model = try Model.load(path: modelPath)
@@ -270,8 +270,8 @@ final class ExportTests: XCTestCase {
 
     func testMLXRoundTripThroughConvert() throws {
         let folder = try temporaryDirectory(for: self)
-        let modelPath = repositoryPath("models/qwen2-torchscript/model.onnx")
-        let source = repositoryPath("models/peft/qwen2-torchscript-rslora")
+        let modelPath = fixturePath("models/qwen2-torchscript/model.onnx")
+        let source = fixturePath("peft/qwen2-torchscript-rslora")
         let mlx = folder.appendingPathComponent("mlx").path, peft = folder.appendingPathComponent("peft").path
         XCTAssertEqual(try AdapterConversion.convert(modelPath: modelPath, adapterPath: source, to: .mlx, output: mlx).sourceFormat, .peft)
         XCTAssertEqual(try AdapterConversion.convert(modelPath: modelPath, adapterPath: mlx, to: .peft, output: peft).sourceFormat, .mlx)

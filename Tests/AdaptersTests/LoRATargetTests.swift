@@ -6,7 +6,7 @@ import XCTest
 
 /// LoRA target discovery on every fixture export: the q and v projections found by structure carry the Hugging
 /// Face module paths, and the weight values they adapt are exactly the torch q and v weights
-/// (`tools/make_lora_target_references.py` writes `Fixtures/lora_targets.json` from the rebuilt torch models).
+/// (`tools/make_lora_target_references.py` writes `fixtures/lora_targets/lora_targets.json` from the rebuilt torch models).
 final class LoRATargetTests: XCTestCase {
     struct References: Decodable {
         struct Part: Decodable {
@@ -25,7 +25,7 @@ final class LoRATargetTests: XCTestCase {
     }
 
     static func references() throws -> References {
-        let path = repositoryPath("Tests/FinetuneTests/Fixtures/lora_targets.json")
+        let path = fixturePath("lora_targets/lora_targets.json")
         return try JSONDecoder().decode(References.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
@@ -203,7 +203,7 @@ final class LoRATargetTests: XCTestCase {
     /// A hand-built block: q, k and v fused in one Gemm with `transB = 1` (`[out, in]`), per-head interleaved,
     /// split by a Split with a negative axis; output projection as MatMul + Add(bias); no names to label it.
     func testFusedGemmWithTransposedWeight() throws {
-        let model = try Model.load(path: repositoryPath("Tests/FinetuneTests/Fixtures/attention_gemm_transb.onnx"))
+        let model = try Model.load(path: fixturePath("lora_targets/attention_gemm_transb.onnx"))
         let targets = try LoRATargets.find(in: model, kinds: [.q, .k, .v, .o])
         XCTAssertEqual(targets.map(\.kind), [.q, .k, .v, .o])
         XCTAssertEqual(targets.map(\.modulePath), ["layers.0.attention.qkv", "layers.0.attention.qkv",
@@ -256,7 +256,7 @@ final class LoRATargetTests: XCTestCase {
     func testGraphsWithoutAttentionAreAnErrorNamingTheModel() throws {
         for (file, reason) in [("gemm_tA0_tB0.onnx", "the graph has no Softmax node"),
                                ("softmax_axism1.onnx", "none of its 1 Softmax node(s)")] {
-            let path = repositoryPath("Tests/InterpreterTests/Fixtures/ops/\(file)")
+            let path = fixturePath("ops/\(file)")
             let model = try Model.load(path: path)
             XCTAssertThrowsError(try LoRATargets.find(in: model)) { error in
                 guard case AdapterError.loraTargetsNotFound(let named, let message)? = error as? AdapterError else {

@@ -6,14 +6,14 @@ import TestSupport
 import XCTest
 
 /// The safetensors reader and writer and the PEFT adapter folder: our files round-trip bit for bit, files written
-/// by Python's `safetensors` and by PEFT itself (Fixtures/peft, from tools/make_safetensors_fixtures.py) read to
+/// by Python's `safetensors` and by PEFT itself (fixtures/peft, from tools/make_safetensors_fixtures.py) read to
 /// the values those libraries saved, and every malformed or unsupported input is refused with a message that says
 /// what is wrong.
 final class PEFTAdapterTests: XCTestCase {
-    static let fixtures = "Tests/FinetuneTests/Fixtures/peft"
+    static let fixtures = "fixtures/peft"
 
     static func modules(_ model: String) throws -> [LoRAModule] {
-        let model = try Model.load(path: repositoryPath("models/\(model)/model.onnx"))
+        let model = try Model.load(path: fixturePath("models/\(model)/model.onnx"))
         return try LoRAModule.modules(for: try LoRATargets.find(in: model), model: model)
     }
 
@@ -33,19 +33,6 @@ final class PEFTAdapterTests: XCTestCase {
         return adapter
     }
 
-    /// Runs `body`, which must throw an error whose description contains every one of `fragments`.
-    func assertThrows(_ fragments: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("no error; expected one mentioning \(fragments)", file: file, line: line)
-        } catch {
-            let text = "\(error)"
-            for fragment in fragments where !text.contains(fragment) {
-                XCTFail("error \"\(text)\" does not mention \"\(fragment)\"", file: file, line: line)
-            }
-        }
-    }
-
     // MARK: Round trips
 
     func testAdapterRoundTripIsBitIdentical() throws {
@@ -58,7 +45,7 @@ final class PEFTAdapterTests: XCTestCase {
             for (index, configuration) in configurations.enumerated() {
                 let adapter = Self.adapter(modules, configuration, seed: UInt64(10 + index))
                 let folder = try temporaryDirectory(for: self).appendingPathComponent("nested/adapter").path
-                try adapter.save(to: folder, baseModelNameOrPath: index == 0 ? "models/\(model)/model.onnx" : nil)
+                try adapter.save(to: folder, baseModelNameOrPath: index == 0 ? "fixtures/models/\(model)/model.onnx" : nil)
                 let loaded = try AdapterFolder.read(folder, modules: modules)
                 XCTAssertEqual(loaded.configuration, configuration, model)
                 XCTAssertEqual(loaded.configuration.alpha.bitPattern, configuration.alpha.bitPattern)
@@ -72,7 +59,7 @@ final class PEFTAdapterTests: XCTestCase {
                 }
                 // Saving again over the folder gives the same bytes.
                 let weights = try Data(contentsOf: URL(fileURLWithPath: "\(folder)/adapter_model.safetensors"))
-                try loaded.save(to: folder, baseModelNameOrPath: index == 0 ? "models/\(model)/model.onnx" : nil)
+                try loaded.save(to: folder, baseModelNameOrPath: index == 0 ? "fixtures/models/\(model)/model.onnx" : nil)
                 XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/adapter_model.safetensors")), weights)
                 XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder).sorted(),
                                ["adapter_config.json", "adapter_model.safetensors"], "no temporary files left")
@@ -84,7 +71,7 @@ final class PEFTAdapterTests: XCTestCase {
         let modules = try Self.modules("llama-dynamo")
         let adapter = Self.adapter(modules, LoRAConfiguration(rank: 4, alpha: 8, initialization: .gaussian), seed: 3)
         let folder = try temporaryDirectory(for: self).path
-        try adapter.save(to: folder, baseModelNameOrPath: "models/llama-dynamo/model.onnx")
+        try adapter.save(to: folder, baseModelNameOrPath: "fixtures/models/llama-dynamo/model.onnx")
 
         let config = try XCTUnwrap(JSONSerialization.jsonObject(
             with: Data(contentsOf: URL(fileURLWithPath: "\(folder)/adapter_config.json"))) as? [String: Any])
@@ -103,7 +90,7 @@ final class PEFTAdapterTests: XCTestCase {
         XCTAssertEqual(config["bias"] as? String, "none")
         XCTAssertEqual(config["fan_in_fan_out"] as? Bool, false)
         XCTAssertEqual(config["init_lora_weights"] as? String, "gaussian")
-        XCTAssertEqual(config["base_model_name_or_path"] as? String, "models/llama-dynamo/model.onnx")
+        XCTAssertEqual(config["base_model_name_or_path"] as? String, "fixtures/models/llama-dynamo/model.onnx")
         XCTAssertEqual(config["inference_mode"] as? Bool, true)
         XCTAssertEqual(config["use_dora"] as? Bool, false)
         for key in ["modules_to_save", "revision", "layers_to_transform"] { XCTAssertTrue(config[key] is NSNull, key) }
@@ -206,10 +193,10 @@ final class PEFTAdapterTests: XCTestCase {
 
     func testLoadsAnAdapterSavedByPEFT() throws {
         let modules = try Self.modules("llama-dynamo")
-        let adapter = try AdapterFolder.read(repositoryPath("\(Self.fixtures)/llama_adapter"), modules: modules)
+        let adapter = try AdapterFolder.read(repositoryPath("\(Self.fixtures)/llama-dynamo-saved"), modules: modules)
         XCTAssertEqual(adapter.configuration, LoRAConfiguration(rank: 4, alpha: 8, dropout: 0, useRSLoRA: false,
                                                                 initialization: .gaussian))
-        let expected = try NPZ.read(path: repositoryPath("\(Self.fixtures)/llama_adapter.npz"))
+        let expected = try NPZ.read(path: repositoryPath("\(Self.fixtures)/llama-dynamo-saved.npz"))
         XCTAssertEqual(expected.count, 2 * modules.count)
         for module in modules {
             assertBitIdentical(adapter.a[module.modulePath], expected["\(module.modulePath).A"], "A \(module.modulePath)")
@@ -218,11 +205,11 @@ final class PEFTAdapterTests: XCTestCase {
         XCTAssertTrue(adapter.b.values.contains { $0.floats.contains { $0 != 0 } }, "the fixture's B is not zero")
 
         // TRL's initial adapter (PEFT's defaults, r 8): kaiming, and it saves back to the same tensors.
-        let trl = try AdapterFolder.read(repositoryPath("Tests/FinetuneTests/Fixtures/trl/initial_adapter"), modules: modules)
+        let trl = try AdapterFolder.read(fixturePath("trl/initial_adapter"), modules: modules)
         XCTAssertEqual(trl.configuration, LoRAConfiguration(rank: 8, alpha: 16))
         let folder = try temporaryDirectory(for: self).path
         try trl.save(to: folder)
-        let original = try SafeTensors.read(path: repositoryPath("Tests/FinetuneTests/Fixtures/trl/initial_adapter/adapter_model.safetensors"))
+        let original = try SafeTensors.read(path: fixturePath("trl/initial_adapter/adapter_model.safetensors"))
         let saved = try SafeTensors.read(path: "\(folder)/adapter_model.safetensors")
         XCTAssertEqual(Set(saved.tensors.map(\.name)), Set(original.tensors.map(\.name)))
         for (name, tensor) in original.tensors { assertBitIdentical(saved[name], tensor, name) }
@@ -233,7 +220,7 @@ final class PEFTAdapterTests: XCTestCase {
     /// A copy of the PEFT fixture with `adapter_config.json` edited by `edit`.
     func editedFixture(_ edit: (inout [String: Any]) -> Void) throws -> String {
         let folder = try temporaryDirectory(for: self).appendingPathComponent("adapter")
-        try FileManager.default.copyItem(at: URL(fileURLWithPath: repositoryPath("\(Self.fixtures)/llama_adapter")), to: folder)
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: repositoryPath("\(Self.fixtures)/llama-dynamo-saved")), to: folder)
         let configURL = folder.appendingPathComponent("adapter_config.json")
         var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
         edit(&config)

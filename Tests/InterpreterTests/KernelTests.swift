@@ -33,7 +33,7 @@ final class KernelTests: XCTestCase {
             for transposeA in [false, true] {
                 for transposeB in [false, true] {
                     let aShape = transposeA ? [k, m] : [m, k], bShape = transposeB ? [n, k] : [k, n]
-                    let a = KernelTestValues.values(m * k, seed: 1), b = KernelTestValues.values(k * n, seed: 2)
+                    let a = uniformTestValues(m * k, seed: 1), b = uniformTestValues(k * n, seed: 2)
                     let product = try matrixProduct(Tensor(shape: aShape, floats: a), Tensor(shape: bShape, floats: b),
                                                     transposeA: transposeA, transposeB: transposeB)
                     let expected = Self.naiveProduct(a, aShape, transposeA: transposeA, b, bShape, transposeB: transposeB)
@@ -47,7 +47,7 @@ final class KernelTests: XCTestCase {
     func testBatchedProductsSpreadOverThreadsMatchPerBatchProducts() throws {
         // 40 batch entries of [32, 48] × [48, 40]ᵀ: small GEMMs, spread over the threads by batch entry.
         let (batch, m, k, n) = (40, 32, 48, 40)
-        let a = KernelTestValues.values(batch * m * k, seed: 3), b = KernelTestValues.values(batch * n * k, seed: 4)
+        let a = uniformTestValues(batch * m * k, seed: 3), b = uniformTestValues(batch * n * k, seed: 4)
         let product = try matrixProduct(Tensor(shape: [4, 10, m, k], floats: a), Tensor(shape: [4, 10, n, k], floats: b),
                                         transposeB: true)
         var expected: [Float] = []

@@ -4,7 +4,7 @@ import ONNXGraph
 import TestSupport
 import XCTest
 
-/// Whole models: every exported fixture in `models/` (see `tools/make_fixtures.py`) gives torch's logits.
+/// Whole models: every exported fixture in `fixtures/models/` (see `tools/make_fixtures.py`) gives torch's logits.
 final class ModelFixtureTests: XCTestCase {
     /// Max |ours − torch| over real-token positions (attention_mask = 1); padded rows may attend to nothing.
     static func maxDifferenceAtRealTokens(_ logits: Tensor, _ reference: Tensor, mask: Tensor) -> Float {
@@ -56,7 +56,7 @@ final class ModelFixtureTests: XCTestCase {
     }
 
     func testUnsupportedOperatorsAreReportedAtLoadWithNodeOpDomainAndOpset() throws {
-        let bad = repositoryPath("Tests/ONNXGraphTests/Fixtures/bad")
+        let bad = fixturePath("graph/bad")
         let einsum = try Model.load(path: "\(bad)/unsupported_op.onnx")
         assertThrows(["my_einsum", "Einsum", "ai.onnx", "opset 17", "not implemented"]) { try Session(model: einsum) }
         XCTAssertEqual(ModelReport(model: einsum).unsupportedOperators.map(\.opType), ["Einsum"])

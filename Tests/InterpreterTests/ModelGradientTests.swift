@@ -5,10 +5,8 @@ import TestSupport
 import XCTest
 
 /// Gradients through whole exported models: `loss = Σ R · logits` over real-token positions, differentiated with
-/// respect to a projection weight, against central finite differences.
+/// respect to a projection weight, against central finite differences (TestSupport's `gradientCheck`).
 final class ModelGradientTests: XCTestCase {
-    /// Float32 central differences over a whole model: step 5e-3, accepted when
-    /// `|analytic − numeric| <= 2e-2 + 3e-2 · |numeric|`.
     func testWeightGradientsMatchFiniteDifferencesOnEveryFixture() throws {
         var failures: [String] = []
         for fixture in try ExportFixture.all() {
@@ -43,32 +41,20 @@ final class ModelGradientTests: XCTestCase {
         let mask = try XCTUnwrap(feeds["attention_mask"]).int64s
         let vocabulary = logits.shape[2]
         // R is zero at padded positions: their logits are not compared anywhere.
-        var weights = KernelTestValues.values(logits.count, seed: 99)
+        var weights = uniformTestValues(logits.count, seed: 99)
         for position in mask.indices where mask[position] == 0 {
             for index in (position * vocabulary)..<((position + 1) * vocabulary) { weights[index] = 0 }
-        }
-        func loss(_ outputs: [String: Tensor]) -> Double {
-            zip(outputs["logits"]!.floats, weights).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
         }
         let gradient = try XCTUnwrap(try pass.backward(["logits": Tensor(shape: logits.shape, floats: weights)])[weight.name])
         let values = try model.loadTensor(weight)
         XCTAssertEqual(gradient.shape, values.shape)
-        for index in Swift.stride(from: 0, to: values.count, by: values.count / 5) {
-            let h: Float = 5e-3
-            var shifted = values.floats
-            shifted[index] += h
-            try session.setInitializer(weight.name, Tensor(shape: values.shape, floats: shifted))
-            let plus = loss(try session.run(feeds))
-            shifted[index] -= 2 * h
-            try session.setInitializer(weight.name, Tensor(shape: values.shape, floats: shifted))
-            let minus = loss(try session.run(feeds))
-            try session.setInitializer(weight.name, values)
-            let numeric = (plus - minus) / (2 * Double(h))
-            let analytic = Double(gradient.floats[index])
-            if abs(analytic - numeric) > 2e-2 + 3e-2 * abs(numeric) {
-                failures.append("\(fixture.name): d/d\(weight.name)[\(index)] rule \(analytic), finite differences \(numeric)")
-            }
+        let indices = Swift.stride(from: 0, to: values.count, by: values.count / 5)
+        let problem = try gradientCheck(weight.name, values: values, analytic: gradient.floats, indices: indices) { shifted in
+            try session.setInitializer(weight.name, shifted)
+            return .weightedSum(try session.run(feeds)["logits"]!.floats, weights, depth: ExportFixture.roundingDepth)
         }
+        try session.setInitializer(weight.name, values)
+        if let problem { failures.append("\(fixture.name): \(problem)") }
     }
 
     func testBackwardRunsOnceAndRejectsOutputsNoTrainableValueReaches() throws {

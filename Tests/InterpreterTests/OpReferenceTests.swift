@@ -7,7 +7,7 @@ import XCTest
 /// Every op against reference outputs: one-node models and the outputs onnxruntime (or numpy) computed for them,
 /// made by `tools/make_op_references.py` from the cases in `tools/op_cases/`.
 final class OpReferenceTests: XCTestCase {
-    static let folder = repositoryPath("Tests/InterpreterTests/Fixtures/ops")
+    static let folder = fixturePath("ops")
 
     static func caseNames() throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: folder)

@@ -5,7 +5,7 @@ import XCTest
 
 /// The importer: every element type, raw and typed storage, node metadata, and unknown fields kept for export.
 final class ModelLoadingTests: XCTestCase {
-    static let fixtures = repositoryPath("Tests/ONNXGraphTests/Fixtures")
+    static let fixtures = fixturePath("graph")
 
     func testEveryElementTypeLoadsFromRawDataAndTypedFields() throws {
         let model = try Model.load(path: "\(Self.fixtures)/dtypes.onnx")
@@ -71,7 +71,7 @@ final class ModelLoadingTests: XCTestCase {
 
 /// Bad model files: each gets a clear error naming the file or tensor, never a crash.
 final class BadModelTests: XCTestCase {
-    static let bad = repositoryPath("Tests/ONNXGraphTests/Fixtures/bad")
+    static let bad = fixturePath("graph/bad")
 
     func testMissingFile() {
         assertThrows(["/no/such/model.onnx", "No such file"]) { try Model.load(path: "/no/such/model.onnx") }
@@ -90,7 +90,7 @@ final class BadModelTests: XCTestCase {
     }
 
     func testTruncatedFilesAreRefusedAtEveryCut() throws {
-        let source = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("Tests/ONNXGraphTests/Fixtures/dtypes.onnx")))
+        let source = try Data(contentsOf: URL(fileURLWithPath: fixturePath("graph/dtypes.onnx")))
         let directory = try temporaryDirectory(for: self)
         for fraction in [0.1, 0.25, 0.5, 0.75, 0.9, 0.99] {
             let path = directory.appendingPathComponent("cut-\(fraction).onnx").path
@@ -120,7 +120,7 @@ final class BadModelTests: XCTestCase {
         let outside = directory.appendingPathComponent("outside")
         try FileManager.default.createDirectory(at: modelFolder, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
-        let source = repositoryPath("models/llama-dynamo")
+        let source = fixturePath("models/llama-dynamo")
         try FileManager.default.copyItem(atPath: "\(source)/model.onnx", toPath: modelFolder.appendingPathComponent("model.onnx").path)
         try FileManager.default.copyItem(atPath: "\(source)/model.onnx.data", toPath: outside.appendingPathComponent("model.onnx.data").path)
         try FileManager.default.createSymbolicLink(
@@ -147,7 +147,7 @@ final class BadModelTests: XCTestCase {
 
 /// NumPy archives: stored and deflated entries, every supported dtype, and our own writing read back.
 final class NPZTests: XCTestCase {
-    static let fixtures = repositoryPath("Tests/ONNXGraphTests/Fixtures")
+    static let fixtures = fixturePath("graph")
 
     func checkArrays(_ arrays: [String: Tensor]) {
         assertClose(arrays["f32"]!, Tensor(shape: [2, 3], floats: [0, 1, 2, 3, 4, 5]), relative: 0, absolute: 0)

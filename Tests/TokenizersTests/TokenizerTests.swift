@@ -7,7 +7,7 @@ import ONNXGraph
 
 /// The Swift tokenizer against the `tokenizers` library, on fixtures made by tools/make_tokenizer_references.py.
 final class TokenizerTests: XCTestCase {
-    private static let fixtures = "Tests/FinetuneTests/Fixtures/tokenizers"
+    private static let fixtures = "fixtures/tokenizers"
 
     private struct Expected: Decodable {
         let cases: [String]
@@ -208,9 +208,11 @@ final class TokenizerTests: XCTestCase {
         XCTAssertGreaterThan(checked, 2000)
     }
 
-    /// `value` written back as JSON text.
+    /// `value` written back as JSON text (object keys in order and every string's scalars as they are, which
+    /// JSONSerialization's dictionaries would not keep; JSONEncoder escapes the strings).
     private func encodeJSON(_ value: JSONValue) -> String {
-        switch value {
+        let jsonString = { (text: String) in String(decoding: try! JSONEncoder().encode(text), as: UTF8.self) }
+        return switch value {
         case .null: "null"
         case .bool(let flag): flag ? "true" : "false"
         case .number(let number): number == number.rounded() ? String(Int(number)) : String(number)
@@ -219,19 +221,6 @@ final class TokenizerTests: XCTestCase {
         case .object(let entries):
             "{" + entries.map { jsonString($0.key) + ":" + encodeJSON($0.value) }.joined(separator: ",") + "}"
         }
-    }
-
-    private func jsonString(_ text: String) -> String {
-        var output = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case _ where scalar.value < 0x20: output += String(format: "\\u%04x", scalar.value)
-            default: output.unicodeScalars.append(scalar)
-            }
-        }
-        return output + "\""
     }
 
     private func describe(_ value: JSONValue) -> String {
@@ -364,7 +353,7 @@ final class TokenizerTests: XCTestCase {
     /// What TRL's plain-text DPO data goes through: the EOS text appended to a completion is matched as the single
     /// EOS id, and BOS comes from the post-processor only once, at the front.
     func testEOSTextAppendedToACompletionIsOneSpecialToken() throws {
-        let tokenizer = try Tokenizer(path: repositoryPath("models/llama-dynamo"))
+        let tokenizer = try Tokenizer(path: fixturePath("models/llama-dynamo"))
         let eos = try XCTUnwrap(tokenizer.eosToken)
         let eosID = try XCTUnwrap(tokenizer.eosTokenID)
         let bosID = try XCTUnwrap(tokenizer.bosTokenID)

@@ -8,9 +8,9 @@ import XCTest
 
 /// The training loop on the bundled tiny Llama and preference data.
 final class DPOTrainerTests: XCTestCase {
-    static let model = repositoryPath("models/llama-dynamo/model.onnx")
-    static let tokenizer = repositoryPath("models/llama-dynamo/tokenizer.json")
-    static let data = repositoryPath("models/dpo/preferences.jsonl")
+    static let model = fixturePath("models/llama-dynamo/model.onnx")
+    static let tokenizer = fixturePath("models/llama-dynamo/tokenizer.json")
+    static let data = fixturePath("dpo/preferences.jsonl")
 
     func options(_ output: URL) -> DPOTrainingOptions {
         var options = DPOTrainingOptions(modelPath: Self.model, tokenizerPath: Self.tokenizer, dataPath: Self.data,
@@ -48,28 +48,18 @@ final class DPOTrainerTests: XCTestCase {
     }
 
     func testAKilledRunResumesToABitIdenticalAdapter() throws {
-        let executable = try XCTUnwrap(Self.onnxDPOExecutable(), "the onnx-dpo executable is built with the tests")
         let arguments = ["train", "--model", Self.model, "--tokenizer", Self.tokenizer, "--data", Self.data,
                          "--lr", "1e-2", "--batch-size", "2", "--max-steps", "8", "--no-shuffle", "--checkpoint-every", "1"]
         let straight = try temporaryDirectory(for: self), interrupted = try temporaryDirectory(for: self)
-        try Self.run(executable, arguments + ["--output-dir", straight.path])
+        try Self.succeed(arguments + ["--output-dir", straight.path])
 
         // Kill the second run (SIGKILL: no chance to clean up) once it has written a few checkpoints.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments + ["--output-dir", interrupted.path]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: interrupted.appendingPathComponent("checkpoint-3").path) {
-            guard Date() < deadline, process.isRunning else { break }
-            usleep(2_000)
+        _ = try runOnnxDPO(arguments + ["--output-dir", interrupted.path]) {
+            FileManager.default.fileExists(atPath: interrupted.appendingPathComponent("checkpoint-3").path)
         }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
         XCTAssertFalse(FileManager.default.fileExists(atPath: interrupted.appendingPathComponent("adapter").path),
                        "the run was killed before it finished")
-        try Self.run(executable, arguments + ["--output-dir", interrupted.path, "--resume"])
+        try Self.succeed(arguments + ["--output-dir", interrupted.path, "--resume"])
 
         let file = "adapter/adapter_model.safetensors"
         XCTAssertEqual(try Data(contentsOf: interrupted.appendingPathComponent(file)),
@@ -114,34 +104,18 @@ final class DPOTrainerTests: XCTestCase {
         options.lora.dropout = 1
         assertThrows(["lora.dropout", "[0, 1)"]) { try DPOTrainer(options: options) }
         options = self.options(output)
-        options.dataPath = repositoryPath("Tests/FinetuneTests/Fixtures/data/bad_empty.jsonl")
+        options.dataPath = fixturePath("data/bad_empty.jsonl")
         assertThrows(["bad_empty.jsonl"]) { try DPOTrainer(options: options) }
         options = self.options(output)
         options.targets = ["no_such_module"]
         assertThrows(["no_such_module"]) { try DPOTrainer(options: options) }
     }
 
-    /// The `onnx-dpo` binary next to this test bundle (SwiftPM builds executables with the tests).
-    static func onnxDPOExecutable() -> String? {
-        var folder = Bundle(for: DPOTrainerTests.self).bundleURL
-        for _ in 0..<3 {
-            let candidate = folder.appendingPathComponent("onnx-dpo").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            folder = folder.deletingLastPathComponent()
+    /// Runs `onnx-dpo` and fails the test, with its standard error, unless it exits with status 0.
+    static func succeed(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let run = try runOnnxDPO(arguments)
+        if run.status != 0 {
+            XCTFail("onnx-dpo \(arguments.joined(separator: " ")) failed: \(run.standardError)", file: file, line: line)
         }
-        return nil
-    }
-
-    static func run(_ executable: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        if process.terminationStatus != 0 { XCTFail("onnx-dpo \(arguments.joined(separator: " ")) failed: \(message)") }
     }
 }

@@ -12,7 +12,7 @@ final class InitAdapterFormatTests: XCTestCase {
         let root = try temporaryDirectory(for: self)
         let model = try ExportFixture.named("llama-dynamo").model()
         let modules = try LoRAModule.modules(for: try LoRATargets.find(in: model), model: model)
-        let peft = repositoryPath("Tests/FinetuneTests/Fixtures/trl/initial_adapter")
+        let peft = fixturePath("trl/initial_adapter")
         let mlx = root.appendingPathComponent("initial-mlx").path
         try AdapterFolder.read(peft, modules: modules).save(to: mlx, format: .mlx)
         XCTAssertTrue(FileManager.default.fileExists(atPath: "\(mlx)/adapters.safetensors"))
@@ -20,9 +20,9 @@ final class InitAdapterFormatTests: XCTestCase {
         func train(from initial: String, into name: String) throws -> Data {
             let output = root.appendingPathComponent(name).path
             var options = DPOTrainingOptions(
-                modelPath: repositoryPath("models/llama-dynamo/model.onnx"),
-                tokenizerPath: repositoryPath("models/llama-dynamo/tokenizer.json"),
-                dataPath: repositoryPath("models/dpo/preferences.jsonl"), outputDirectory: output)
+                modelPath: fixturePath("models/llama-dynamo/model.onnx"),
+                tokenizerPath: fixturePath("models/llama-dynamo/tokenizer.json"),
+                dataPath: fixturePath("dpo/preferences.jsonl"), outputDirectory: output)
             options.initAdapter = initial
             options.batchSize = 4
             options.maxSteps = 2

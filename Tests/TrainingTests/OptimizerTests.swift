@@ -39,7 +39,7 @@ final class OptimizerTests: XCTestCase {
     }
 
     static let reference: Reference = {
-        let data = try! Data(contentsOf: URL(fileURLWithPath: repositoryPath("Tests/FinetuneTests/Fixtures/optimizers.json")))
+        let data = try! Data(contentsOf: URL(fileURLWithPath: fixturePath("optimizers/optimizers.json")))
         return try! JSONDecoder().decode(Reference.self, from: data)
     }()
 

@@ -10,7 +10,7 @@ import Interpreter
 
 /// The preference-data pipeline against TRL's own, on fixtures made by tools/make_data_references.py.
 final class PreferenceDataTests: XCTestCase {
-    private static let fixtures = "Tests/FinetuneTests/Fixtures/data"
+    private static let fixtures = "fixtures/data"
 
     private struct Expected: Decodable {
         let versions: [String: String]
@@ -73,7 +73,7 @@ final class PreferenceDataTests: XCTestCase {
         let expected = try Self.expected.get()
         XCTAssertGreaterThanOrEqual(expected.cases.count, 15)
         var tokenizers: [String: Tokenizer] = [:]
-        let llama = try Tokenizer(path: repositoryPath("models/llama-dynamo"))
+        let llama = try Tokenizer(path: fixturePath("models/llama-dynamo"))
         var checkedTruncation = false
         for testCase in expected.cases {
             let name = describe(testCase)
@@ -239,7 +239,7 @@ final class PreferenceDataTests: XCTestCase {
         XCTAssertEqual(
             message { _ = try PreferenceDataset.load(path: path) }, "\(path): no preference pairs: the file has no records")
 
-        let llama = try Tokenizer(path: repositoryPath("models/llama-dynamo"))
+        let llama = try Tokenizer(path: fixturePath("models/llama-dynamo"))
         path = write("{\"prompt_ids\": [1], \"chosen_ids\": [2, 512], \"rejected_ids\": [3]}\n")
         XCTAssertEqual(
             message { _ = try PreferenceDataset.load(path: path).tokenized(with: llama) },

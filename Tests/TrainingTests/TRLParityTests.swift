@@ -7,18 +7,18 @@ import TestSupport
 import XCTest
 
 /// Agreement with TRL + PEFT: `tools/reference_dpo.py` ran TRL's DPOTrainer with a PEFT LoRA (r 8, alpha 16, q_proj
-/// and v_proj, B initialised non-zero) on the torch model that models/llama-dynamo was exported from, β 0.1,
+/// and v_proj, B initialised non-zero) on the torch model that fixtures/models/llama-dynamo was exported from, β 0.1,
 /// sigmoid loss, AdamW lr 1e-3 constant, batch 4, 5 steps in dataset order, and saved its initial adapter, per-step
 /// metrics and final adapter. The same run here, on the ONNX export, must give the same numbers.
 final class TRLParityTests: XCTestCase {
-    static let reference = repositoryPath("Tests/FinetuneTests/Fixtures/trl")
+    static let reference = fixturePath("trl")
 
     func testFiveDPOStepsMatchTRLAndPEFT() throws {
         let output = try temporaryDirectory(for: self)
         var options = DPOTrainingOptions(
-            modelPath: repositoryPath("models/llama-dynamo/model.onnx"),
-            tokenizerPath: repositoryPath("models/llama-dynamo/tokenizer.json"),
-            dataPath: repositoryPath("models/dpo/preferences.jsonl"), outputDirectory: output.path)
+            modelPath: fixturePath("models/llama-dynamo/model.onnx"),
+            tokenizerPath: fixturePath("models/llama-dynamo/tokenizer.json"),
+            dataPath: fixturePath("dpo/preferences.jsonl"), outputDirectory: output.path)
         options.initAdapter = "\(Self.reference)/initial_adapter"
         options.objective = DPOObjective(beta: 0.1)
         options.learningRate = 1e-3

@@ -42,7 +42,7 @@ final class TrainingMetricsTests: XCTestCase {
         let output = try temporaryDirectory(for: self)
         var options = DPOTrainingOptions(modelPath: DPOTrainerTests.model, tokenizerPath: DPOTrainerTests.tokenizer,
                                          dataPath: DPOTrainerTests.data, outputDirectory: output.path)
-        options.evalDataPath = repositoryPath("models/dpo/eval.jsonl")
+        options.evalDataPath = fixturePath("dpo/eval.jsonl")
         options.learningRate = 1e-2
         options.batchSize = 4
         options.maxSteps = 2

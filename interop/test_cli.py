@@ -1,29 +1,17 @@
 """Interoperability: `onnx-dpo run` and `onnx-dpo inspect` checked against onnxruntime and the onnx package on
-every fixture model. The binary comes from $ONNX_DPO_BIN (scripts/test sets it)."""
+every fixture model (the binary and the shared pieces: conftest.py)."""
 import json
-import os
-import pathlib
-import subprocess
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("ONNX_DPO_BIN", str(ROOT / ".build" / "debug" / "onnx-dpo"))
-FIXTURES = json.loads((ROOT / "models" / "fixtures.json").read_text())
-BAD = ROOT / "Tests" / "ONNXGraphTests" / "Fixtures" / "bad"
+from conftest import EXPORTS, FIXTURES, ROOT, each_export, onnx_dpo
+
+BAD = FIXTURES / "graph" / "bad"
 
 
-def onnx_dpo(*args, check=True):
-    result = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"onnx-dpo {' '.join(map(str, args))} failed:\n{result.stderr}")
-    return result
-
-
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f["name"] for f in FIXTURES])
+@each_export
 def test_run_matches_onnxruntime(fixture, tmp_path):
     model = ROOT / fixture["path"]
     inputs = model.parent / "inputs.npz"
@@ -42,7 +30,7 @@ def test_run_matches_onnxruntime(fixture, tmp_path):
     assert difference < 1e-4, f"max |onnx-dpo - onnxruntime| at real tokens = {difference}"
 
 
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f["name"] for f in FIXTURES])
+@each_export
 def test_inspect_json_agrees_with_onnx(fixture):
     path = ROOT / fixture["path"]
     report = json.loads(onnx_dpo("inspect", path, "--json").stdout)
@@ -73,7 +61,7 @@ def test_inspect_lists_unsupported_ops_with_node_names():
 
 
 def test_run_reads_deflated_npz_and_reports_bad_inputs(tmp_path):
-    fixture = next(f for f in FIXTURES if f["name"].startswith("llama"))
+    fixture = next(f for f in EXPORTS if f["name"].startswith("llama"))
     model = ROOT / fixture["path"]
     feeds = dict(np.load(model.parent / "inputs.npz"))
     compressed = tmp_path / "compressed.npz"
@@ -99,9 +87,9 @@ def test_run_reads_deflated_npz_and_reports_bad_inputs(tmp_path):
 def test_errors_name_the_flag_a_user_typed(tmp_path):
     """The library names options by its own names (batchSize, evalFraction, form); the command line reports the
     flag instead."""
-    llama = ROOT / "models" / "llama-dynamo"
+    llama = FIXTURES / "models" / "llama-dynamo"
     train = ["train", "--model", llama / "model.onnx", "--tokenizer", llama / "tokenizer.json",
-             "--data", ROOT / "models" / "dpo" / "preferences.jsonl", "--output-dir", tmp_path / "run"]
+             "--data", FIXTURES / "dpo" / "preferences.jsonl", "--output-dir", tmp_path / "run"]
     cases = [
         (train + ["--batch-size", "0"], "--batch-size must be at least 1, got 0", "batchSize"),
         (train + ["--eval-fraction", "1"], "--eval-fraction: must be in [0, 1), got 1.0", "evalFraction"),

@@ -1,14 +1,13 @@
 """Interoperability of `onnx-dpo export` and `onnx-dpo convert`: what they write is checked with the onnx package's
 current checker and run with onnxruntime, against `onnx-dpo run` on the base model with the adapter applied
 unmerged, and against PEFT's `merge_and_unload` (references made by tools/make_convert_references.py).
-The binary comes from $ONNX_DPO_BIN (scripts/test sets it)."""
+The binary and the shared pieces: conftest.py."""
 import json
 import os
 import pathlib
 import resource
 import signal
 import struct
-import subprocess
 
 import numpy as np
 import onnx
@@ -17,18 +16,10 @@ import pytest
 
 from onnx import numpy_helper
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("ONNX_DPO_BIN", str(ROOT / ".build" / "debug" / "onnx-dpo"))
-FIXTURES = json.loads((ROOT / "models" / "fixtures.json").read_text())
-PEFT_CASES = sorted(p.name for p in (ROOT / "models" / "peft").iterdir() if (p / "reference.json").exists())
+from conftest import FIXTURES, ROOT, each_export, export_path, onnx_dpo
+
+PEFT_CASES = sorted(p.name for p in (FIXTURES / "peft").iterdir() if (p / "reference.json").exists())
 TOLERANCE = 1e-4
-
-
-def onnx_dpo(*args, check=True, preexec_fn=None):
-    result = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, preexec_fn=preexec_fn)
-    if check and result.returncode != 0:
-        raise AssertionError(f"onnx-dpo {' '.join(map(str, args))} failed:\n{result.stderr}")
-    return result
 
 
 def ort_logits(path, feeds, adapter=None):
@@ -96,7 +87,7 @@ def initializer_bytes(model_path):
     return {t.name: (t.data_type, tuple(t.dims), numpy_helper.to_array(t).tobytes()) for t in model.graph.initializer}
 
 
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f["name"] for f in FIXTURES])
+@each_export
 def test_merged_export_runs_in_onnxruntime_like_the_unmerged_adapter(fixture, tmp_path):
     model = ROOT / fixture["path"]
     feeds, mask = fixture_inputs(model)
@@ -144,7 +135,7 @@ def test_merged_export_runs_in_onnxruntime_like_the_unmerged_adapter(fixture, tm
     assert len(provenance["base_model"]["sha256"]) == 64
 
 
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f["name"] for f in FIXTURES])
+@each_export
 def test_export_without_adapter_keeps_every_tensor_bit_for_bit(fixture, tmp_path):
     model = ROOT / fixture["path"]
     out = tmp_path / "copy.onnx"
@@ -163,7 +154,7 @@ def test_export_without_adapter_keeps_every_tensor_bit_for_bit(fixture, tmp_path
 
 @pytest.mark.parametrize("name", ["llama-dynamo", "gpt2-torchscript", "gpt-neox-dynamo", "phi3-torchscript"])
 def test_lora_forms_and_onnx_adapter_file(name, tmp_path):
-    model = ROOT / "models" / name / "model.onnx"
+    model = export_path(name)
     feeds, mask = fixture_inputs(model)
     adapter = random_adapter(model, tmp_path / "adapter", seed=7)
     for form in ("merged", "lora-nodes", "lora-inputs"):
@@ -192,9 +183,9 @@ def test_lora_forms_and_onnx_adapter_file(name, tmp_path):
 
 @pytest.mark.parametrize("case", PEFT_CASES)
 def test_convert_matches_peft_merge_and_unload(case, tmp_path):
-    folder = ROOT / "models" / "peft" / case
+    folder = FIXTURES / "peft" / case
     reference = json.loads((folder / "reference.json").read_text())
-    model = ROOT / "models" / reference["fixture"] / "model.onnx"
+    model = export_path(reference["fixture"])
     feeds, mask = fixture_inputs(model)
     expected = np.load(folder / "merged_logits.npz")["logits"]
     onnx_dpo("convert", "--model", model, "--adapter", folder, "--to", "merged", "--output", tmp_path / "merged.onnx")
@@ -206,15 +197,15 @@ def test_convert_matches_peft_merge_and_unload(case, tmp_path):
 
 
 def test_dora_adapter_is_refused_saying_why(tmp_path):
-    model = ROOT / "models" / "llama-dynamo" / "model.onnx"
-    result = onnx_dpo("export", "--model", model, "--adapter", ROOT / "models" / "peft" / "bad" / "dora",
+    model = export_path("llama-dynamo")
+    result = onnx_dpo("export", "--model", model, "--adapter", FIXTURES / "peft" / "bad" / "dora",
                       "--output", tmp_path / "out.onnx", check=False)
     assert result.returncode != 0 and "DoRA" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_output_equal_to_input_is_refused_and_input_untouched(tmp_path):
-    source = ROOT / "models" / "gpt2-torchscript" / "model.onnx"
+    source = export_path("gpt2-torchscript")
     model = tmp_path / "model.onnx"
     model.write_bytes(source.read_bytes())
     before = model.read_bytes()
@@ -227,7 +218,7 @@ def test_output_equal_to_input_is_refused_and_input_untouched(tmp_path):
 def test_full_disk_leaves_no_partial_file(tmp_path):
     """A file-size limit makes write(2) fail mid-file (EFBIG), as a full disk does (ENOSPC): the command fails,
     names the file, and leaves neither the output nor a temporary file behind."""
-    model = ROOT / "models" / "llama-dynamo" / "model.onnx"  # external data: two files to write
+    model = export_path("llama-dynamo")  # external data: two files to write
     out = tmp_path / "out"
     out.mkdir()
 
@@ -242,7 +233,7 @@ def test_full_disk_leaves_no_partial_file(tmp_path):
 
 
 def test_unwritable_folder_is_a_clear_error(tmp_path):
-    model = ROOT / "models" / "gpt2-torchscript" / "model.onnx"
+    model = export_path("gpt2-torchscript")
     if os.geteuid() == 0:
         folder = pathlib.Path("/proc/self")  # not writable even for root
     else:
@@ -257,7 +248,7 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
 def test_float16_model_keeps_float16_weights(tmp_path):
     """tools/make_float16_fixture.py's float16 Llama: the merged export keeps every weight float16 and runs in
     onnxruntime like the LoRA-as-nodes form (whose adapter tensors are float16 too)."""
-    model = ROOT / "Tests" / "FinetuneTests" / "Fixtures" / "export" / "llama-float16" / "model.onnx"
+    model = FIXTURES / "export" / "llama-float16" / "model.onnx"
     feeds, mask = fixture_inputs(model)
     adapter = random_adapter(model, tmp_path / "adapter", seed=5)
     for form in ("merged", "lora-nodes"):
@@ -291,7 +282,7 @@ def external_tensor_bytes(model_path):
 def test_model_over_2_gib_exports_with_64_bit_offsets(tmp_path):
     """llama-dynamo with a 2 GiB + 1 MiB (sparse, unused) tensor in front of its weights, so every weight lies past
     offset 2³¹: the merged export must equal the small model's merged export tensor for tensor."""
-    source = ROOT / "models" / "llama-dynamo" / "model.onnx"
+    source = export_path("llama-dynamo")
     big_size = (1 << 31) + (1 << 20)
     model = onnx.load(str(source), load_external_data=False)
     for tensor in model.graph.initializer:

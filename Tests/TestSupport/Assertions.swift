@@ -2,24 +2,6 @@ import Foundation
 import ONNXGraph
 import XCTest
 
-/// The repository's root folder, found from this file's path (tests read fixtures in place, not as resources).
-public let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-/// A path below the repository root.
-public func repositoryPath(_ relative: String) -> String {
-    repositoryRoot.appendingPathComponent(relative).path
-}
-
-/// A new empty temporary folder, removed when the test ends.
-public func temporaryDirectory(for testCase: XCTestCase) throws -> URL {
-    let url = FileManager.default.temporaryDirectory
-        .appendingPathComponent("onnx-dpo-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    testCase.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-    return url
-}
-
 /// Why `actual` differs from `expected` beyond `|a - e| <= absolute + relative·|e|`, or nil when it does not.
 /// Types and shapes must match exactly; integer and bool values exactly; NaNs must be NaN in both.
 public func closenessProblem(_ actual: Tensor, _ expected: Tensor, relative: Float, absolute: Float) -> String? {
@@ -91,45 +73,5 @@ public func assertThrows<T>(
         for fragment in fragments where !text.contains(fragment) {
             XCTFail("error does not mention '\(fragment)': \(text)", file: file, line: line)
         }
-    }
-}
-
-/// One exported model of `models/fixtures.json` (made by `tools/make_fixtures.py`), with the batch it was run on.
-public struct ExportFixture: Decodable, Sendable {
-    public var name: String
-    public var path: String
-    public var architecture: String
-    public var exporter: String
-    public var opset: Int
-    public var external_data: Bool
-
-    /// Every committed export.
-    public static func all() throws -> [ExportFixture] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("models/fixtures.json")))
-        return try JSONDecoder().decode([ExportFixture].self, from: data)
-    }
-
-    /// The export called `name`.
-    public static func named(_ name: String) throws -> ExportFixture {
-        guard let fixture = try all().first(where: { $0.name == name }) else {
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "no fixture named \(name)"])
-        }
-        return fixture
-    }
-
-    /// The folder holding the model and its reference data.
-    public var folder: String { (repositoryPath(path) as NSString).deletingLastPathComponent }
-
-    public func model() throws -> Model { try Model.load(path: repositoryPath(path)) }
-
-    /// `input_ids` and `attention_mask` of the reference batch (batch 2, right padding).
-    public func inputs() throws -> [String: Tensor] { try NPZ.read(path: "\(folder)/inputs.npz") }
-
-    /// torch's logits for `inputs()`.
-    public func torchLogits() throws -> Tensor {
-        guard let logits = try NPZ.read(path: "\(folder)/torch_logits.npz")["logits"] else {
-            throw CocoaError(.fileReadCorruptFile, userInfo: [NSLocalizedDescriptionKey: "\(folder)/torch_logits.npz has no logits"])
-        }
-        return logits
     }
 }
