@@ -462,16 +462,17 @@ final class MetricsLog {
     /// Opens `path`, keeping only the lines of steps up to `keepingStepsThrough` (the rest of a run resumed from
     /// a checkpoint is written again).
     init(path: String, keepingStepsThrough step: Int) throws {
+        /// The one key a kept line is judged by; a line that does not decode (a kill mid-write) is dropped.
+        struct Logged: Decodable { var step: Double }
         var kept = ""
         if step > 0, let existing = try? String(contentsOfFile: path, encoding: .utf8) {
             for line in existing.split(separator: "\n") {
-                if let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                   let lineStep = object["step"] as? Double, Int(lineStep) <= step {
+                if let logged = try? JSONDecoder().decode(Logged.self, from: Data(line.utf8)), Int(logged.step) <= step {
                     kept += line + "\n"
                 }
             }
         }
-        try kept.write(toFile: path, atomically: true, encoding: .utf8)
+        try AtomicFile.write(Data(kept.utf8), to: path)
         handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.seekToEnd()
     }
