@@ -43,6 +43,8 @@ public struct DPOTrainingOptions: Sendable {
     public var resume = false
     /// Start from this PEFT adapter folder instead of a fresh adapter.
     public var initAdapter: String?
+    /// The graph output holding the logits; nil finds it by structure (`LogitsOutput.find`).
+    public var logitsOutput: String?
 
     /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
     public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
@@ -86,6 +88,8 @@ public enum TrainingEvent: Sendable {
     case evaluation(EvalMetrics)
     case checkpoint(path: String)
     case resumed(step: Int)
+    /// The output folder's lock file named process `pid`, which is gone (killed): its lock was taken over.
+    case staleLockTakenOver(pid: Int32)
 }
 
 /// DPO training of LoRA adapters on an ONNX model (Rafailov et al. 2023, as TRL's `DPOTrainer` runs it): the policy
@@ -97,6 +101,8 @@ public final class DPOTrainer {
     public let trainPairs: [TokenizedPair]
     public let evalPairs: [TokenizedPair]
     private let session: Session
+    /// The graph output holding the logits.
+    public let logitsOutput: String
     private let padTokenID: Int
     private var parameters: [String: Tensor]
     private var optimizer: any Optimizer
@@ -157,8 +163,9 @@ public final class DPOTrainer {
             adapter = try AdapterFolder.read(path, modules: modules)
         }
         adapted = try AdaptedModel(model: model, adapter: adapter)
+        logitsOutput = try LogitsOutput.find(in: model, named: options.logitsOutput)
         // Logits only where a completion token is scored, when the graph's output projection can be found.
-        let scored = ScoredPositions.rewrite(adapted.model)
+        let scored = ScoredPositions.rewrite(adapted.model, output: logitsOutput)
         scoresCompletionsOnly = scored != nil
         session = try Session(model: scored ?? adapted.model, additionalInitializers: adapted.initializers)
         parameters = adapted.initializers.filter { $0.key != AdaptedModel.scaleName }
@@ -199,12 +206,13 @@ public final class DPOTrainer {
             return (cached.chosen, cached.rejected)
         }
         try session.setInitializer(AdaptedModel.scaleName, Tensor(shape: [], floats: [0]))
-        defer { try? session.setInitializer(AdaptedModel.scaleName, adapted.initializers[AdaptedModel.scaleName]!) }
+        let policyScale = adapted.initializers[AdaptedModel.scaleName] ?? Tensor(shape: [], floats: [1])
+        defer { try? session.setInitializer(AdaptedModel.scaleName, policyScale) }
         var chosen: [Double] = [], rejected: [Double] = []
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
             let slice = Array(pairs[start..<min(start + options.batchSize, pairs.count)])
             let batch = makeBatch(slice)
-            let logits = try session.run(feeds(batch))["logits"]!
+            let logits = try logits(from: try session.run(feeds(batch)))
             let logProbs = try logProbabilities(logits, batch)
             chosen += logProbs.sums[0..<slice.count]
             rejected += logProbs.sums[slice.count...]
@@ -230,6 +238,14 @@ public final class DPOTrainer {
             ? try SequenceLogProbs(scoredLogits: logits, sequences: batch.rowCount, length: batch.sequenceLength,
                                    inputIDs: ids, completionMask: mask)
             : try SequenceLogProbs(logits: logits, inputIDs: ids, completionMask: mask)
+    }
+
+    /// The logits among a run's outputs.
+    private func logits(from outputs: [String: Tensor]) throws -> Tensor {
+        guard let logits = outputs[logitsOutput] else {
+            throw TrainingError.invalidTrainingState(reason: "the session did not return the logits output '\(logitsOutput)'")
+        }
+        return logits
     }
 
     private func makeBatch(_ pairs: [TokenizedPair]) -> PreferenceBatch {
@@ -264,7 +280,9 @@ public final class DPOTrainer {
     @discardableResult
     public func train(report: (TrainingEvent) -> Void = { _ in }) throws -> StepMetrics? {
         let output = options.outputDirectory
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let lock = try OutputLock.folder(output)
+        defer { lock.release() }
+        if let pid = lock.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
         let (referenceChosen, referenceRejected) = try referenceLogProbs(trainPairs, name: "train", report: report)
         let evalReference = evalPairs.isEmpty ? ([], []) : try referenceLogProbs(evalPairs, name: "eval", report: report)
 
@@ -286,6 +304,7 @@ public final class DPOTrainer {
             var gradients: [String: Tensor] = [:]
             var sums = ObjectiveMetrics.zero
             var tokens = 0
+            var lines: [Int] = []
             for micro in 0..<options.gradientAccumulation {
                 let indices = microBatch(step * options.gradientAccumulation + micro)
                 let batch = makeBatch(indices.map { trainPairs[$0] })
@@ -295,9 +314,11 @@ public final class DPOTrainer {
                 let (evaluation, microGradients) = try policyStep(
                     batch, referenceChosen: indices.map { referenceChosen[$0] },
                     referenceRejected: indices.map { referenceRejected[$0] }, dropoutSeed: dropoutSeed)
-                guard evaluation.loss.isFinite else {
-                    throw TrainingError.nonFiniteLoss(step: step + 1, loss: evaluation.loss,
-                        lines: batch.lines, checkpoint: try latestCheckpoint()?.path)
+                lines += batch.lines
+                // NaN or infinity anywhere stops the run before it is logged or stepped on (`nonFinite`).
+                if let (name, value) = evaluation.metrics.firstNonFinite {
+                    throw TrainingError.nonFinite(quantity: name == "loss" ? "the loss" : name, step: step + 1, value: value,
+                                                  lines: batch.lines, checkpoint: try latestCheckpoint()?.path)
                 }
                 let scale = Float(1 / Double(options.gradientAccumulation))
                 for (name, gradient) in microGradients {
@@ -308,6 +329,11 @@ public final class DPOTrainer {
             }
             adapted.maskFrozenOutputs(&gradients)
             let norm = clipGradientNorm(&gradients, maxNorm: options.maxGradNorm)
+            guard norm.isFinite else {
+                // A NaN or infinite gradient element makes the norm so; the adapter is left as it was.
+                throw TrainingError.nonFinite(quantity: "the gradient norm", step: step + 1, value: norm, lines: lines,
+                                              checkpoint: try latestCheckpoint()?.path)
+            }
             try optimizer.step(&parameters, gradients: gradients, learningRate: schedule.rate(atStep: step))
             for (name, tensor) in parameters { try session.setInitializer(name, tensor) }
 
@@ -326,6 +352,10 @@ public final class DPOTrainer {
             let isLast = step + 1 == totalSteps
             if !evalPairs.isEmpty, isLast || options.evalEvery.map({ (step + 1) % $0 == 0 }) ?? false {
                 let logged = EvalMetrics(objective: try evaluate(evalPairs, reference: evalReference), step: step + 1)
+                if let (name, value) = logged.objective.firstNonFinite {
+                    throw TrainingError.nonFinite(quantity: "eval \(name)", step: step + 1, value: value, lines: [],
+                                                  checkpoint: try latestCheckpoint()?.path)
+                }
                 try metrics.append(logged)
                 report(.evaluation(logged))
             }
@@ -343,9 +373,9 @@ public final class DPOTrainer {
         -> (DPOObjective.Evaluation, [String: Tensor])
     {
         let pass = try session.forward(feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil),
-                                       trainable: Set(adapted.parameterNames), outputNames: ["logits"],
+                                       trainable: Set(adapted.parameterNames), outputNames: [logitsOutput],
                                        profile: profile)
-        let logits = pass.outputs["logits"]!
+        let logits = try logits(from: pass.outputs)
         let ids = batch.inputIDs.map(Int64.init)
         let policy = try logProbabilities(logits, batch)
         let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
@@ -357,13 +387,15 @@ public final class DPOTrainer {
                   ? evaluation.chosenSequenceGradients[sequence] + evaluation.chosenTokenGradient
                   : evaluation.rejectedSequenceGradients[sequence - pairs])
         }
-        return (evaluation, try pass.backward(["logits": dLogits], profile: profile))
+        return (evaluation, try pass.backward([logitsOutput: dLogits], profile: profile))
     }
 
     /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
     /// reference log-probs cached like a training run's.
     public func evaluateDataset(report: (TrainingEvent) -> Void = { _ in }) throws -> ObjectiveMetrics {
-        try FileManager.default.createDirectory(atPath: options.outputDirectory, withIntermediateDirectories: true)
+        let lock = try OutputLock.folder(options.outputDirectory)
+        defer { lock.release() }
+        if let pid = lock.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
         return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report))
     }
 
@@ -374,7 +406,7 @@ public final class DPOTrainer {
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
             let end = min(start + options.batchSize, pairs.count)
             let batch = makeBatch(Array(pairs[start..<end]))
-            let logits = try session.run(feeds(batch))["logits"]!
+            let logits = try logits(from: try session.run(feeds(batch)))
             let policy = try logProbabilities(logits, batch)
             let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[start..<end]),
                                                             referenceRejected: Array(reference.1[start..<end]))

@@ -73,7 +73,7 @@ public enum TrainingBenchmark {
     /// The vocabulary: the last dimension of the logits output when declared, else the rows of the table the
     /// `input_ids` input indexes.
     static func vocabularySize(_ model: Model) throws -> Int {
-        if case .fixed(let size)? = model.graph.outputs.first(where: { $0.name == "logits" })?.shape?.last { return size }
+        if let size = LogitsOutput.vocabularySize(of: try LogitsOutput.find(in: model), in: model) { return size }
         let tables = Dictionary(model.graph.initializers.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
         if let gather = model.graph.nodes.first(where: { $0.opType == "Gather" && $0.inputs.count > 1 && $0.inputs[1] == "input_ids" }),
            let rows = tables[gather.inputs[0]]?.first {

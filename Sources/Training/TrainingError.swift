@@ -18,10 +18,14 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidDataOption(option: String, reason: String)
     /// A training option is out of range.
     case invalidOption(option: String, reason: String)
+    /// A model this trainer cannot train as it is (no logits output, or no single one).
+    case invalidModel(path: String, reason: String)
     /// A file that could not be written (the destination is a folder, its folder is missing, the disk is full).
     case cannotWrite(path: String, reason: String)
-    /// The loss became NaN or infinite; the run stopped, the last checkpoint (if any) is intact.
-    case nonFiniteLoss(step: Int, loss: Double, lines: [Int], checkpoint: String?)
+    /// The loss, a metric or the gradient norm became NaN or infinite (`quantity` says which: "the loss",
+    /// "rewards/margins", "the gradient norm"); the run stopped before writing it or stepping on it, the last
+    /// checkpoint (if any) is intact. `lines` are the data lines of the batch.
+    case nonFinite(quantity: String, step: Int, value: Double, lines: [Int], checkpoint: String?)
 
     public var description: String {
         switch self {
@@ -31,8 +35,9 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
             "invalid training state: \(reason)"
         case .invalidOption(let option, let reason):
             "\(option) \(reason)"
-        case .nonFiniteLoss(let step, let loss, let lines, let checkpoint):
-            "the loss is \(loss) at step \(step) (batch of data lines \(lines.map(String.init).joined(separator: ", "))); "
+        case .nonFinite(let quantity, let step, let value, let lines, let checkpoint):
+            "\(quantity) is \(value) at step \(step)"
+                + (lines.isEmpty ? "; " : " (batch of data lines \(lines.map(String.init).joined(separator: ", "))); ")
                 + "training stopped. " + (checkpoint.map { "The last good checkpoint is \($0); lower learningRate or check those lines, then resume." }
                     ?? "No checkpoint was written yet; lower learningRate or check those lines.")
         case .invalidDataRecord(let path, let line, let reason):
@@ -43,6 +48,8 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(path): no preference pairs: \(reason)"
         case .invalidDataOption(let option, let reason):
             "\(option): \(reason)"
+        case .invalidModel(let path, let reason):
+            "model '\(path)': \(reason)"
         case .cannotWrite(let path, let reason):
             "cannot write '\(path)': \(reason)"
         }

@@ -56,6 +56,11 @@ public struct ObjectiveMetrics: Sendable, Equatable {
         ("logits/rejected", \.logitsRejected),
     ] }
 
+    /// The first metric that is NaN or infinite, by TRL's name, and its value.
+    public var firstNonFinite: (name: String, value: Double)? {
+        Self.fields.first { !self[keyPath: $0.keyPath].isFinite }.map { ($0.name, self[keyPath: $0.keyPath]) }
+    }
+
     /// `transform` applied to each metric.
     public func map(_ transform: (Double) -> Double) -> ObjectiveMetrics {
         var result = self

@@ -11,7 +11,7 @@ let flagsByOption: [String: String] = [
     "gradientAccumulation": "--grad-accum", "maxSteps": "--max-steps", "epochs": "--epochs",
     "evalEvery": "--eval-every", "checkpointEvery": "--checkpoint-every", "resume": "--resume",
     "maxLength": "--max-length", "evalFraction": "--eval-fraction",
-    "form": "--form",
+    "form": "--form", "logitsOutput": "--logits-output",
     "pairs": "--pairs", "seq": "--seq", "steps": "--steps", "warmup": "--warmup",
 ]
 
@@ -31,13 +31,15 @@ func namingFlags(_ error: any Error) -> any Error {
         TrainingError.invalidOption(option: flag(option), reason: reason)
     case TrainingError.invalidDataOption(let option, let reason):
         TrainingError.invalidDataOption(option: flag(option), reason: reason)
-    case TrainingError.nonFiniteLoss:
+    case TrainingError.nonFinite:
         // The hint names the rate and resuming; the library says it in its own names.
         CommandLineError(description: "\(error)"
             .replacingOccurrences(of: "lower learningRate", with: "lower \(flag("learningRate"))")
             .replacingOccurrences(of: "then resume.", with: "then \(flag("resume"))."))
     case AdapterError.invalidOption(let option, let reason):
         AdapterError.invalidOption(option: flag(option), reason: reason)
+    case TrainingError.invalidModel(let path, let reason):
+        TrainingError.invalidModel(path: path, reason: reason.replacingOccurrences(of: "logitsOutput", with: flag("logitsOutput")))
     case AdapterError.invalidTargetPattern(let pattern, let reason):
         CommandLineError(description: "\(flag("targets")) '\(pattern)': \(reason)")
     default:

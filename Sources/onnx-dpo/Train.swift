@@ -11,6 +11,9 @@ struct DataOptions: ParsableArguments {
     @Option(help: "The .onnx model (a causal LM with input_ids and attention_mask inputs and a logits output).")
     var model: String
 
+    @Option(help: "The output holding the logits (default: found from the graph: the [batch, sequence, vocabulary] output).")
+    var logitsOutput: String?
+
     @Option(help: "The Hugging Face tokenizer.json (tokenizer_config.json beside it gives BOS/EOS/pad).")
     var tokenizer: String
 
@@ -52,6 +55,7 @@ struct DataOptions: ParsableArguments {
         options.data.maxLength = maxLength == 0 ? nil : maxLength
         options.batchSize = batchSize
         options.seed = seed
+        options.logitsOutput = logitsOutput
         return options
     }
 }
@@ -206,6 +210,8 @@ final class ProgressPrinter {
             emit("checkpoint: \(path)", final: true)
         case .resumed(let step):
             print("resumed from step \(step)")
+        case .staleLockTakenOver(let pid):
+            print("the output folder was locked by process \(pid), which is gone; its lock was taken over")
         }
     }
 

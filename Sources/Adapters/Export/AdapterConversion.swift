@@ -47,6 +47,9 @@ public enum AdapterConversion {
         for file in [modelPath, adapterPath] where ModelEditor.sameFile(output, file) {
             throw AdapterError.cannotWrite(path: output, reason: "it is the input '\(file)'; write the conversion elsewhere")
         }
+        // ONNX targets lock their file in `ONNXExport.write`; the others lock here.
+        let lock = target.exportForm == nil ? try OutputLock.file(output) : nil
+        defer { lock?.release() }
         switch target {
         case .merged, .loraNodes, .loraInputs:
             report.export = try ONNXExport.write(model: model, adapter: adapter, form: target.exportForm!, to: output,

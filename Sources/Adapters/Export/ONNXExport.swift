@@ -61,6 +61,8 @@ public enum ONNXExport {
         model: Model, adapter: LoRAAdapter?, form: ONNXExportForm, to path: String, adapterFile: String? = nil,
         adapterSource: String? = nil
     ) throws -> ONNXExportReport {
+        let lock = try OutputLock.file(path)
+        defer { lock.release() }
         let editor = ModelEditor(model)
         let index = GraphIndex(model: model)
         let modules = (adapter?.modules ?? []).map { (nodeIndex(of: $0, in: model), $0) }.sorted { $0.0 < $1.0 }.map(\.1)
