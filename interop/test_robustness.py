@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from conftest import BIN, FIXTURES, onnx_dpo
@@ -109,34 +110,42 @@ def test_export_refuses_an_output_another_process_writes(tmp_path):
     assert output.exists()
 
 
+def insert_before_output_projection(model, nodes, initializers, output):
+    """Inserts `nodes` so that the input of the model's last MatMul (the output projection) is `output`; the nodes
+    may read that input as `hidden`."""
+    final = next(node for node in reversed(model.graph.node) if node.op_type == "MatMul")
+    hidden = final.input[0]
+    for node in nodes:
+        node.input[:] = [hidden if name == "hidden" else name for name in node.input]
+    model.graph.initializer.extend(initializers)
+    final.input[0] = output
+    position = list(model.graph.node).index(final)
+    for offset, node in enumerate(nodes):
+        model.graph.node.insert(position + offset, node)
+
+
 def poison_padded_rows(kind):
     """An edit making the hidden states entering the output projection NaN on padded rows, which no scored position
-    reads (as a sliding-window layer leaves padded query rows): `where` selects NaN there (its backward passes no
-    gradient to the NaN branch), `mul` multiplies them by NaN (its backward multiplies their zero upstream gradient
-    by NaN, which poisons every gradient before it, as in a TorchScript Gemma-3 export)."""
+    reads (as a sliding-window layer leaves padded query rows): `where` selects NaN there, `mul` multiplies them by
+    NaN, so that a backward pass computing `0 · NaN` would carry NaN into every gradient before them (as a
+    TorchScript Gemma-3 export did)."""
     def edit(model):
-        final = next(node for node in reversed(model.graph.node) if node.op_type == "MatMul")
-        hidden = final.input[0]
         nodes = [
             helper.make_node("Cast", ["attention_mask"], ["nan/mask_float"], to=TensorProto.FLOAT),
             helper.make_node("Unsqueeze", ["nan/mask_float", "nan/axis"], ["nan/mask"]),
             helper.make_node("Equal", ["nan/mask", "nan/zero"], ["nan/padded"]),
         ]
         if kind == "where":
-            nodes.append(helper.make_node("Where", ["nan/padded", "nan/value", hidden], ["nan/hidden"]))
+            nodes.append(helper.make_node("Where", ["nan/padded", "nan/value", "hidden"], ["nan/hidden"]))
         else:
             nodes.append(helper.make_node("Where", ["nan/padded", "nan/value", "nan/one"], ["nan/factor"]))
-            nodes.append(helper.make_node("Mul", [hidden, "nan/factor"], ["nan/hidden"]))
-        model.graph.initializer.extend([
+            nodes.append(helper.make_node("Mul", ["hidden", "nan/factor"], ["nan/hidden"]))
+        insert_before_output_projection(model, nodes, [
             helper.make_tensor("nan/axis", TensorProto.INT64, [1], [-1]),
             helper.make_tensor("nan/zero", TensorProto.FLOAT, [], [0.0]),
             helper.make_tensor("nan/one", TensorProto.FLOAT, [], [1.0]),
             helper.make_tensor("nan/value", TensorProto.FLOAT, [], [float("nan")]),
-        ])
-        final.input[0] = "nan/hidden"
-        position = list(model.graph.node).index(final)
-        for offset, node in enumerate(nodes):
-            model.graph.node.insert(position + offset, node)
+        ], "nan/hidden")
     return edit
 
 
@@ -145,18 +154,28 @@ def metrics_rows(output):
     return [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
 
 
-def test_nan_rows_behind_a_where_train_with_finite_metrics(tmp_path):
-    folder = copy_model(tmp_path, poison_padded_rows("where"))
+@pytest.mark.parametrize("kind", ["where", "mul"])
+def test_nan_rows_no_loss_reads_train_with_finite_gradients(tmp_path, kind):
+    folder = copy_model(tmp_path, poison_padded_rows(kind))
     train(folder, tmp_path / "run")
     rows = metrics_rows(tmp_path / "run")
     assert len(rows) == 2
     assert all(np.isfinite(value) for row in rows for value in row.values() if isinstance(value, float))
+    assert rows[-1]["grad_norm"] > 0
 
 
 def test_a_nan_gradient_stops_the_run_naming_it_and_writes_no_nan(tmp_path):
-    folder = copy_model(tmp_path, poison_padded_rows("mul"))
+    """`h + Sqrt(h · 0)` equals `h`, but the gradient of Sqrt at 0 is infinite and `∞ · 0` is NaN on every scored
+    row: the loss stays finite while every adapter gradient is NaN."""
+    def nan_gradient(model):
+        insert_before_output_projection(model, [
+            helper.make_node("Mul", ["hidden", "nan/zero"], ["nan/zeros"]),
+            helper.make_node("Sqrt", ["nan/zeros"], ["nan/root"]),
+            helper.make_node("Add", ["hidden", "nan/root"], ["nan/hidden"]),
+        ], [helper.make_tensor("nan/zero", TensorProto.FLOAT, [], [0.0])], "nan/hidden")
+    folder = copy_model(tmp_path, nan_gradient)
     result = train(folder, tmp_path / "run", "--checkpoint-every", "1", check=False)
     assert result.returncode != 0
-    assert "the gradient norm is nan at step 1 (batch of data lines 1, 2, 3, 4); training stopped." in result.stderr, result.stderr
+    assert "the gradient norm is NaN at step 1 (batch of data lines 1, 2, 3, 4); training stopped." in result.stderr, result.stderr
     assert metrics_rows(tmp_path / "run") == [], "nothing was logged for the step"
     assert not (tmp_path / "run" / "checkpoint-1").exists()

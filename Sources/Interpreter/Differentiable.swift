@@ -118,7 +118,10 @@ where K.Input == Float, K.Output == Float {
     return Tensor(shape: x.shape, floats: mapKernel(values, kernel), dataType: x.dataType)
 }
 
-/// Per-element formulas shared by several rules.
-enum Product: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a * b } }
-enum Quotient: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a / b } }
+/// Per-element formulas shared by several rules. `Product` and `Quotient` take a gradient first and a saved factor
+/// second, and a zero gradient gives zero whatever the factor: positions no loss reads (padded rows, fully masked
+/// attention rows) may hold NaN or infinity in the forward pass, and `0 · NaN` would otherwise carry that NaN into
+/// every gradient before them (torch gives NaN there; a position whose gradient is exactly zero contributes nothing).
+enum Product: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a == 0 ? 0 : a * b } }
+enum Quotient: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a == 0 ? 0 : a / b } }
 enum Negation: UnaryKernel { static func apply(_ x: Float) -> Float { -x } }

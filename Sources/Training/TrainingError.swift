@@ -36,7 +36,7 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidOption(let option, let reason):
             "\(option) \(reason)"
         case .nonFinite(let quantity, let step, let value, let lines, let checkpoint):
-            "\(quantity) is \(value) at step \(step)"
+            "\(quantity) is \(value.isNaN ? "NaN" : "\(value)") at step \(step)"
                 + (lines.isEmpty ? "; " : " (batch of data lines \(lines.map(String.init).joined(separator: ", "))); ")
                 + "training stopped. " + (checkpoint.map { "The last good checkpoint is \($0); lower learningRate or check those lines, then resume." }
                     ?? "No checkpoint was written yet; lower learningRate or check those lines.")

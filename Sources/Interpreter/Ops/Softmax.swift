@@ -8,7 +8,8 @@ import ONNXGraph
 /// X is viewed as `[outer, n, inner]`, `n` the size of `axis`. Rows (`inner == 1`, the last axis, as in
 /// attention) are contiguous; otherwise the `inner` lanes are processed side by side so reads stay contiguous.
 ///
-/// Backward: `dX = Y * (dY - Σ(dY * Y, axis))`.
+/// Backward: `dX = Y * (dY - Σ(dY * Y, axis))`; a row whose `dY` is all zero gets zero (it may be NaN in the forward
+/// pass: a fully masked row).
 struct Softmax: Operator {
     static let opType = "Softmax"
     static let sinceVersions = [13]
@@ -125,6 +126,11 @@ extension Softmax: DifferentiableOperator {
         forEachRowChunk(rows: rows, rowLength: n) { range in
             for row in range {
                 let y = y + row * n, dy = dy + row * n, dx = dx + row * n
+                // A row no loss reads (a fully masked attention row, NaN in the forward pass) gets zero, not NaN.
+                if (0..<n).allSatisfy({ dy[$0] == 0 }) {
+                    dx.update(repeating: 0, count: n)
+                    continue
+                }
                 let dot = vectorDot(dy, y, n)
                 for k in 0..<n { dx[k] = y[k] * (dy[k] - dot) }
             }
@@ -142,6 +148,10 @@ extension Softmax: DifferentiableOperator {
                 for block in range {
                     let offset = block * n * inner
                     let y = y + offset, dy = dy + offset, dx = dx + offset
+                    if (0..<(n * inner)).allSatisfy({ dy[$0] == 0 }) {
+                        dx.update(repeating: 0, count: n * inner)
+                        continue
+                    }
                     dots.update(repeating: 0)
                     for j in 0..<n {
                         for i in 0..<inner { dots[i] += dy[j * inner + i] * y[j * inner + i] }
