@@ -179,3 +179,21 @@ def test_a_nan_gradient_stops_the_run_naming_it_and_writes_no_nan(tmp_path):
     assert "the gradient norm is NaN at step 1 (batch of data lines 1, 2, 3, 4); training stopped." in result.stderr, result.stderr
     assert metrics_rows(tmp_path / "run") == [], "nothing was logged for the step"
     assert not (tmp_path / "run" / "checkpoint-1").exists()
+
+
+GEMMA3 = FIXTURES / "models" / "gemma3-torchscript"
+
+
+def test_gemma3_torchscript_runs_as_torch_and_trains_with_finite_gradients(tmp_path):
+    """The export issue 13 names (tools/make_gemma3_fixture.py): a sliding-window layer whose padded query rows
+    have no key in their window."""
+    onnx_dpo("run", "--model", GEMMA3 / "model.onnx", "--inputs", GEMMA3 / "inputs.npz", "--output", tmp_path / "out.npz")
+    ours = np.load(tmp_path / "out.npz")["logits"]
+    torch_logits = np.load(GEMMA3 / "torch_logits.npz")["logits"]
+    real = np.load(GEMMA3 / "inputs.npz")["attention_mask"].astype(bool)
+    assert np.abs(ours[real] - torch_logits[real]).max() < 1e-4
+    train(GEMMA3, tmp_path / "run", "--lr", "5e-3")
+    rows = metrics_rows(tmp_path / "run")
+    assert len(rows) == 2
+    assert all(np.isfinite(row["grad_norm"]) and row["grad_norm"] > 0 for row in rows)
+    assert rows[1]["loss"] != rows[0]["loss"], "the adapter changed"
