@@ -77,18 +77,16 @@ public enum ForwardBenchmark {
     }
 }
 
-/// The process's peak resident set size in bytes (`VmHWM` on Linux, `ru_maxrss` elsewhere).
+/// The process's peak resident set size in bytes, from `getrusage` (`ru_maxrss`: kilobytes on Linux, bytes on
+/// Darwin). It once parsed `VmHWM` from /proc/self/status by spaces, which failed past 10 GB, where the number
+/// fills the tab-aligned column and no space is left before it, and reported 0.
 public func peakResidentMemory() -> Int {
-    #if os(Linux)
-    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-       let kilobytes = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") {
-        return kilobytes * 1024
-    }
-    return 0
-    #else
     var usage = rusage()
+    #if os(Linux)
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Int(usage.ru_maxrss) * 1024
+    #else
     getrusage(RUSAGE_SELF, &usage)
-    return Int(usage.ru_maxrss)  // bytes on Darwin
+    return Int(usage.ru_maxrss)
     #endif
 }
