@@ -9,7 +9,7 @@ import PackageDescription
 //          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
 //   Tokenizers (tokenizer.json; Foundation only)
 //   RunReports (TensorBoard event files, the HTML report of a run's metrics; Foundation only)
-//   Interpreter, Adapters, Tokenizers
+//   Interpreter, Adapters, Tokenizers, RunReports
 //     <- Training (preference data, objectives, optimisers, the trainer, inspection)
 //          <- onnx-dpo (the command line: flags in, one library call, print)
 let onnxDefines: [CXXSetting] = [
@@ -74,6 +74,7 @@ let package = Package(
                 "Interpreter",
                 "Tokenizers",
                 "Adapters",
+                "RunReports",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -84,6 +85,7 @@ let package = Package(
                 "Interpreter",
                 "Adapters",
                 "Training",
+                "RunReports",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -43,6 +43,8 @@ public struct DPOTrainingOptions: Sendable {
     public var resume = false
     /// Start from this PEFT adapter folder instead of a fresh adapter.
     public var initAdapter: String?
+    /// Also write TensorBoard event files to `<outputDirectory>/runs/` (TRL's `report_to="tensorboard"`).
+    public var tensorBoard = true
 
     public init(modelPath: String, tokenizerPath: String, dataPath: String, outputDirectory: String) {
         self.modelPath = modelPath
@@ -256,7 +258,8 @@ public final class DPOTrainer {
     // MARK: - Training
 
     /// Runs the training loop (resuming from the newest checkpoint when `options.resume`), writes
-    /// `metrics.jsonl`, checkpoints and the final adapter, and returns the last step's metrics.
+    /// `metrics.jsonl`, `run_config.json`, TensorBoard event files (`runs/`), checkpoints and the final adapter, and
+    /// returns the last step's metrics.
     @discardableResult
     public func train(report: (TrainingEvent) -> Void = { _ in }) throws -> [String: Double] {
         let output = options.outputDirectory
@@ -272,6 +275,7 @@ public final class DPOTrainer {
         }
         let metricsPath = (output as NSString).appendingPathComponent("metrics.jsonl")
         let metrics = try MetricsLog(path: metricsPath, keepingStepsThrough: firstStep)
+        let runLog = try TrainingRunLog(options: options, totalSteps: totalSteps, keepingStepsThrough: firstStep)
         let schedule = LearningRateSchedule(peak: options.learningRate, shape: options.schedule,
                                             warmupSteps: options.warmupSteps, totalSteps: totalSteps)
         let stepsPerEpoch = Double(max(1, batchesPerEpoch / options.gradientAccumulation))
@@ -318,6 +322,7 @@ public final class DPOTrainer {
             entry["tokens_per_second"] = Double(tokens) / seconds
             entry["eta_seconds"] = elapsed / Double(step + 1 - firstStep) * Double(totalSteps - step - 1)
             try metrics.append(entry)
+            try runLog.log(entry)
             report(.step(entry))
             last = entry
 
@@ -327,6 +332,7 @@ public final class DPOTrainer {
                 var logged = evaluation.reduce(into: [String: Double]()) { $0["eval_\($1.key)"] = $1.value }
                 logged["step"] = Double(step + 1)
                 try metrics.append(logged)
+                try runLog.log(logged)
                 report(.evaluation(logged))
             }
             if let every = options.checkpointEvery, (step + 1) % every == 0 || isLast {

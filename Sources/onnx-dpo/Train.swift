@@ -121,6 +121,8 @@ struct Train: ParsableCommand {
     var initAdapter: String?
     @Flag(help: "Continue from the newest checkpoint in --output-dir.")
     var resume = false
+    @Flag(help: "Do not write TensorBoard event files to <output-dir>/runs.")
+    var noTensorboard = false
 
     func run() throws {
         var options = try common.trainingOptions(outputDirectory: outputDir)
@@ -143,6 +145,7 @@ struct Train: ParsableCommand {
         options.checkpointEvery = checkpointEvery
         options.initAdapter = initAdapter
         options.resume = resume
+        options.tensorBoard = !noTensorboard
 
         let trainer = try DPOTrainer(options: options)
         let progress = ProgressPrinter(total: trainer.totalSteps)
