@@ -16,6 +16,8 @@ public struct RunReport: Sendable {
                              "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "grad_norm",
                              "learning_rate", "tokens_per_second"]
     static let notCharted: Set<String> = ["epoch", "eta_seconds"]
+    /// Metrics that follow a schedule rather than the data: their line joins the values, unsmoothed.
+    static let unsmoothed: Set<String> = ["learning_rate"]
     /// TensorBoard's default smoothing weight.
     public static let smoothing = 0.6
     static let trainColor = "#2563eb", evalColor = "#ea580c"
@@ -54,7 +56,8 @@ public struct RunReport: Sendable {
     public func chart(_ metric: String) -> LineChart {
         var series: [LineChart.Series] = []
         if let train = metrics.train[metric] {
-            series.append(.init(label: "train", color: Self.trainColor, points: train, smoothing: Self.smoothing))
+            series.append(.init(label: "train", color: Self.trainColor, points: train,
+                                smoothing: Self.unsmoothed.contains(metric) ? 0 : Self.smoothing))
         }
         if let eval = metrics.eval[metric] {
             series.append(.init(label: "eval", color: Self.evalColor, points: eval, smoothing: 0))
@@ -65,7 +68,8 @@ public struct RunReport: Sendable {
     static func format(_ value: Double?) -> String {
         guard let value else { return "–" }
         if value == 0 { return "0" }
-        return abs(value) < 1e-3 || abs(value) >= 1e5 ? String(format: "%.3e", value) : String(format: "%.4f", value)
+        if abs(value) < 1e-3 || abs(value) >= 1e5 { return String(format: "%.3e", value) }
+        return String(format: abs(value) >= 100 ? "%.1f" : "%.4f", value)
     }
 
     static func format(duration seconds: Double) -> String {
@@ -132,8 +136,9 @@ public struct RunReport: Sendable {
             let last = metrics.lastTrain[metric] ?? metrics.lastEval[metric]
             page.append("<section class=\"card\" data-metric=\"\(escape(metric))\"><h2>\(escape(metric))<span>\(Self.format(last))</span></h2>\(chart(metric).svg)</section>")
         }
-        page.append("</div></main><footer>metrics.jsonl: \(metrics.train["loss"]?.count ?? 0) training steps, "
-                    + "\(metrics.eval["loss"]?.count ?? 0) evaluations"
+        let steps = metrics.train["loss"]?.count ?? 0, evaluations = metrics.eval["loss"]?.count ?? 0
+        page.append("</div></main><footer>metrics.jsonl: \(steps) training step\(steps == 1 ? "" : "s"), "
+                    + "\(evaluations) evaluation\(evaluations == 1 ? "" : "s")"
                     + (metrics.skippedLines > 0 ? ", \(metrics.skippedLines) incomplete line(s) skipped" : "")
                     + " · written by onnx-dpo report</footer></body></html>")
         return page.joined(separator: "\n")

@@ -91,6 +91,17 @@ final class RunReportTests: XCTestCase {
         XCTAssertEqual(LineChart.labels([0, 0.0001, 0.0002]), ["0", "1.0e-04", "2.0e-04"])
     }
 
+    func testFiguresAndScheduledMetrics() {
+        XCTAssertEqual(RunReport.format(0.612345), "0.6123")
+        XCTAssertEqual(RunReport.format(1059.3485), "1059.3")
+        XCTAssertEqual(RunReport.format(-0.00037), "-3.700e-04")
+        XCTAssertEqual(RunReport.format(nil), "–")
+        let metrics = RunMetrics(jsonl: #"{"loss":0.7,"learning_rate":0.001,"step":1}"#)
+        let report = RunReport(title: "run", metrics: metrics, configuration: nil, duration: nil)
+        XCTAssertEqual(report.chart("loss").series.map(\.smoothing), [RunReport.smoothing])
+        XCTAssertEqual(report.chart("learning_rate").series.map(\.smoothing), [0], "a schedule is drawn as it is")
+    }
+
     func testPageIsSelfContainedAndShowsTheLastFigures() {
         let metrics = RunMetrics(jsonl: """
             {"loss":0.6931,"rewards/accuracies":0,"epoch":0.5,"step":1}
