@@ -90,11 +90,6 @@ public struct RunReport: Sendable {
         let escape = HTML.escape
         var page: [String] = []
         page.append("""
-            <!DOCTYPE html>
-            <html lang="en"><head><meta charset="utf-8">
-            <meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>\(escape(title)) · onnx-dpo report</title>
-            <style>\(Self.css)</style></head><body>
             <header><div class="title"><span class="brand">onnx-dpo</span><h1>\(escape(title))</h1>
             <span class="status \(status.complete ? "done" : "partial")">\(escape(status.text))</span></div>
             """)
@@ -140,8 +135,8 @@ public struct RunReport: Sendable {
         page.append("</div></main><footer>metrics.jsonl: \(steps) training step\(steps == 1 ? "" : "s"), "
                     + "\(evaluations) evaluation\(evaluations == 1 ? "" : "s")"
                     + (metrics.skippedLines > 0 ? ", \(metrics.skippedLines) incomplete line(s) skipped" : "")
-                    + " · written by onnx-dpo report</footer></body></html>")
-        return page.joined(separator: "\n")
+                    + " · written by onnx-dpo report</footer>")
+        return HTML.page(title: title, css: Self.css, body: page.joined(separator: "\n"))
     }
 
     static func timestamp(_ date: Date) -> String {
@@ -190,6 +185,7 @@ public struct RunReport: Sendable {
         .chart .points circle{fill-opacity:.45}
         .chart .points[data-series=eval] circle{fill-opacity:1}
         .chart .line{fill:none;stroke-width:2;stroke-linejoin:round;stroke-linecap:round}
+        .chart .bar.forward{fill:var(--train)}.chart .bar.backward{fill:var(--eval)}
         .empty{color:var(--muted)}
         footer{color:var(--muted);font-size:12px;padding:4px 28px 24px}
         """
@@ -197,11 +193,5 @@ public struct RunReport: Sendable {
 
 extension RunReport {
     /// Writes `html` to `path` (a temporary file renamed into place, so a browser never reads half a report).
-    public func write(to path: String) throws {
-        do {
-            try Data(html.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-        } catch {
-            throw RunReportError.cannotWrite(path: path, reason: error.localizedDescription)
-        }
-    }
+    public func write(to path: String) throws { try HTML.write(html, to: path) }
 }

@@ -4,6 +4,7 @@ import Adapters
 import Training
 import Interpreter
 import ONNXGraph
+import RunReports
 
 @main
 struct OnnxDPO: ParsableCommand {
@@ -92,13 +93,18 @@ struct Bench: ParsableCommand {
 
         @Flag(help: "Also print the time spent per op type (to standard error).")
         var profile = false
+        @Option(help: "Also write the time per op type as an HTML bar chart to this file.")
+        var profileReport: String?
 
         func run() throws {
-            let opProfile = profile ? OpProfile() : nil
+            let opProfile = profile || profileReport != nil ? OpProfile() : nil
             let result = try ForwardBenchmark.run(
                 modelPath: model, batch: batch, seq: seq, warmup: warmup, iterations: iterations, profile: opProfile)
             if let opProfile {
                 FileHandle.standardError.write(Data((opProfile.table + "\n").utf8))
+            }
+            if let opProfile, let profileReport {
+                try ProfileReport(title: "bench forward", model: model, shape: "\(batch) × \(seq) tokens", profile: opProfile).write(to: profileReport)
             }
             if json {
                 print(try jsonText(result))
@@ -131,12 +137,17 @@ extension Bench {
         var json = false
         @Flag(help: "Also print the time per op type, forward and backward (to standard error).")
         var profile = false
+        @Option(help: "Also write the time per op type, forward and backward, as an HTML bar chart to this file.")
+        var profileReport: String?
 
         func run() throws {
-            let opProfile = profile ? OpProfile() : nil
+            let opProfile = profile || profileReport != nil ? OpProfile() : nil
             let result = try TrainingBenchmark.run(modelPath: model, pairs: pairs, seq: seq, warmup: warmup, steps: steps,
                                                    profile: opProfile)
             if let opProfile { FileHandle.standardError.write(Data((opProfile.table + "\n").utf8)) }
+            if let opProfile, let profileReport {
+                try ProfileReport(title: "bench train", model: model, shape: "\(pairs) pairs × \(seq) tokens", profile: opProfile).write(to: profileReport)
+            }
             if json {
                 print(try jsonText(result))
             } else {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Interpreter
 import RunReports
 
 struct Report: ParsableCommand {
@@ -16,5 +17,13 @@ struct Report: ParsableCommand {
         let path = output ?? (outputDir as NSString).appendingPathComponent("report.html")
         try RunReport.load(folder: outputDir).write(to: path)
         print("report written to \(path)")
+    }
+}
+
+extension ProfileReport {
+    /// The page of a `bench --profile-report` run.
+    init(title: String, model: String, shape: String, profile: OpProfile) {
+        self.init(title: title, facts: [("model", model), ("batch", shape)],
+                  seconds: profile.nanoseconds.mapValues { Double($0) / 1e9 }, calls: profile.calls)
     }
 }

@@ -168,3 +168,19 @@ def test_report_of_a_killed_run_skips_its_cut_line(resumed_run, tmp_path):
     assert "1 incomplete line(s) skipped" in page
     final = [line for line in killed if "loss" in line][-1]
     assert f'data-metric="loss">{final["loss"]:.4f}</div>' in page
+
+
+def test_bench_profile_report_charts_every_profiled_op(tmp_path):
+    page = tmp_path / "profile.html"
+    result = onnx_dpo("bench", "train", "--model", MODEL / "model.onnx", "--pairs", "1", "--seq", "16",
+                      "--warmup", "0", "--steps", "1", "--profile", "--profile-report", page)
+    # The table pads op names to 20 characters and cuts longer ones: "ReduceMean (backwar".
+    table = [line.split() for line in result.stderr.splitlines() if line.strip()]
+    html = page.read_text()
+    for kind in ("forward", "backward"):
+        profiled = {row[0] for row in table if row[1].startswith("(back") == (kind == "backward")}
+        charted = {part.split('"')[0] for part in html.split(f'class="bar {kind}" data-op="')[1:]}
+        assert charted == profiled, kind
+    assert "<script" not in html and "https://" not in html
+    forward_pixels, backward_pixels = series_pixels(render(page, tmp_path, "profile"))
+    assert forward_pixels > 2000 and backward_pixels > 1000, (forward_pixels, backward_pixels)
