@@ -8,7 +8,8 @@ import PackageDescription
 //          <- Interpreter (kernels, ops with their gradient rules, the tape, sessions)
 //          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
 //   Tokenizers (tokenizer.json; Foundation only)
-//   Interpreter, Adapters, Tokenizers
+//   RunReports (TensorBoard event files, the HTML report of a run's metrics; Foundation only)
+//   Interpreter, Adapters, Tokenizers, RunReports
 //     <- Training (preference data, objectives, optimisers, the trainer, inspection)
 //          <- onnx-dpo (the command line: flags in, one library call, print)
 let onnxDefines: [CXXSetting] = [
@@ -20,7 +21,7 @@ let package = Package(
     name: "onnx-dpo",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Tokenizers", "Adapters", "Training"]),
+        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Tokenizers", "Adapters", "Training", "RunReports"]),
         .executable(name: "onnx-dpo", targets: ["onnx-dpo"]),
     ],
     dependencies: [
@@ -58,6 +59,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(name: "Tokenizers"),
+        .target(name: "RunReports"),
         .target(
             name: "Adapters",
             dependencies: [
@@ -72,6 +74,7 @@ let package = Package(
                 "Interpreter",
                 "Tokenizers",
                 "Adapters",
+                "RunReports",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -82,6 +85,7 @@ let package = Package(
                 "Interpreter",
                 "Adapters",
                 "Training",
+                "RunReports",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -106,6 +110,7 @@ let package = Package(
             name: "AdaptersTests",
             dependencies: ["Adapters", "Interpreter", "ONNXGraph", "TestSupport"]
         ),
+        .testTarget(name: "RunReportsTests", dependencies: ["RunReports"]),
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Training", "Adapters", "Tokenizers", "Interpreter", "ONNXGraph", "TestSupport"]

@@ -48,6 +48,8 @@ public struct DPOTrainingOptions: Sendable {
 
     /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
     public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
+    /// Also write TensorBoard event files to `<outputDirectory>/runs/` (TRL's `report_to="tensorboard"`).
+    public var tensorBoard = true
 
     public init(modelPath: String, tokenizerPath: String, dataPath: String, outputDirectory: String) {
         self.modelPath = modelPath
@@ -275,8 +277,8 @@ public final class DPOTrainer {
     // MARK: - Training
 
     /// Runs the training loop (resuming from the newest checkpoint when `options.resume`), writes
-    /// `metrics.jsonl`, checkpoints and the final adapter, and returns the last step's metrics (nil when a resumed
-    /// run had no step left).
+    /// `metrics.jsonl`, `run_config.json`, TensorBoard event files (`runs/`), checkpoints and the final adapter, and
+    /// returns the last step's metrics (nil when a resumed run had no step left).
     @discardableResult
     public func train(report: (TrainingEvent) -> Void = { _ in }) throws -> StepMetrics? {
         let output = options.outputDirectory
@@ -294,6 +296,7 @@ public final class DPOTrainer {
         }
         let metricsPath = (output as NSString).appendingPathComponent("metrics.jsonl")
         let metrics = try MetricsLog(path: metricsPath, keepingStepsThrough: firstStep)
+        let runLog = try TrainingRunLog(options: options, totalSteps: totalSteps, keepingStepsThrough: firstStep)
         let schedule = LearningRateSchedule(peak: options.learningRate, shape: options.schedule,
                                             warmupSteps: options.warmupSteps, totalSteps: totalSteps)
         let stepsPerEpoch = Double(max(1, batchesPerEpoch / options.gradientAccumulation))
@@ -346,6 +349,7 @@ public final class DPOTrainer {
                 epoch: Double(step + 1) / stepsPerEpoch, tokensPerSecond: Double(tokens) / seconds,
                 etaSeconds: elapsed / Double(step + 1 - firstStep) * Double(totalSteps - step - 1))
             try metrics.append(entry)
+            try runLog.log(entry)
             report(.step(entry))
             last = entry
 
@@ -357,6 +361,7 @@ public final class DPOTrainer {
                                                   checkpoint: try latestCheckpoint()?.path)
                 }
                 try metrics.append(logged)
+                try runLog.log(logged)
                 report(.evaluation(logged))
             }
             if let every = options.checkpointEvery, (step + 1) % every == 0 || isLast {

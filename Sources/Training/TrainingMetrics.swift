@@ -127,7 +127,7 @@ public struct StepMetrics: Sendable, Equatable {
 }
 
 extension StepMetrics: Codable {
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case gradNorm = "grad_norm", learningRate = "learning_rate", step, epoch
         case tokensPerSecond = "tokens_per_second", etaSeconds = "eta_seconds"
     }
@@ -183,6 +183,35 @@ extension EvalMetrics: Codable {
         try objective.encode(to: &container, prefix: Self.prefix)
         try container.encode(step, forKey: MetricKey("step"))
     }
+}
+
+/// A line of `metrics.jsonl`: the step it belongs to and its values under TRL's names, as TensorBoard logs them too.
+public protocol LoggedMetrics: Codable, Sendable {
+    /// The optimiser step (1-based).
+    var step: Int { get }
+    /// Every value under the name `metrics.jsonl` gives it, `step` excepted.
+    var namedValues: [(name: String, value: Double)] { get }
+}
+
+extension ObjectiveMetrics {
+    /// The values under TRL's names, each after `prefix`.
+    func namedValues(prefix: String) -> [(name: String, value: Double)] {
+        Self.fields.map { (prefix + $0.name, self[keyPath: $0.keyPath]) }
+    }
+}
+
+extension StepMetrics: LoggedMetrics {
+    public var namedValues: [(name: String, value: Double)] {
+        objective.namedValues(prefix: "") + [
+            (CodingKeys.gradNorm.stringValue, gradNorm), (CodingKeys.learningRate.stringValue, learningRate),
+            (CodingKeys.epoch.stringValue, epoch), (CodingKeys.tokensPerSecond.stringValue, tokensPerSecond),
+            (CodingKeys.etaSeconds.stringValue, etaSeconds),
+        ]
+    }
+}
+
+extension EvalMetrics: LoggedMetrics {
+    public var namedValues: [(name: String, value: Double)] { objective.namedValues(prefix: Self.prefix) }
 }
 
 /// A metric's key in a metrics file.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Interpreter
+import RunReports
 import Training
 
 /// `onnx-dpo bench <what>`. Each bench command is the same three parts: its own flags (sizes and the count of
@@ -25,12 +26,19 @@ struct BenchOptions: ParsableArguments {
     @Flag(help: "Also print the time spent per op type, forward and (train) backward, to standard error.")
     var profile = false
 
-    /// Runs `measure`, handing it an op profile when `--profile` asks for one; writes the profile to standard
-    /// error and prints the result: one JSON object with `--json`, its one line of text otherwise.
-    func report<Result: BenchResult>(_ measure: (OpProfile?) throws -> Result) throws {
-        let opProfile = profile ? OpProfile() : nil
+    @Option(help: "Also write the time per op type, forward and backward, as an HTML bar chart to this file.")
+    var profileReport: String?
+
+    /// Runs `measure`, handing it an op profile when `--profile` or `--profile-report` asks for one; writes the
+    /// profile to standard error (`--profile`) and as a page (`--profile-report`, titled `title`, its batch
+    /// described by `shape`) and prints the result: one JSON object with `--json`, its one line of text otherwise.
+    func report<Result: BenchResult>(title: String, shape: String, _ measure: (OpProfile?) throws -> Result) throws {
+        let opProfile = profile || profileReport != nil ? OpProfile() : nil
         let result = try measure(opProfile)
-        if let opProfile { FileHandle.standardError.write(Data((opProfile.table + "\n").utf8)) }
+        if let opProfile, profile { FileHandle.standardError.write(Data((opProfile.table + "\n").utf8)) }
+        if let opProfile, let profileReport {
+            try ProfileReport(title: title, model: model, shape: shape, profile: opProfile).write(to: profileReport)
+        }
         print(json ? try jsonText(result) : result.line)
     }
 }
@@ -55,7 +63,7 @@ extension Bench {
         var iterations = 5
 
         func run() throws {
-            try bench.report { profile in
+            try bench.report(title: "bench forward", shape: "\(batch) × \(seq) tokens") { profile in
                 try ForwardBenchmark.run(modelPath: bench.model, batch: batch, seq: seq, warmup: bench.warmup ?? 2,
                                          iterations: iterations, profile: profile)
             }
@@ -76,7 +84,7 @@ extension Bench {
         var steps = 3
 
         func run() throws {
-            try bench.report { profile in
+            try bench.report(title: "bench train", shape: "\(pairs) pairs × \(seq) tokens") { profile in
                 try TrainingBenchmark.run(modelPath: bench.model, pairs: pairs, seq: seq, warmup: bench.warmup ?? 1,
                                           steps: steps, profile: profile)
             }

@@ -115,6 +115,8 @@ struct Train: ParsableCommand {
     var initAdapter: String?
     @Flag(help: "Continue from the newest checkpoint in --output-dir.")
     var resume = false
+    @Flag(help: "Do not write TensorBoard event files to <output-dir>/runs.")
+    var noTensorboard = false
 
     /// The run these flags ask for: the one place they become library options.
     var options: DPOTrainingOptions {
@@ -138,6 +140,7 @@ struct Train: ParsableCommand {
         options.checkpointEvery = checkpointEvery
         options.initAdapter = initAdapter
         options.resume = resume
+        options.tensorBoard = !noTensorboard
         return options
     }
 
