@@ -9,35 +9,133 @@ public protocol DifferentiableOperator: Operator {
     /// `context.wanted[i]` says whether input `i` needs a gradient. Returns one slot per input: the gradient,
     /// shaped like that input, where wanted; nil elsewhere.
     func gradient(_ context: GradientContext) throws -> [Tensor?]
+
+    /// The forward values `gradient` reads when the inputs `wanted` need a gradient: the tape keeps only these
+    /// until the backward pass (every value's shape and type are always kept), so the memory a training step holds
+    /// is what its rules need (a frozen weight's MatMul keeps no activation; Softmax keeps its output; Add keeps
+    /// nothing). Default: every input and output.
+    func savedValues(wanted: [Bool]) -> SavedValues
 }
 
-/// What a gradient rule gets: the forward pass's inputs and outputs (saved by the tape), the gradients of the
-/// outputs, and which inputs need a gradient.
+extension DifferentiableOperator {
+    public func savedValues(wanted: [Bool]) -> SavedValues { .all }
+}
+
+/// Which inputs and outputs of a node its gradient rule reads (`DifferentiableOperator.savedValues`).
+public struct SavedValues: Sendable, Equatable {
+    /// Input positions to keep; nil keeps every input.
+    public var inputs: Set<Int>?
+    /// Output positions to keep; nil keeps every output.
+    public var outputs: Set<Int>?
+
+    public init(inputs: Set<Int>? = [], outputs: Set<Int>? = []) {
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+
+    /// Every input and output.
+    public static let all = SavedValues(inputs: nil, outputs: nil)
+    /// Shapes and types only.
+    public static let shapes = SavedValues()
+}
+
+/// What the tape keeps of one node for its gradient rule: the values the rule's `savedValues` names, and the
+/// shapes and types of all its inputs and outputs.
+struct SavedRecord {
+    let op: any DifferentiableOperator
+    let inputs: [Tensor?], outputs: [Tensor?]
+    let inputShapes: [[Int]?], inputTypes: [DataType?]
+    let outputShapes: [[Int]], outputTypes: [DataType]
+
+    init(op: any DifferentiableOperator, inputs: [Tensor?], outputs: [Tensor], wanted: [Bool]) {
+        self.op = op
+        let saved = op.savedValues(wanted: wanted)
+        self.inputs = inputs.enumerated().map { saved.inputs?.contains($0.offset) ?? true ? $0.element : nil }
+        self.outputs = outputs.enumerated().map { saved.outputs?.contains($0.offset) ?? true ? $0.element : nil }
+        inputShapes = inputs.map { $0?.shape }
+        inputTypes = inputs.map { $0?.dataType }
+        outputShapes = outputs.map(\.shape)
+        outputTypes = outputs.map(\.dataType)
+    }
+}
+
+/// What a gradient rule gets: the forward pass's inputs and outputs (those its `savedValues` named, saved by the
+/// tape), every input's and output's shape and type, the gradients of the outputs, and which inputs need a
+/// gradient.
 public struct GradientContext {
-    /// The node's inputs, nil where an optional input was omitted.
+    /// The node's inputs, nil where an optional input was omitted or the rule did not ask for it to be saved.
     public let inputs: [Tensor?]
-    /// The node's outputs, as the forward pass computed them.
-    public let outputs: [Tensor]
+    /// The node's outputs as the forward pass computed them, nil where the rule did not ask for it to be saved.
+    public let outputs: [Tensor?]
     /// `dLoss/dOutput` per output; nil where no gradient reaches that output (treat as zeros).
     public let outputGradients: [Tensor?]
     /// Per input: whether its gradient is needed.
     public let wanted: [Bool]
+    /// Every input's shape and type (nil where omitted), and every output's.
+    let inputShapes: [[Int]?], inputTypes: [DataType?]
+    let outputShapes: [[Int]], outputTypes: [DataType]
 
+    /// A context with every value saved.
     public init(inputs: [Tensor?], outputs: [Tensor], outputGradients: [Tensor?], wanted: [Bool]) {
         self.inputs = inputs
         self.outputs = outputs
+        inputShapes = inputs.map { $0?.shape }
+        inputTypes = inputs.map { $0?.dataType }
+        outputShapes = outputs.map(\.shape)
+        outputTypes = outputs.map(\.dataType)
         self.outputGradients = outputGradients
         self.wanted = wanted
     }
 
-    /// Input `index`, which the rule relies on being present.
-    public func input(_ index: Int) throws(KernelError) -> Tensor { try inputs.required(index) }
+    /// A context from a tape's record: the values kept, the shapes and types of all.
+    init(saved record: SavedRecord, outputGradients: [Tensor?], wanted: [Bool]) {
+        inputs = record.inputs
+        outputs = record.outputs
+        inputShapes = record.inputShapes
+        inputTypes = record.inputTypes
+        outputShapes = record.outputShapes
+        outputTypes = record.outputTypes
+        self.outputGradients = outputGradients
+        self.wanted = wanted
+    }
+
+    /// Input `index`, which the rule relies on being present and saved.
+    public func input(_ index: Int) throws(KernelError) -> Tensor {
+        if index < inputs.count, let input = inputs[index] { return input }
+        if index < inputShapes.count, inputShapes[index] != nil {
+            throw KernelError("the gradient rule reads input \(index), which its savedValues did not keep (a bug)")
+        }
+        return try inputs.required(index)
+    }
+
+    /// Output `index`, which the rule relies on being saved.
+    public func output(_ index: Int) throws(KernelError) -> Tensor {
+        guard index < outputs.count, let output = outputs[index] else {
+            throw KernelError("the gradient rule reads output \(index), which its savedValues did not keep (a bug)")
+        }
+        return output
+    }
+
+    /// The shape of input `index` (saved or not).
+    public func inputShape(_ index: Int) throws(KernelError) -> [Int] {
+        guard index < inputShapes.count, let shape = inputShapes[index] else { return try inputs.required(index).shape }
+        return shape
+    }
+
+    /// The element type of input `index` (saved or not).
+    public func inputType(_ index: Int) throws(KernelError) -> DataType {
+        guard index < inputTypes.count, let type = inputTypes[index] else { return try inputs.required(index).dataType }
+        return type
+    }
+
+    /// How many outputs the node has.
+    public var outputCount: Int { outputShapes.count }
 
     /// `dLoss/dOutput[index]`, zeros shaped like that output when no gradient reached it.
     public func outputGradient(_ index: Int = 0) -> Tensor {
-        if let gradient = outputGradients[index] { return gradient }
-        return Tensor(shape: outputs[index].shape, floats: [Float](repeating: 0, count: outputs[index].count),
-                      dataType: outputs[index].dataType)
+        if index < outputGradients.count, let gradient = outputGradients[index] { return gradient }
+        let shape = outputShapes[index]
+        return Tensor(shape: shape, floats: [Float](repeating: 0, count: shape.reduce(1, *)), dataType: outputTypes[index])
     }
 
     /// Whether input `index` needs a gradient.

@@ -220,8 +220,7 @@ public final class Session: @unchecked Sendable {
             for case let slot? in step.outputSlots { gradients[slot] = nil }  // read once, by this rule
             guard outputGradients.contains(where: { $0 != nil }) else { continue }
             let wanted = step.inputSlots.map { $0.map { tape.requiresGradient[$0] } ?? false }
-            let context = GradientContext(inputs: record.inputs, outputs: record.outputs,
-                                          outputGradients: outputGradients, wanted: wanted)
+            let context = GradientContext(saved: record, outputGradients: outputGradients, wanted: wanted)
             let inputGradients: [Tensor?]
             let start = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             do {
@@ -233,10 +232,10 @@ public final class Session: @unchecked Sendable {
             }
             for (position, slot) in step.inputSlots.enumerated() where wanted[position] {
                 guard position < inputGradients.count, let gradient = inputGradients[position] else { continue }
-                let input = record.inputs[position]!
-                guard gradient.shape == input.shape else {
+                let shape = record.inputShapes[position] ?? []
+                guard gradient.shape == shape else {
                     throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType, reason:
-                        "gradient rule returned shape \(gradient.shape) for input \(position) of shape \(input.shape)")
+                        "gradient rule returned shape \(gradient.shape) for input \(position) of shape \(shape)")
                 }
                 let slot = slot!
                 gradients[slot] = try gradients[slot].map { try addGradients($0, gradient) } ?? gradient
@@ -348,18 +347,13 @@ public final class ForwardPass: @unchecked Sendable {
 
 /// What a forward pass records for its backward pass.
 final class Tape {
-    struct Record {
-        let op: any DifferentiableOperator
-        let inputs: [Tensor?]
-        let outputs: [Tensor]
-    }
 
     /// Trainable value names and their slots.
     let trainable: [String: Int]
     /// Per slot: whether the value depends on a trainable one (and is floating-point).
     var requiresGradient: [Bool]
     /// Per step: the saved inputs and outputs of the nodes a trainable value reaches.
-    var records: [Record?]
+    var records: [SavedRecord?]
     /// The fed values of trainable graph inputs, to shape their zero gradients.
     var trainableValues: [Int: Tensor] = [:]
 
@@ -372,7 +366,7 @@ final class Tape {
     /// Marks the float outputs of a node that reads a value requiring a gradient, and saves what its rule needs.
     func record(step index: Int, _ node: Node, _ op: any Operator, _ inputSlots: [Int?], _ outputSlots: [Int?],
                 _ inputs: [Tensor?], _ outputs: [Tensor]) throws {
-        if records.count <= index { records += [Record?](repeating: nil, count: index + 1 - records.count) }
+        if records.count <= index { records += [SavedRecord?](repeating: nil, count: index + 1 - records.count) }
         for (slot, input) in zip(inputSlots, inputs) {
             if let slot, trainable.values.contains(slot), let input { trainableValues[slot] = input }
         }
@@ -385,7 +379,8 @@ final class Tape {
             throw InterpreterError.nodeFailed(node: node.label, opType: node.opType, reason:
                 "has no gradient rule, but trainable values reach it through \(through.joined(separator: ", "))")
         }
+        let wanted = inputSlots.map { $0.map { requiresGradient[$0] } ?? false }
         for (_, slot) in floatOutputs { requiresGradient[slot!] = true }
-        records[index] = Record(op: differentiable, inputs: inputs, outputs: outputs)
+        records[index] = SavedRecord(op: differentiable, inputs: inputs, outputs: outputs, wanted: wanted)
     }
 }

@@ -106,25 +106,35 @@ private func batchPairs(_ aBatch: [Int], _ bBatch: [Int], _ batch: [Int]) -> [(I
 /// (that is `(dY · Bᵀ)ᵀ`), and likewise for B: `dB = alpha · dYᵀ · A` when `op(B) = Bᵀ`. 1-D operands are promoted
 /// as in the forward product and the gradient reshaped back.
 func matrixProductGradient(
-    _ a: Tensor, _ b: Tensor, _ dY: Tensor, transposeA: Bool, transposeB: Bool, alpha: Float, wantA: Bool, wantB: Bool
+    _ a: Tensor?, _ b: Tensor?, aShape: [Int], bShape: [Int], _ dY: Tensor, transposeA: Bool, transposeB: Bool,
+    alpha: Float, wantA: Bool, wantB: Bool
 ) throws(KernelError) -> (Tensor?, Tensor?) {
-    let a2 = a.rank == 1 ? a.reshaped([1] + a.shape) : a
-    let b2 = b.rank == 1 ? b.reshaped(b.shape + [1]) : b
+    // dA reads only B, dB only A: the tape keeps just the operand the wanted gradients read (`savedValues`).
+    func operand(_ tensor: Tensor?, _ name: String) throws(KernelError) -> Tensor {
+        guard let tensor else { throw KernelError("the gradient needs \(name), which was not saved") }
+        return tensor
+    }
+    let aRank = aShape.count, bRank = bShape.count
+    let a2Shape = aRank == 1 ? [1] + aShape : aShape
+    let b2Shape = bRank == 1 ? bShape + [1] : bShape
     // dY with the promoted axes restored: [..., M, N].
     var dShape = dY.shape
-    if b.rank == 1 { dShape.append(1) }
-    if a.rank == 1 { dShape.insert(1, at: dShape.count - 1) }
+    if bRank == 1 { dShape.append(1) }
+    if aRank == 1 { dShape.insert(1, at: dShape.count - 1) }
     let d = dY.reshaped(dShape)
     var dA: Tensor?
     var dB: Tensor?
     if wantA {
+        let b2 = try operand(b, "B").reshaped(b2Shape)
         // op(A)'s gradient is dY · op(B)ᵀ; for A itself transpose back when op transposed it.
         let g = transposeA
             ? try matrixProduct(b2, d, transposeA: transposeB, transposeB: true, alpha: alpha)
             : try matrixProduct(d, b2, transposeA: false, transposeB: !transposeB, alpha: alpha)
-        dA = try reduceGradient(g, to: a2.shape).reshaped(a.shape)
+        dA = try reduceGradient(g, to: a2Shape).reshaped(aShape)
     }
-    if wantB && b2.rank == 2 && !transposeA && a2.rank > 2 {
+    guard wantB else { return (dA, dB) }
+    let a2 = try operand(a, "A").reshaped(a2Shape)
+    if b2Shape.count == 2 && !transposeA && a2.rank > 2 {
         // A 2-D B shared by every batch entry: fold the batch into rows, one GEMM instead of a per-entry
         // gradient summed afterwards. [..., M, K] → [rows, K] and [..., M, N] → [rows, N].
         let k = a2.shape[a2.rank - 1], n = d.shape[d.rank - 1]
@@ -133,15 +143,13 @@ func matrixProductGradient(
             let g = transposeB
                 ? try matrixProduct(rowsD, rowsA, transposeA: true, transposeB: false, alpha: alpha)
                 : try matrixProduct(rowsA, rowsD, transposeA: true, transposeB: false, alpha: alpha)
-            return (dA, g.reshaped(b.shape))
+            return (dA, g.reshaped(bShape))
         }
     }
-    if wantB {
-        // op(B)'s gradient is op(A)ᵀ · dY; for B itself transpose back when op transposed it.
-        let g = transposeB
-            ? try matrixProduct(d, a2, transposeA: true, transposeB: transposeA, alpha: alpha)
-            : try matrixProduct(a2, d, transposeA: !transposeA, transposeB: false, alpha: alpha)
-        dB = try reduceGradient(g, to: b2.shape).reshaped(b.shape)
-    }
+    // op(B)'s gradient is op(A)ᵀ · dY; for B itself transpose back when op transposed it.
+    let g = transposeB
+        ? try matrixProduct(d, a2, transposeA: true, transposeB: transposeA, alpha: alpha)
+        : try matrixProduct(a2, d, transposeA: !transposeA, transposeB: false, alpha: alpha)
+    dB = try reduceGradient(g, to: b2Shape).reshaped(bShape)
     return (dA, dB)
 }

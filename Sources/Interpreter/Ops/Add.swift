@@ -13,11 +13,14 @@ struct Add: ArithmeticOperator {
 }
 
 extension Add: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dA = Σ_broadcast dC, dB = Σ_broadcast dC
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         let dC = context.outputGradient()
         return try (0..<2).map { index throws(KernelError) in
-            context.wants(index) ? try reduceGradient(dC, to: context.input(index).shape) : nil
+            context.wants(index) ? try reduceGradient(dC, to: context.inputShape(index)) : nil
         }
     }
 }

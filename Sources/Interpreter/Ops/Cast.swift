@@ -73,12 +73,15 @@ struct Cast: Operator {
 }
 
 extension Cast: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dInput = Cast(dOutput, to: input type), between floating types (an integer or bool output carries none)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        let input = try context.input(0)
-        guard context.wants(0), input.storage.kind == .float,
+        let (shape, type) = (try context.inputShape(0), try context.inputType(0))
+        guard context.wants(0), type.isFloatingPoint,
               case .float(let dOutput) = context.outputGradient().storage else { return [nil] }
-        let values = roundedToPrecision(dOutput, input.dataType)
-        return [Tensor(shape: input.shape, floats: values, dataType: input.dataType)]
+        let values = roundedToPrecision(dOutput, type)
+        return [Tensor(shape: shape, floats: values, dataType: type)]
     }
 }

@@ -39,13 +39,18 @@ private enum UnsignedDivision: BinaryKernel {
 }
 
 extension Div: DifferentiableOperator {
+    // Both read B; dB also reads C.
+    func savedValues(wanted: [Bool]) -> SavedValues {
+        SavedValues(inputs: [1], outputs: wanted.count > 1 && wanted[1] ? [0] : [])
+    }
+
     // dA = Σ_broadcast dC / B, dB = −Σ_broadcast dC · C / B
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         let dC = context.outputGradient()
-        let a = try context.input(0), b = try context.input(1)
+        let b = try context.input(1), aShape = try context.inputShape(0)
         return [
-            context.wants(0) ? try reduceGradient(combine(dC, b, Quotient.self), to: a.shape) : nil,
-            context.wants(1) ? try transform(reduceGradient(combine(combine(dC, context.outputs[0], Product.self), b, Quotient.self),
+            context.wants(0) ? try reduceGradient(combine(dC, b, Quotient.self), to: aShape) : nil,
+            context.wants(1) ? try transform(reduceGradient(combine(combine(dC, try context.output(0), Product.self), b, Quotient.self),
                                                             to: b.shape), Negation.self) : nil,
         ]
     }

@@ -22,8 +22,11 @@ struct Expand: Operator {
 }
 
 extension Expand: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dX = Σ_broadcast dY; the shape input has no gradient.
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try reduceGradient(context.outputGradient(), to: context.input(0).shape) : nil, nil]
+        [context.wants(0) ? try reduceGradient(context.outputGradient(), to: context.inputShape(0)) : nil, nil]
     }
 }

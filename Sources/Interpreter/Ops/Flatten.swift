@@ -29,8 +29,11 @@ struct Flatten: Operator {
 }
 
 extension Flatten: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dX = reshape(dY, X.shape)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil]
+        [context.wants(0) ? try context.outputGradient().reshaped(context.inputShape(0)) : nil]
     }
 }

@@ -55,17 +55,24 @@ struct Gemm: Operator {
 }
 
 extension Gemm: DifferentiableOperator {
+    // dA reads B and dB reads A; dC only C's shape and type.
+    func savedValues(wanted: [Bool]) -> SavedValues {
+        SavedValues(inputs: Set((wanted.first == true ? [1] : []) + (wanted.count > 1 && wanted[1] ? [0] : [])))
+    }
+
     // dA = alpha · dY · op(B)ᵀ and dB = alpha · op(A)ᵀ · dY (transposed back where op transposes; see
     // `matrixProductGradient`), dC = beta · Σ_broadcast dY.
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         let dY = context.outputGradient()
         let (dA, dB) = try matrixProductGradient(
-            context.input(0), context.input(1), dY, transposeA: transA, transposeB: transB, alpha: alpha,
+            context.inputs.optional(0), context.inputs.optional(1), aShape: context.inputShape(0),
+            bShape: context.inputShape(1), dY, transposeA: transA, transposeB: transB, alpha: alpha,
             wantA: context.wants(0), wantB: context.wants(1))
         var dC: Tensor?
-        if context.wants(2), let c = context.inputs.optional(2) {
-            let reduced = try reduceGradient(dY, to: c.shape)
-            dC = beta == 1 ? reduced : Tensor(shape: c.shape, floats: reduced.floats.map { $0 * beta }, dataType: c.dataType)
+        if context.wants(2) {
+            let (cShape, cType) = (try context.inputShape(2), try context.inputType(2))
+            let reduced = try reduceGradient(dY, to: cShape)
+            dC = beta == 1 ? reduced : Tensor(shape: cShape, floats: reduced.floats.map { $0 * beta }, dataType: cType)
         }
         return [dA, dB, dC]
     }

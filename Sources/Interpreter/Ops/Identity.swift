@@ -16,6 +16,9 @@ struct Identity: Operator {
 }
 
 extension Identity: DifferentiableOperator {
+    // Reads nothing saved.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dX = dY
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         [context.wants(0) ? context.outputGradient() : nil]

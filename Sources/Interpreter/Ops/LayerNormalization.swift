@@ -175,8 +175,8 @@ extension LayerNormalization: DifferentiableOperator {
     private func statistics(
         _ context: GradientContext, _ x: [Float], rows: Int, rowLength: Int
     ) -> (means: [Float], inverseDeviations: [Float]) {
-        if context.outputs.count >= 3, case .float(let means) = context.outputs[1].storage,
-           case .float(let inverseDeviations) = context.outputs[2].storage,
+        if context.outputs.count >= 3, case .float(let means)? = context.outputs[1]?.storage,
+           case .float(let inverseDeviations)? = context.outputs[2]?.storage,
            means.count == rows, inverseDeviations.count == rows {
             return (means, inverseDeviations)
         }

@@ -13,10 +13,16 @@ struct MatMul: Operator {
 }
 
 extension MatMul: DifferentiableOperator {
+    // dA reads B and dB reads A: a frozen weight's product keeps no activation.
+    func savedValues(wanted: [Bool]) -> SavedValues {
+        SavedValues(inputs: Set((wanted.first == true ? [1] : []) + (wanted.count > 1 && wanted[1] ? [0] : [])))
+    }
+
     // dA = alpha · dY · op(B)ᵀ, dB = alpha · op(A)ᵀ · dY (see `matrixProductGradient`)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         let (dA, dB) = try matrixProductGradient(
-            context.input(0), context.input(1), context.outputGradient(), transposeA: false, transposeB: false, alpha: 1,
+            context.inputs.optional(0), context.inputs.optional(1), aShape: context.inputShape(0),
+            bShape: context.inputShape(1), context.outputGradient(), transposeA: false, transposeB: false, alpha: 1,
             wantA: context.wants(0), wantB: context.wants(1))
         return [dA, dB]
     }

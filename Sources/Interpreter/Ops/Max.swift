@@ -39,7 +39,7 @@ extension Tensor {
 extension Max: DifferentiableOperator {
     // dX_i = Σ_broadcast dMax · [X_i = Max] / #{j : X_j = Max}  (tied inputs share the gradient equally)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        let maximum = context.outputs[0], dMax = context.outputGradient()
+        let maximum = try context.output(0), dMax = context.outputGradient()
         guard maximum.storage.kind == .float else { return context.inputs.map { _ in nil } }
         // Per input, 1 where it is the maximum (on the output's shape), and how many inputs are there.
         var chosen: [Tensor?] = []

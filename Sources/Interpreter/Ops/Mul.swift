@@ -13,13 +13,17 @@ struct Mul: ArithmeticOperator {
 }
 
 extension Mul: DifferentiableOperator {
+    // dA reads B and dB reads A.
+    func savedValues(wanted: [Bool]) -> SavedValues {
+        SavedValues(inputs: Set((wanted.first == true ? [1] : []) + (wanted.count > 1 && wanted[1] ? [0] : [])))
+    }
+
     // dA = Σ_broadcast dC · B, dB = Σ_broadcast dC · A
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         let dC = context.outputGradient()
-        let a = try context.input(0), b = try context.input(1)
         return [
-            context.wants(0) ? try reduceGradient(combine(dC, b, Product.self), to: a.shape) : nil,
-            context.wants(1) ? try reduceGradient(combine(dC, a, Product.self), to: b.shape) : nil,
+            context.wants(0) ? try reduceGradient(combine(dC, context.input(1), Product.self), to: context.inputShape(0)) : nil,
+            context.wants(1) ? try reduceGradient(combine(dC, context.input(0), Product.self), to: context.inputShape(1)) : nil,
         ]
     }
 }

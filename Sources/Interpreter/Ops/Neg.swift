@@ -32,6 +32,9 @@ struct Neg: Operator {
 }
 
 extension Neg: DifferentiableOperator {
+    // Reads nothing saved.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dX = −dY
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         [context.wants(0) ? try transform(context.outputGradient(), Negation.self) : nil]

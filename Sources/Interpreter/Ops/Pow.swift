@@ -126,7 +126,7 @@ extension Pow: DifferentiableOperator {
             }
         }
         if context.wants(1) && exponent.storage.kind == .float && base.storage.kind == .float {
-            dExponent = try reduceGradient(combine(dZ, combine(context.outputs[0], base, ExponentSlope.self),
+            dExponent = try reduceGradient(combine(dZ, combine(try context.output(0), base, ExponentSlope.self),
                                                    Product.self), to: exponent.shape)
         }
         return [dBase, dExponent]

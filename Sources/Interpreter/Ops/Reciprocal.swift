@@ -11,9 +11,12 @@ struct Reciprocal: FloatFunctionOperator {
 }
 
 extension Reciprocal: DifferentiableOperator {
+    // Reads only its output.
+    func savedValues(wanted: [Bool]) -> SavedValues { SavedValues(outputs: [0]) }
+
     // dX = −dY · Y²
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+        [context.wants(0) ? try combine(context.outputGradient(), try context.output(0), Gradient.self) : nil]
     }
 
     /// `(dY, Y) ↦ −dY · Y²`.

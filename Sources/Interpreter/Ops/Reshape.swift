@@ -56,8 +56,11 @@ struct Reshape: Operator {
 }
 
 extension Reshape: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dData = dReshaped, reshaped back; the shape input has no gradient.
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil, nil]
+        [context.wants(0) ? try context.outputGradient().reshaped(context.inputShape(0)) : nil, nil]
     }
 }

@@ -18,9 +18,12 @@ struct Sigmoid: FloatFunctionOperator {
 }
 
 extension Sigmoid: DifferentiableOperator {
+    // Reads only its output.
+    func savedValues(wanted: [Bool]) -> SavedValues { SavedValues(outputs: [0]) }
+
     // dX = dY · Y · (1 − Y)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+        [context.wants(0) ? try combine(context.outputGradient(), try context.output(0), Gradient.self) : nil]
     }
 
     /// `(dY, Y) ↦ dY · Y · (1 − Y)`.

@@ -93,10 +93,13 @@ struct Softmax: Operator {
 }
 
 extension Softmax: DifferentiableOperator {
+    // Reads only its output.
+    func savedValues(wanted: [Bool]) -> SavedValues { SavedValues(outputs: [0]) }
+
     // dX = Y · (dY − Σ_axis dY · Y)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         guard context.wants(0) else { return [nil] }
-        let output = context.outputs[0], dOutput = context.outputGradient()
+        let output = try context.output(0), dOutput = context.outputGradient()
         guard case .float(let y) = output.storage, case .float(let dy) = dOutput.storage else {
             throw KernelError("Softmax gradient needs floating-point values, got \(output.dataType)")
         }

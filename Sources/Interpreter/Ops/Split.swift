@@ -75,14 +75,10 @@ extension Split: DifferentiableOperator {
     // dX = concat(dY_0, dY_1, ..., axis), dY_i = 0 where no gradient reached output i; split has no gradient.
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         guard context.wants(0) else { return context.inputs.map { _ in nil } }
-        let axis = try resolveAxis(self.axis, in: context.input(0).shape)
-        // The forward pass may cut more parts than the node names outputs; those have no gradient either.
-        let parts = context.outputs.indices.map { index in
-            if index < context.outputGradients.count { return context.outputGradient(index) }
-            let output = context.outputs[index]
-            let zeros = [Float](repeating: 0, count: output.count)
-            return Tensor(shape: output.shape, floats: zeros, dataType: output.dataType)
-        }
+        let axis = try resolveAxis(self.axis, in: context.inputShape(0))
+        // The forward pass may cut more parts than the node names outputs; those have no gradient either
+        // (`outputGradient` gives zeros shaped like the output).
+        let parts = (0..<context.outputCount).map { context.outputGradient($0) }
         return [try concatenated(parts, along: axis)] + context.inputs.dropFirst().map { _ in nil }
     }
 }

@@ -11,9 +11,12 @@ struct Sqrt: FloatFunctionOperator {
 }
 
 extension Sqrt: DifferentiableOperator {
+    // Reads only its output.
+    func savedValues(wanted: [Bool]) -> SavedValues { SavedValues(outputs: [0]) }
+
     // dX = dY / (2 · Y)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+        [context.wants(0) ? try combine(context.outputGradient(), try context.output(0), Gradient.self) : nil]
     }
 
     /// `(dY, Y) ↦ dY / (2 · Y)`: infinite at X = 0, where √ has a vertical tangent.

@@ -29,9 +29,12 @@ struct Squeeze: Operator {
 }
 
 extension Squeeze: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dX = reshape(dY, X.shape); the axes input has no gradient.
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        let dX = context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil
+        let dX = context.wants(0) ? try context.outputGradient().reshaped(context.inputShape(0)) : nil
         return [dX] + context.inputs.dropFirst().map { _ in nil }
     }
 }

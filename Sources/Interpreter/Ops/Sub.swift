@@ -13,12 +13,15 @@ struct Sub: ArithmeticOperator {
 }
 
 extension Sub: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dA = Σ_broadcast dC, dB = −Σ_broadcast dC
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         let dC = context.outputGradient()
         return [
-            context.wants(0) ? try reduceGradient(dC, to: context.input(0).shape) : nil,
-            context.wants(1) ? try transform(reduceGradient(dC, to: context.input(1).shape), Negation.self) : nil,
+            context.wants(0) ? try reduceGradient(dC, to: context.inputShape(0)) : nil,
+            context.wants(1) ? try transform(reduceGradient(dC, to: context.inputShape(1)), Negation.self) : nil,
         ]
     }
 }

@@ -12,9 +12,12 @@ struct Tanh: FloatFunctionOperator {
 }
 
 extension Tanh: DifferentiableOperator {
+    // Reads only its output.
+    func savedValues(wanted: [Bool]) -> SavedValues { SavedValues(outputs: [0]) }
+
     // dX = dY · (1 − Y²)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try combine(context.outputGradient(), context.outputs[0], Gradient.self) : nil]
+        [context.wants(0) ? try combine(context.outputGradient(), try context.output(0), Gradient.self) : nil]
     }
 
     /// `(dY, Y) ↦ dY · (1 − Y²)`.

@@ -35,10 +35,14 @@ struct Transpose: Operator {
 }
 
 extension Transpose: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dX = transpose(dY, inverse(perm)), inverse(perm)[perm[i]] = i
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         guard context.wants(0) else { return [nil] }
-        let perm = try permutation(for: context.input(0))
+        let rank = try context.inputShape(0).count
+        let perm = self.perm ?? Array((0..<rank).reversed())
         var inverse = [Int](repeating: 0, count: perm.count)
         for (outputAxis, inputAxis) in perm.enumerated() { inverse[inputAxis] = outputAxis }
         return [try transposed(context.outputGradient(), perm: inverse)]

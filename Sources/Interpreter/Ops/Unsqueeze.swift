@@ -29,8 +29,11 @@ struct Unsqueeze: Operator {
 }
 
 extension Unsqueeze: DifferentiableOperator {
+    // Reads only shapes.
+    func savedValues(wanted: [Bool]) -> SavedValues { .shapes }
+
     // dX = reshape(dY, X.shape); the axes input has no gradient.
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        [context.wants(0) ? try context.outputGradient().reshaped(context.input(0).shape) : nil, nil]
+        [context.wants(0) ? try context.outputGradient().reshaped(context.inputShape(0)) : nil, nil]
     }
 }

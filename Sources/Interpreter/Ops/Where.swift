@@ -34,9 +34,14 @@ struct Where: Operator {
 }
 
 extension Where: DifferentiableOperator {
+    // Reads the condition; only the shapes of X and Y.
+    func savedValues(wanted: [Bool]) -> SavedValues { SavedValues(inputs: [0]) }
+
     // dX = Σ_broadcast (condition ? dOutput : 0), dY = Σ_broadcast (condition ? 0 : dOutput); none for condition
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
-        let condition = try context.input(0), x = try context.input(1), y = try context.input(2)
+        let condition = try context.input(0)
+        let (xShape, yShape) = (try context.inputShape(1), try context.inputShape(2))
+        let (xType, yType) = (try context.inputType(1), try context.inputType(2))
         let dOutput = context.outputGradient()
         guard case .bool(let mask) = condition.storage, case .float(let gradient) = dOutput.storage else {
             throw KernelError("Where: needs a bool condition and a floating-point output gradient, got "
@@ -44,13 +49,13 @@ extension Where: DifferentiableOperator {
         }
         let zero: [Float] = [0], shape = dOutput.shape
         var dX: Tensor?, dY: Tensor?
-        if context.wants(1) && x.storage.kind == .float {
+        if context.wants(1) && xType.isFloatingPoint {
             let values = broadcastSelect(mask, condition.shape, gradient, shape, zero, [], outputShape: shape)
-            dX = try reduceGradient(Tensor(shape: shape, floats: values, dataType: dOutput.dataType), to: x.shape)
+            dX = try reduceGradient(Tensor(shape: shape, floats: values, dataType: dOutput.dataType), to: xShape)
         }
-        if context.wants(2) && y.storage.kind == .float {
+        if context.wants(2) && yType.isFloatingPoint {
             let values = broadcastSelect(mask, condition.shape, zero, [], gradient, shape, outputShape: shape)
-            dY = try reduceGradient(Tensor(shape: shape, floats: values, dataType: dOutput.dataType), to: y.shape)
+            dY = try reduceGradient(Tensor(shape: shape, floats: values, dataType: dOutput.dataType), to: yShape)
         }
         return [nil, dX, dY]
     }
