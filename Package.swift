@@ -8,7 +8,8 @@ import PackageDescription
 //          <- Interpreter (kernels, ops with their gradient rules, the tape, sessions)
 //          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
 //   Tokenizers (tokenizer.json; Foundation only)
-//   Interpreter, Adapters, Tokenizers
+//   Distributed (the Communicator seam: one process, or Open MPI loaded at run time; Foundation only)
+//   Interpreter, Adapters, Tokenizers, Distributed
 //     <- Training (preference data, objectives, optimisers, the trainer, inspection)
 //          <- onnx-dpo (the command line: flags in, one library call, print)
 let onnxDefines: [CXXSetting] = [
@@ -20,7 +21,7 @@ let package = Package(
     name: "onnx-dpo",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Tokenizers", "Adapters", "Training"]),
+        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Tokenizers", "Adapters", "Distributed", "Training"]),
         .executable(name: "onnx-dpo", targets: ["onnx-dpo"]),
     ],
     dependencies: [
@@ -58,6 +59,8 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(name: "Tokenizers"),
+        // Open MPI is opened with dlopen when mpirun started the process: no MPI headers or library at build time.
+        .target(name: "Distributed"),
         .target(
             name: "Adapters",
             dependencies: [
@@ -72,6 +75,7 @@ let package = Package(
                 "Interpreter",
                 "Tokenizers",
                 "Adapters",
+                "Distributed",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -81,6 +85,7 @@ let package = Package(
                 "ONNXGraph",
                 "Interpreter",
                 "Adapters",
+                "Distributed",
                 "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -108,7 +113,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TrainingTests",
-            dependencies: ["Training", "Adapters", "Tokenizers", "Interpreter", "ONNXGraph", "TestSupport"]
+            dependencies: ["Training", "Adapters", "Tokenizers", "Interpreter", "ONNXGraph", "Distributed", "TestSupport"]
         ),
     ],
     cxxLanguageStandard: .cxx17
