@@ -105,3 +105,19 @@ public enum DistributedError: Error, CustomStringConvertible {
         }
     }
 }
+
+extension Communicator {
+    /// The median time of an allreduce of `floats` float32 values over the group (each timed one after a barrier), in
+    /// seconds: the communication a data-parallel step adds for a gradient of that size.
+    public func timeAllreduce(floats: Int, iterations: Int = 10) throws -> Double {
+        var values = [Float](repeating: 1, count: floats)
+        var times: [Double] = []
+        for _ in 0..<max(iterations, 1) {
+            try barrier()
+            let start = DispatchTime.now().uptimeNanoseconds
+            try allreduceSum(&values)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return times.sorted()[times.count / 2]
+    }
+}
