@@ -408,7 +408,7 @@ public final class DPOTrainer {
     }
 
     /// Reward accuracy, margins and loss of the current adapter on `pairs` (no gradients): batch means weighted by
-    /// the batches' pairs. Each process evaluates its share of every batch.
+    /// the batches' pairs. Each process of `communicator` evaluates its share of every batch (all must call this).
     public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double])) throws -> ObjectiveMetrics {
         var totals = ObjectiveMetrics.zero
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {

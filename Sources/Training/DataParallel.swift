@@ -14,6 +14,8 @@ struct BatchShare {
     /// The global batch's pair count B.
     var batchPairs: Int
     var isWhole: Bool { pairs.count == batchPairs }
+    /// The rows of the batch taken: the pairs' chosen rows, then their rejected rows.
+    var rows: [Int] { Array(pairs) + pairs.map { $0 + batchPairs } }
 }
 
 extension Communicator {
@@ -76,7 +78,7 @@ extension PreferenceBatch {
     /// `share`'s rows of this batch (its pairs' chosen rows, then their rejected rows), padded to this batch's
     /// length, so each row is computed exactly as in the whole batch.
     init(rowsOf share: BatchShare, in batch: PreferenceBatch) {
-        let rows = Array(share.pairs) + share.pairs.map { $0 + share.batchPairs }
+        let rows = share.rows
         func cut(_ values: [Int]) -> [Int] { rows.flatMap { batch.row($0, of: values) } }
         pairCount = share.pairs.count
         sequenceLength = batch.sequenceLength
@@ -97,7 +99,7 @@ extension AdaptedModel {
     func dropoutFeeds(share: BatchShare, of batch: PreferenceBatch, generator: inout SeededGenerator?) -> [String: Tensor] {
         let masks = dropoutFeeds(rows: batch.rowCount, tokens: batch.sequenceLength, generator: &generator)
         guard !share.isWhole else { return masks }
-        let rows = Array(share.pairs) + share.pairs.map { $0 + share.batchPairs }
+        let rows = share.rows
         return masks.mapValues { mask in
             guard mask.rank == 3 else { return mask }
             let block = mask.shape[1] * mask.shape[2]
