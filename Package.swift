@@ -9,7 +9,8 @@ import PackageDescription
 //          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
 //   Tokenizers (tokenizer.json; Foundation only)
 //   RunReports (TensorBoard event files, the HTML report of a run's metrics; Foundation only)
-//   Interpreter, Adapters, Tokenizers, RunReports
+//   Distributed (the Communicator seam: one process, or Open MPI loaded at run time; Foundation only)
+//   Interpreter, Adapters, Tokenizers, RunReports, Distributed
 //     <- Training (preference data, objectives, optimisers, the trainer, inspection)
 //          <- onnx-dpo (the command line: flags in, one library call, print)
 let onnxDefines: [CXXSetting] = [
@@ -21,7 +22,7 @@ let package = Package(
     name: "onnx-dpo",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Tokenizers", "Adapters", "Training", "RunReports"]),
+        .library(name: "OnnxDPO", targets: ["ONNXGraph", "Interpreter", "Tokenizers", "Adapters", "RunReports", "Distributed", "Training"]),
         .executable(name: "onnx-dpo", targets: ["onnx-dpo"]),
     ],
     dependencies: [
@@ -60,6 +61,8 @@ let package = Package(
         ),
         .target(name: "Tokenizers"),
         .target(name: "RunReports"),
+        // Open MPI is opened with dlopen when mpirun started the process: no MPI headers or library at build time.
+        .target(name: "Distributed"),
         .target(
             name: "Adapters",
             dependencies: [
@@ -75,6 +78,7 @@ let package = Package(
                 "Tokenizers",
                 "Adapters",
                 "RunReports",
+                "Distributed",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -84,6 +88,7 @@ let package = Package(
                 "ONNXGraph",
                 "Interpreter",
                 "Adapters",
+                "Distributed",
                 "Training",
                 "RunReports",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -113,7 +118,7 @@ let package = Package(
         .testTarget(name: "RunReportsTests", dependencies: ["RunReports"]),
         .testTarget(
             name: "TrainingTests",
-            dependencies: ["Training", "Adapters", "Tokenizers", "Interpreter", "ONNXGraph", "TestSupport"]
+            dependencies: ["Training", "Adapters", "Tokenizers", "Interpreter", "ONNXGraph", "Distributed", "TestSupport"]
         ),
     ],
     cxxLanguageStandard: .cxx17

@@ -1,6 +1,7 @@
 import Adapters
 import Tokenizers
 import Dispatch
+import Distributed
 import Foundation
 import Interpreter
 import ONNXGraph
@@ -113,9 +114,11 @@ public final class DPOTrainer {
     public let scoresCompletionsOnly: Bool
     /// When set, collects time per op type (forward, and backward rules) over the training steps.
     public var profile: OpProfile?
+    /// The processes sharing each batch (`SingleProcess`: this one alone). Rank 0 writes every file.
+    public let communicator: any Communicator
 
     /// Loads the model, tokenizer and data named in `options` and prepares the session; nothing is trained yet.
-    public convenience init(options: DPOTrainingOptions) throws {
+    public convenience init(options: DPOTrainingOptions, communicator: any Communicator = SingleProcess()) throws {
         try options.validate()
         let model = try Model.load(path: options.modelPath)
         let tokenizer = try Tokenizer(path: options.tokenizerPath)
@@ -142,13 +145,14 @@ public final class DPOTrainer {
             options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
             trainPairs: try train.tokenized(with: tokenizer, options: options.data).pairs,
             evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data).pairs,
-            cacheKey: hash.hex)
+            cacheKey: hash.hex, communicator: communicator)
     }
 
     /// Prepares a run on an already loaded model and tokenised pairs (`cacheKey` names the reference log-prob
     /// cache; nil disables it). `options`' paths other than the output folder and `initAdapter` are not read.
     public init(options: DPOTrainingOptions, model: Model, padTokenID: Int, trainPairs: [TokenizedPair],
-                evalPairs: [TokenizedPair] = [], cacheKey: String?) throws {
+                evalPairs: [TokenizedPair] = [], cacheKey: String?,
+                communicator: any Communicator = SingleProcess()) throws {
         try options.validate()
         guard !trainPairs.isEmpty else {
             throw TrainingError.emptyDataset(path: options.dataPath, reason: "no pair is left to train on")
@@ -158,6 +162,7 @@ public final class DPOTrainer {
         self.trainPairs = trainPairs
         self.evalPairs = evalPairs
         self.cacheKey = cacheKey
+        self.communicator = communicator
         let targets = try LoRATargets.find(in: model, matching: options.targets)
         let modules = try LoRAModule.modules(for: targets, model: model)
         var adapter = LoRAAdapter.initialized(modules: modules, configuration: options.lora, seed: options.seed)
@@ -198,12 +203,22 @@ public final class DPOTrainer {
     // MARK: - Reference log-probs
 
     /// `(chosen, rejected)` reference log-prob sums per pair of `pairs`, from the cache file when its key matches.
+    /// With several processes, rank 0 reads the cache and shares it; otherwise each process computes its share of
+    /// every batch and the shares are gathered.
     private func referenceLogProbs(_ pairs: [TokenizedPair], name: String, report: (TrainingEvent) -> Void) throws -> ([Double], [Double]) {
         let cacheFolder = (options.outputDirectory as NSString).appendingPathComponent("reference_cache")
         let cachePath = (cacheFolder as NSString).appendingPathComponent("\(name)-\(cacheKey ?? "uncached").json")
-        if cacheKey != nil, let data = try? Data(contentsOf: URL(fileURLWithPath: cachePath)),
-           let cached = try? JSONDecoder().decode(ReferenceCache.self, from: data),
-           cached.chosen.count == pairs.count, cached.rejected.count == pairs.count {
+        var cached: ReferenceCache?
+        if cacheKey != nil, communicator.isRoot, let data = try? Data(contentsOf: URL(fileURLWithPath: cachePath)),
+           let decoded = try? JSONDecoder().decode(ReferenceCache.self, from: data),
+           decoded.chosen.count == pairs.count, decoded.rejected.count == pairs.count {
+            cached = decoded
+        }
+        if communicator.size > 1 {
+            let shared = try communicator.broadcastFromRoot(cached.map { $0.chosen + $0.rejected } ?? [])
+            cached = shared.isEmpty ? nil : ReferenceCache(chosen: Array(shared[..<pairs.count]), rejected: Array(shared[pairs.count...]))
+        }
+        if let cached {
             report(.reference(done: pairs.count, total: pairs.count, cached: true))
             return (cached.chosen, cached.rejected)
         }
@@ -211,16 +226,23 @@ public final class DPOTrainer {
         let policyScale = adapted.initializers[AdaptedModel.scaleName] ?? Tensor(shape: [], floats: [1])
         defer { try? session.setInitializer(AdaptedModel.scaleName, policyScale) }
         var chosen: [Double] = [], rejected: [Double] = []
-        for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
+        let starts = Array(stride(from: 0, to: pairs.count, by: options.batchSize))
+        for start in starts {
             let slice = Array(pairs[start..<min(start + options.batchSize, pairs.count)])
-            let batch = makeBatch(slice)
+            let global = makeBatch(slice)
+            let share = communicator.share(ofBatch: slice.count)
+            guard !share.pairs.isEmpty else { continue }
+            let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
             let logits = try logits(from: try session.run(feeds(batch)))
             let logProbs = try logProbabilities(logits, batch)
-            chosen += logProbs.sums[0..<slice.count]
-            rejected += logProbs.sums[slice.count...]
-            report(.reference(done: chosen.count, total: pairs.count, cached: false))
+            chosen += logProbs.sums[0..<batch.pairCount]
+            rejected += logProbs.sums[batch.pairCount...]
+            report(.reference(done: start + slice.count, total: pairs.count, cached: false))
         }
-        guard cacheKey != nil else { return (chosen, rejected) }
+        let batchSizes = starts.map { min(options.batchSize, pairs.count - $0) }
+        chosen = try communicator.gatherShares(chosen, batchSizes: batchSizes)
+        rejected = try communicator.gatherShares(rejected, batchSizes: batchSizes)
+        guard cacheKey != nil, communicator.isRoot else { return (chosen, rejected) }
         try FileManager.default.createDirectory(atPath: cacheFolder, withIntermediateDirectories: true)
         // JSON doubles round-trip exactly, so a cached run equals an uncached one bit for bit.
         try AtomicFile.write(try JSONEncoder().encode(ReferenceCache(chosen: chosen, rejected: rejected)), to: cachePath)
@@ -282,21 +304,23 @@ public final class DPOTrainer {
     @discardableResult
     public func train(report: (TrainingEvent) -> Void = { _ in }) throws -> StepMetrics? {
         let output = options.outputDirectory
-        let lock = try OutputLock.folder(output)
-        defer { lock.release() }
-        if let pid = lock.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
+        // Rank 0 alone writes the output folder, so it alone holds its lock.
+        let lock = communicator.isRoot ? try OutputLock.folder(output) : nil
+        defer { lock?.release() }
+        if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
         let (referenceChosen, referenceRejected) = try referenceLogProbs(trainPairs, name: "train", report: report)
         let evalReference = evalPairs.isEmpty ? ([], []) : try referenceLogProbs(evalPairs, name: "eval", report: report)
 
         var firstStep = 0
-        if options.resume, let (step, path) = try latestCheckpoint() {
+        if options.resume, let (step, path) = try agreedCheckpoint() {
             try restore(checkpoint: path)
             firstStep = step
             report(.resumed(step: step))
         }
         let metricsPath = (output as NSString).appendingPathComponent("metrics.jsonl")
-        let metrics = try MetricsLog(path: metricsPath, keepingStepsThrough: firstStep)
-        let runLog = try TrainingRunLog(options: options, totalSteps: totalSteps, keepingStepsThrough: firstStep)
+        let metrics = communicator.isRoot ? try MetricsLog(path: metricsPath, keepingStepsThrough: firstStep) : nil
+        let runLog = communicator.isRoot
+            ? try TrainingRunLog(options: options, totalSteps: totalSteps, keepingStepsThrough: firstStep) : nil
         let schedule = LearningRateSchedule(peak: options.learningRate, shape: options.schedule,
                                             warmupSteps: options.warmupSteps, totalSteps: totalSteps)
         let stepsPerEpoch = Double(max(1, batchesPerEpoch / options.gradientAccumulation))
@@ -314,11 +338,17 @@ public final class DPOTrainer {
                 tokens += batch.attentionMask.reduce(0, +)
                 // Dropout masks are a function of the seed and the micro-batch, so a resumed run draws the same ones.
                 let dropoutSeed = options.seed &+ 0x4452_4F50 &* UInt64(step * options.gradientAccumulation + micro + 1)
+                // This process's rows of the micro-batch (all of them alone); means divide by the whole batch's totals.
+                let share = communicator.share(ofBatch: indices.count)
+                guard !share.pairs.isEmpty else { continue }
+                let mine = Array(indices[share.pairs])
                 let (evaluation, microGradients) = try policyStep(
-                    batch, referenceChosen: indices.map { referenceChosen[$0] },
-                    referenceRejected: indices.map { referenceRejected[$0] }, dropoutSeed: dropoutSeed)
+                    share.isWhole ? batch : PreferenceBatch(rowsOf: share, in: batch), share: share, of: batch,
+                    referenceChosen: mine.map { referenceChosen[$0] },
+                    referenceRejected: mine.map { referenceRejected[$0] }, dropoutSeed: dropoutSeed)
                 lines += batch.lines
-                // NaN or infinity anywhere stops the run before it is logged or stepped on (`nonFinite`).
+                // NaN or infinity anywhere stops the run before it is logged or stepped on (`nonFinite`); a share's
+                // metrics are its part of the batch's sums, finite exactly when its rows are.
                 if let (name, value) = evaluation.metrics.firstNonFinite {
                     throw TrainingError.nonFinite(quantity: name == "loss" ? "the loss" : name, step: step + 1, value: value,
                                                   lines: batch.lines, checkpoint: try latestCheckpoint()?.path)
@@ -330,6 +360,8 @@ public final class DPOTrainer {
                 }
                 sums = sums.combined(with: evaluation.metrics) { $0 + $1 / Double(options.gradientAccumulation) }
             }
+            try communicator.sumGradients(&gradients, of: parameters)
+            sums = try communicator.sum(sums)
             adapted.maskFrozenOutputs(&gradients)
             let norm = clipGradientNorm(&gradients, maxNorm: options.maxGradNorm)
             guard norm.isFinite else {
@@ -347,44 +379,53 @@ public final class DPOTrainer {
                 // transformers logs the rate after the scheduler has stepped: the next step's rate.
                 learningRate: schedule.rate(atStep: step + 1), step: step + 1,
                 epoch: Double(step + 1) / stepsPerEpoch, tokensPerSecond: Double(tokens) / seconds,
-                etaSeconds: elapsed / Double(step + 1 - firstStep) * Double(totalSteps - step - 1))
-            try metrics.append(entry)
-            try runLog.log(entry)
+                etaSeconds: elapsed / Double(step + 1 - firstStep) * Double(totalSteps - step - 1),
+                worldSize: communicator.size)
+            try metrics?.append(entry)
+            try runLog?.log(entry)
             report(.step(entry))
             last = entry
 
             let isLast = step + 1 == totalSteps
             if !evalPairs.isEmpty, isLast || options.evalEvery.map({ (step + 1) % $0 == 0 }) ?? false {
-                let logged = EvalMetrics(objective: try evaluate(evalPairs, reference: evalReference), step: step + 1)
+                let logged = EvalMetrics(objective: try evaluate(evalPairs, reference: evalReference), step: step + 1,
+                                         worldSize: communicator.size)
                 if let (name, value) = logged.objective.firstNonFinite {
                     throw TrainingError.nonFinite(quantity: "eval \(name)", step: step + 1, value: value, lines: [],
                                                   checkpoint: try latestCheckpoint()?.path)
                 }
-                try metrics.append(logged)
-                try runLog.log(logged)
+                try metrics?.append(logged)
+                try runLog?.log(logged)
                 report(.evaluation(logged))
             }
-            if let every = options.checkpointEvery, (step + 1) % every == 0 || isLast {
+            if let every = options.checkpointEvery, (step + 1) % every == 0 || isLast, communicator.isRoot {
                 report(.checkpoint(path: try saveCheckpoint(step: step + 1)))
             }
         }
-        try currentAdapter().save(to: options.adapterDirectory)
+        if communicator.isRoot { try currentAdapter().save(to: options.adapterDirectory) }
         return last
     }
 
     /// One micro-batch: policy forward with the adapters, the objective, and its gradients for the parameters.
-    private func policyStep(_ batch: PreferenceBatch, referenceChosen: [Double], referenceRejected: [Double],
-                            dropoutSeed: UInt64) throws
+    /// `batch` is `share`'s rows of the micro-batch `global` (all of them alone), whose totals the objective divides by.
+    private func policyStep(_ batch: PreferenceBatch, share: BatchShare, of global: PreferenceBatch,
+                            referenceChosen: [Double], referenceRejected: [Double], dropoutSeed: UInt64) throws
         -> (DPOObjective.Evaluation, [String: Tensor])
     {
-        let pass = try session.forward(feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil),
+        var inputs = feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil)
+        if options.lora.dropout > 0, !share.isWhole {
+            // The masks one process would draw for the whole micro-batch, cut to this share's rows.
+            var generator: SeededGenerator? = SeededGenerator(seed: dropoutSeed)
+            inputs.merge(adapted.dropoutFeeds(share: share, of: global, generator: &generator)) { _, shared in shared }
+        }
+        let pass = try session.forward(inputs,
                                        trainable: Set(adapted.parameterNames), outputNames: [logitsOutput],
                                        profile: profile)
         let logits = try logits(from: pass.outputs)
         let ids = batch.inputIDs.map(Int64.init)
         let policy = try logProbabilities(logits, batch)
         let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
-                                                        referenceRejected: referenceRejected)
+                                                        referenceRejected: referenceRejected, totals: BatchTotals(global))
         let pairs = batch.pairCount
         let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens,
                                                       length: batch.sequenceLength) { sequence, _ in
@@ -398,27 +439,31 @@ public final class DPOTrainer {
     /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
     /// reference log-probs cached like a training run's.
     public func evaluateDataset(report: (TrainingEvent) -> Void = { _ in }) throws -> ObjectiveMetrics {
-        let lock = try OutputLock.folder(options.outputDirectory)
-        defer { lock.release() }
-        if let pid = lock.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
+        let lock = communicator.isRoot ? try OutputLock.folder(options.outputDirectory) : nil
+        defer { lock?.release() }
+        if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
         return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report))
     }
 
-    /// Reward accuracy, margins and loss of the current adapter on `pairs` (no gradients).
+    /// Reward accuracy, margins and loss of the current adapter on `pairs` (no gradients): batch means weighted by
+    /// the batches' pairs. Each process of `communicator` evaluates its share of every batch (all must call this).
     public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double])) throws -> ObjectiveMetrics {
         var totals = ObjectiveMetrics.zero
-        var count = 0
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
             let end = min(start + options.batchSize, pairs.count)
-            let batch = makeBatch(Array(pairs[start..<end]))
+            let global = makeBatch(Array(pairs[start..<end]))
+            let share = communicator.share(ofBatch: end - start)
+            guard !share.pairs.isEmpty else { continue }
+            let mine = (start + share.pairs.lowerBound)..<(start + share.pairs.upperBound)
+            let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
             let logits = try logits(from: try session.run(feeds(batch)))
             let policy = try logProbabilities(logits, batch)
-            let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[start..<end]),
-                                                            referenceRejected: Array(reference.1[start..<end]))
+            let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[mine]),
+                                                            referenceRejected: Array(reference.1[mine]),
+                                                            totals: BatchTotals(global))
             totals = totals.combined(with: evaluation.metrics) { $0 + $1 * Double(end - start) }
-            count += end - start
         }
-        return totals.map { $0 / Double(max(count, 1)) }
+        return try communicator.sum(totals).map { $0 / Double(max(pairs.count, 1)) }
     }
 
     /// The adapter as it is now, in PEFT's orientation.
@@ -453,6 +498,20 @@ public final class DPOTrainer {
         try currentAdapter().save(to: (temporary as NSString).appendingPathComponent("adapter"))
         try AtomicFile.replaceFolder(at: final, with: temporary)
         return final
+    }
+
+    /// The newest checkpoint, which every process must see: they read it from the output folder (a shared file
+    /// system, or the same files at the same path on every machine).
+    private func agreedCheckpoint() throws -> (step: Int, path: String)? {
+        let latest = try latestCheckpoint()
+        guard communicator.size > 1 else { return latest }
+        let steps = try communicator.allgather([Double(latest?.step ?? 0)]).map { Int($0[0]) }
+        guard Set(steps).count == 1 else {
+            throw DistributedError.disagreement(reason: "--resume: the processes see different newest checkpoints in "
+                + "\(options.outputDirectory) (steps by rank: \(steps.map(String.init).joined(separator: ", "))); under "
+                + "mpirun the output folder must be on a file system every machine shares")
+        }
+        return latest
     }
 
     /// The newest complete checkpoint in the output folder, if any.

@@ -1,5 +1,6 @@
 import Adapters
 import Dispatch
+import Distributed
 import Foundation
 import Interpreter
 import ONNXGraph
@@ -23,12 +24,17 @@ public enum TrainingBenchmark {
         public var peakMemoryBytes: Int
         /// The reference pass (not part of a step: computed once and cached in a training run).
         public var referenceSeconds: Double
+        /// The processes sharing each step's pairs (`mpirun -np`).
+        public var processes: Int
+        /// The median time of one allreduce of the adapter's gradient over the processes, timed alone after the
+        /// steps (0 for one process): the part of `stepSeconds` that is communication.
+        public var allreduceSeconds: Double
     }
 
     /// Runs `warmup` untimed and `steps` timed DPO steps on synthetic pairs: token ids drawn (seeded) below the
     /// vocabulary size, the first half of each row prompt and the second half completion.
     public static func run(modelPath: String, pairs: Int, seq: Int, warmup: Int = 1, steps: Int = 3,
-                           profile: OpProfile? = nil) throws -> Result {
+                           profile: OpProfile? = nil, communicator: any Communicator = SingleProcess()) throws -> Result {
         for (option, value, least) in [("pairs", pairs, 1), ("seq", seq, 2), ("steps", steps, 1), ("warmup", warmup, 0)]
         where value < least {
             throw TrainingError.invalidOption(option: option, reason: "must be at least \(least), got \(value)")
@@ -50,7 +56,8 @@ public enum TrainingBenchmark {
         options.maxSteps = warmup + steps
         options.shuffle = false
         options.data.maxLength = nil
-        let trainer = try DPOTrainer(options: options, model: model, padTokenID: 0, trainPairs: synthetic, cacheKey: nil)
+        let trainer = try DPOTrainer(options: options, model: model, padTokenID: 0, trainPairs: synthetic, cacheKey: nil,
+                                  communicator: communicator)
         trainer.profile = profile
         var stepEnds: [UInt64] = []
         var referenceEnd: UInt64 = 0
@@ -65,9 +72,12 @@ public enum TrainingBenchmark {
         let boundaries = [referenceEnd] + stepEnds
         let durations = (warmup..<(warmup + steps)).map { Double(boundaries[$0 + 1] - boundaries[$0]) / 1e9 }.sorted()
         let median = durations[durations.count / 2]
+        let adapter = try trainer.currentAdapter()
+        let gradientFloats = adapter.a.values.reduce(0) { $0 + $1.count } + adapter.b.values.reduce(0) { $0 + $1.count }
         return Result(pairs: pairs, seq: seq, steps: steps, stepSeconds: median,
                       tokensPerSecond: Double(2 * pairs * seq) / median, peakMemoryBytes: peakResidentMemory(),
-                      referenceSeconds: Double(referenceEnd - start) / 1e9)
+                      referenceSeconds: Double(referenceEnd - start) / 1e9, processes: communicator.size,
+                      allreduceSeconds: communicator.size > 1 ? try communicator.timeAllreduce(floats: gradientFloats) : 0)
     }
 
     /// The vocabulary: the last dimension of the logits output when declared, else the rows of the table the

@@ -113,9 +113,12 @@ public struct StepMetrics: Sendable, Equatable {
     public var tokensPerSecond: Double
     /// The run's remaining time at the pace of the steps so far.
     public var etaSeconds: Double
+    /// The processes that shared the step's batch; written as `world_size` only when more than one, so a
+    /// one-process file keeps TRL's keys.
+    public var worldSize: Int
 
     public init(objective: ObjectiveMetrics, gradNorm: Double, learningRate: Double, step: Int, epoch: Double,
-                tokensPerSecond: Double, etaSeconds: Double) {
+                tokensPerSecond: Double, etaSeconds: Double, worldSize: Int = 1) {
         self.objective = objective
         self.gradNorm = gradNorm
         self.learningRate = learningRate
@@ -123,13 +126,14 @@ public struct StepMetrics: Sendable, Equatable {
         self.epoch = epoch
         self.tokensPerSecond = tokensPerSecond
         self.etaSeconds = etaSeconds
+        self.worldSize = worldSize
     }
 }
 
 extension StepMetrics: Codable {
     enum CodingKeys: String, CodingKey {
         case gradNorm = "grad_norm", learningRate = "learning_rate", step, epoch
-        case tokensPerSecond = "tokens_per_second", etaSeconds = "eta_seconds"
+        case tokensPerSecond = "tokens_per_second", etaSeconds = "eta_seconds", worldSize = "world_size"
     }
 
     /// One flat object, the objective's metrics beside the step's, as in TRL's `log_history`.
@@ -142,6 +146,7 @@ extension StepMetrics: Codable {
         epoch = try container.decode(Double.self, forKey: .epoch)
         tokensPerSecond = try container.decode(Double.self, forKey: .tokensPerSecond)
         etaSeconds = try container.decode(Double.self, forKey: .etaSeconds)
+        worldSize = try container.decodeIfPresent(Int.self, forKey: .worldSize) ?? 1
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -153,6 +158,7 @@ extension StepMetrics: Codable {
         try container.encode(epoch, forKey: .epoch)
         try container.encode(tokensPerSecond, forKey: .tokensPerSecond)
         try container.encode(etaSeconds, forKey: .etaSeconds)
+        if worldSize > 1 { try container.encode(worldSize, forKey: .worldSize) }
     }
 }
 
@@ -162,10 +168,13 @@ public struct EvalMetrics: Sendable, Equatable {
     public var objective: ObjectiveMetrics
     /// The optimiser step after which the evaluation ran (1-based).
     public var step: Int
+    /// The processes that shared the evaluation (`world_size`, written only when more than one).
+    public var worldSize: Int
 
-    public init(objective: ObjectiveMetrics, step: Int) {
+    public init(objective: ObjectiveMetrics, step: Int, worldSize: Int = 1) {
         self.objective = objective
         self.step = step
+        self.worldSize = worldSize
     }
 
     static let prefix = "eval_"
@@ -176,12 +185,14 @@ extension EvalMetrics: Codable {
         let container = try decoder.container(keyedBy: MetricKey.self)
         objective = try ObjectiveMetrics(from: container, prefix: Self.prefix)
         step = try container.decode(Int.self, forKey: MetricKey("step"))
+        worldSize = try container.decodeIfPresent(Int.self, forKey: MetricKey("world_size")) ?? 1
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: MetricKey.self)
         try objective.encode(to: &container, prefix: Self.prefix)
         try container.encode(step, forKey: MetricKey("step"))
+        if worldSize > 1 { try container.encode(worldSize, forKey: MetricKey("world_size")) }
     }
 }
 

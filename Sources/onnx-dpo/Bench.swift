@@ -82,11 +82,20 @@ extension Bench {
         var seq = 128
         @Option(help: "Timed steps (the median is reported).")
         var steps = 3
+        @OptionGroup var processes: ProcessOptions
 
         func run() throws {
-            try bench.report(title: "bench train", shape: "\(pairs) pairs × \(seq) tokens") { profile in
-                try TrainingBenchmark.run(modelPath: bench.model, pairs: pairs, seq: seq, warmup: bench.warmup ?? 1,
-                                          steps: steps, profile: profile)
+            // Under mpirun the processes share each step's pairs; rank 0 prints.
+            try processes.run { communicator in
+                let measure = { (profile: OpProfile?) in
+                    try TrainingBenchmark.run(modelPath: bench.model, pairs: pairs, seq: seq, warmup: bench.warmup ?? 1,
+                                              steps: steps, profile: profile, communicator: communicator)
+                }
+                if communicator.isRoot {
+                    try bench.report(title: "bench train", shape: "\(pairs) pairs × \(seq) tokens", measure)
+                } else {
+                    _ = try measure(nil)
+                }
             }
         }
     }
@@ -103,5 +112,6 @@ extension TrainingBenchmark.Result: BenchResult {
     var line: String {
         String(format: "%.3f s per DPO step (%d pairs × %d tokens, median of %d)  %.1f tokens/s  peak memory %.1f MiB  reference pass %.2f s",
                stepSeconds, pairs, seq, steps, tokensPerSecond, Double(peakMemoryBytes) / 1_048_576, referenceSeconds)
+            + (processes > 1 ? String(format: "  %d processes, gradient allreduce %.2f ms", processes, allreduceSeconds * 1000) : "")
     }
 }

@@ -118,6 +118,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Do not write TensorBoard event files to <output-dir>/runs.")
     var noTensorboard = false
 
+    @OptionGroup var processes: ProcessOptions
+
     /// The run these flags ask for: the one place they become library options.
     var options: DPOTrainingOptions {
         var options = common.trainingOptions(outputDirectory: outputDir)
@@ -145,14 +147,17 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let trainer = try DPOTrainer(options: options)
-        let modules = trainer.adapted.modules.map(\.modulePath)
-        print("training \(modules.count) adapters (\(modules.prefix(4).joined(separator: ", "))\(modules.count > 4 ? ", ..." : "")) "
-              + "on \(trainer.trainPairs.count) pairs for \(trainer.totalSteps) steps")
-        let progress = ProgressPrinter(total: trainer.totalSteps)
-        try trainer.train(report: progress.handle)
-        progress.finish()
-        print("adapter written to \(trainer.options.adapterDirectory)")
+        try processes.run { communicator in
+            let trainer = try DPOTrainer(options: options, communicator: communicator)
+            guard communicator.isRoot else { try trainer.train(); return }
+            let modules = trainer.adapted.modules.map(\.modulePath)
+            print("training \(modules.count) adapters (\(modules.prefix(4).joined(separator: ", "))\(modules.count > 4 ? ", ..." : "")) "
+                  + "on \(trainer.trainPairs.count) pairs for \(trainer.totalSteps) steps")
+            let progress = ProgressPrinter(total: trainer.totalSteps)
+            try trainer.train(report: progress.handle)
+            progress.finish()
+            print("adapter written to \(trainer.options.adapterDirectory)")
+        }
     }
 }
 
@@ -171,10 +176,18 @@ struct Eval: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @OptionGroup var processes: ProcessOptions
+
     func run() throws {
         var options = common.trainingOptions(outputDirectory: outputDir)
         options.initAdapter = adapter  // its adapter_config.json gives rank, alpha and scaling
-        let metrics = try DPOTrainer(options: options).evaluateDataset()
+        try processes.run { communicator in
+            let metrics = try DPOTrainer(options: options, communicator: communicator).evaluateDataset()
+            if communicator.isRoot { try printMetrics(metrics) }
+        }
+    }
+
+    private func printMetrics(_ metrics: ObjectiveMetrics) throws {
         if json {
             print(try jsonText(metrics))
         } else {

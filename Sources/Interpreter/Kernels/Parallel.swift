@@ -4,8 +4,9 @@ import Foundation
 /// Splitting loops across the cores. Only large loops are split: below `minimumPerThread` elements a thread's
 /// start-up costs more than it saves.
 public enum Parallel {
-    /// Threads used for elementwise and reduction loops (BLAS manages its own).
-    public static let threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Threads used for elementwise and reduction loops (BLAS manages its own): the cores, unless set before the first
+    /// parallel loop (`onnx-dpo train --threads`, or cores / local processes under mpirun).
+    nonisolated(unsafe) public static var threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     /// Calls `body` on disjoint ranges that together cover `0..<count`, concurrently when `count` is large.
     @inlinable

@@ -52,7 +52,12 @@ public struct DPOObjective: Sendable, Equatable {
 
     /// Evaluates the objective for `policy` log-probabilities of `2·B` sequences (chosen rows first, then the
     /// rejected rows, as TRL concatenates them) against the cached reference sums.
-    public func evaluate(policy: SequenceLogProbs, referenceChosen: [Double], referenceRejected: [Double]) throws -> Evaluation {
+    ///
+    /// Means divide by `totals` (default: `policy`'s own). When `policy` holds only some rows of a batch, pass the whole
+    /// batch's totals: the loss, metrics and gradients are then this part's shares, which summed over the parts give
+    /// the whole batch's.
+    public func evaluate(policy: SequenceLogProbs, referenceChosen: [Double], referenceRejected: [Double],
+                         totals: BatchTotals? = nil) throws -> Evaluation {
         let pairs = referenceChosen.count
         guard policy.sums.count == 2 * pairs, referenceRejected.count == pairs, pairs > 0 else {
             throw TrainingError.invalidTrainingState(reason: "\(policy.sums.count) sequences for \(pairs) pairs")
@@ -68,7 +73,8 @@ public struct DPOObjective: Sendable, Equatable {
         var loss = 0.0
         var dChosen = [Double](repeating: 0, count: pairs), dRejected = [Double](repeating: 0, count: pairs)
         var chosenTokenGradient = 0.0
-        let beta = self.beta, epsilon = labelSmoothing, n = Double(pairs)
+        let totals = totals ?? BatchTotals(policy)
+        let beta = self.beta, epsilon = labelSmoothing, n = Double(totals.pairs)
         for (type, weight) in terms {
             for i in 0..<pairs {
                 let delta = chosenRatios[i] - rejectedRatios[i]
@@ -105,15 +111,15 @@ public struct DPOObjective: Sendable, Equatable {
             }
             if type == .sft {
                 // −mean of log p over every chosen completion token of the batch.
-                let tokens = policy.counts[0..<pairs].reduce(0, +)
+                let tokens = totals.chosenTokens
                 let total = chosen.reduce(0, +)
                 loss += weight * (tokens > 0 ? -total / Double(tokens) : 0)
                 chosenTokenGradient += tokens > 0 ? -weight / Double(tokens) : 0
             }
         }
         let chosenRewards = chosenRatios.map { beta * $0 }, rejectedRewards = rejectedRatios.map { beta * $0 }
-        func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
-        let chosenTokens = Double(policy.counts[0..<pairs].reduce(0, +)), rejectedTokens = Double(policy.counts[pairs...].reduce(0, +))
+        func mean(_ values: [Double]) -> Double { values.reduce(0, +) / n }
+        let chosenTokens = Double(totals.chosenTokens), rejectedTokens = Double(totals.rejectedTokens)
         let metrics = ObjectiveMetrics(
             loss: loss,
             rewardsChosen: mean(chosenRewards),
