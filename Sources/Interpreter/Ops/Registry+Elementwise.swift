@@ -26,4 +26,7 @@ let elementwiseOperators: [any Operator.Type] = [
     Softmax.self,
     LayerNormalization.self,
     ReduceMean.self,
+    ReduceSum.self,
+    SimplifiedLayerNormalization.self,
+    SkipSimplifiedLayerNormalization.self,
 ]
