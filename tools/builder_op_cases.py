@@ -5,17 +5,14 @@ MatMulNBits and GatherBlockQuantized. Same format as tools/op_cases/*.py (see to
 import numpy as np
 from onnx import TensorProto
 
+from _builder import make_case
+
 CASES = []
 MS = "com.microsoft"
 
 
 def case(name, op, opset, inputs, attrs=None, outputs=None, domain=None, output_type=None):
-    inputs = [(n, None if a is None else np.asarray(a)) for n, a in inputs]
-    entry = {"name": name, "op": op, "opset": opset, "inputs": inputs}
-    if attrs:
-        entry["attrs"] = attrs
-    if outputs:
-        entry["outputs"] = outputs
+    entry = make_case(name, op, opset, inputs, attrs, outputs)
     if domain:
         entry["domain"] = domain
     if output_type is not None:

@@ -114,6 +114,7 @@ def models():
 def ops():
     import onnx
 
+    sys.path.insert(0, str(ROOT / "tools" / "op_cases"))  # builder_op_cases uses their make_case
     import builder_op_cases
     import make_op_references
 

@@ -36,6 +36,24 @@ public struct KVCacheInputs: Sendable {
         inputs = found
     }
 
+    /// Throws when `model` attends through GroupQueryAttention and a row of `mask` is not right-padded (ones, then
+    /// zeros): the op only sees each row's length (`seqlens_k`, the builder's `ReduceSum(mask) - 1`), so it cannot
+    /// express left padding or holes; onnxruntime would silently compute something else.
+    public static func checkRightPadded(_ mask: Tensor, model: Model) throws {
+        guard mask.rank == 2, case .int64(let values) = mask.storage,
+              model.graph.nodes.contains(where: { $0.opType == "GroupQueryAttention" }) else { return }
+        let width = mask.shape[1]
+        for row in 0..<mask.shape[0] {
+            let cells = values[(row * width)..<((row + 1) * width)]
+            let length = cells.prefix { $0 != 0 }.count
+            guard cells.dropFirst(length).allSatisfy({ $0 == 0 }) else {
+                throw InterpreterError.invalidInput(name: "attention_mask", reason:
+                    "row \(row) is not right-padded (ones, then zeros); GroupQueryAttention reads the mask only as each "
+                    + "row's length, so right-pad the batch or run one sequence at a time")
+            }
+        }
+    }
+
     /// Empty caches for `batch` sequences: `[batch, heads, 0, headSize]` per cache input.
     public func emptyFeeds(batch: Int) -> [String: Tensor] {
         Dictionary(uniqueKeysWithValues: inputs.map {

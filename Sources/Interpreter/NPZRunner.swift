@@ -18,6 +18,7 @@ public enum NPZRunner {
         if let batch = feeds["input_ids"]?.shape.first {
             feeds.merge(try KVCacheInputs(model: session.model).emptyFeeds(batch: batch)) { given, _ in given }
         }
+        if let mask = feeds["attention_mask"] { try KVCacheInputs.checkRightPadded(mask, model: session.model) }
         let results = try session.run(feeds)
         let ordered = session.outputs.map { ($0.name, results[$0.name]!) }
         try NPZ.write(ordered, path: outputPath)

@@ -9,29 +9,17 @@ import XCTest
 /// through GroupQueryAttention's packed query input as column ranges of the fused qkv projection (a MatMul, or a
 /// frozen MatMulNBits in the int4 builds), and gradients reach A and B through the attention and its rotary.
 final class BuilderLoRATests: XCTestCase {
-    struct Fixture: Decodable {
-        var name: String
-        var path: String
-        var precision: String
-    }
-
-    static func fixtures() throws -> [Fixture] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("fixtures/builder/fixtures.json")))
-        return try JSONDecoder().decode([Fixture].self, from: data)
-    }
-
     /// The fixture's model and its reference batch with the KV-cache inputs fed empty.
-    static func load(_ fixture: Fixture) throws -> (Model, [String: Tensor]) {
-        let model = try Model.load(path: repositoryPath(fixture.path))
-        let folder = (repositoryPath(fixture.path) as NSString).deletingLastPathComponent
-        var feeds = try NPZ.read(path: "\(folder)/inputs.npz")
+    static func load(_ fixture: BuilderFixture) throws -> (Model, [String: Tensor]) {
+        let model = try fixture.model()
+        var feeds = try fixture.inputs()
         feeds.merge(try KVCacheInputs(model: model).emptyFeeds(batch: feeds["input_ids"]!.shape[0])) { a, _ in a }
         return (model, feeds)
     }
 
     func testQAndVAreTheColumnRangesOfTheFusedProjectionFeedingGroupQueryAttention() throws {
-        for fixture in try Self.fixtures() {
-            let model = try Model.load(path: repositoryPath(fixture.path))
+        for fixture in try BuilderFixture.all() {
+            let model = try fixture.model()
             let targets = try LoRATargets.find(in: model)
             XCTAssertEqual(targets.map(\.kind), [.q, .v, .q, .v], fixture.name)
             XCTAssertEqual(targets.map(\.layer), [0, 0, 1, 1], fixture.name)
@@ -56,7 +44,7 @@ final class BuilderLoRATests: XCTestCase {
     }
 
     func testZeroBGivesTheBaseModelAndTheAdapterChangesIt() throws {
-        for fixture in try Self.fixtures() {
+        for fixture in try BuilderFixture.all() {
             let (model, feeds) = try Self.load(fixture)
             let base = try Session(model: model).run(feeds)["logits"]!
             let modules = try LoRAModule.modules(for: try LoRATargets.find(in: model), model: model)
@@ -73,7 +61,7 @@ final class BuilderLoRATests: XCTestCase {
     /// int4 MatMulNBits of the int4 builds) against central finite differences: step 1e-2, accepted when
     /// `|analytic − numeric| <= 2e-2 + 3e-2·|numeric|` (LoRAInjectionTests' rule), R zero at padded positions.
     func testAdapterGradientsMatchFiniteDifferences() throws {
-        for fixture in try Self.fixtures() {
+        for fixture in try BuilderFixture.all() {
             let (model, feeds) = try Self.load(fixture)
             let adapted = try AdaptedModel(model: model, adapter: LoRAInjectionTests.randomAdapter(model, seed: 4))
             let session = try Session(model: adapted.model, additionalInitializers: adapted.initializers)
@@ -95,16 +83,8 @@ final class BuilderLoRATests: XCTestCase {
                 let indices = module.map { [3 * $0.outFeatures + 5, 3 * $0.outFeatures + 100, 7] }
                     ?? Array(Swift.stride(from: 0, to: values.count, by: max(1, values.count / 4)))
                 for index in indices {
-                    let h: Float = 1e-2
-                    var shifted = values.floats
-                    shifted[index] += h
-                    try session.setInitializer(parameter, Tensor(shape: values.shape, floats: shifted))
-                    let plus = loss(try session.run(feeds))
-                    shifted[index] -= 2 * h
-                    try session.setInitializer(parameter, Tensor(shape: values.shape, floats: shifted))
-                    let minus = loss(try session.run(feeds))
-                    try session.setInitializer(parameter, values)
-                    let numeric = (plus - minus) / (2 * Double(h))
+                    let numeric = try LoRAInjectionTests.centralDifference(session, parameter, values, index: index,
+                                                                           feeds: feeds, loss: loss)
                     XCTAssertEqual(Double(gradient.floats[index]), numeric, accuracy: 2e-2 + 3e-2 * abs(numeric),
                                    "\(fixture.name) d/d\(parameter)[\(index)]")
                     checked += 1

@@ -57,6 +57,24 @@ final class LoRAInjectionTests: XCTestCase {
         }
     }
 
+    /// `(loss(x + h) − loss(x − h)) / 2h` for element `index` of initializer `parameter` (currently `values`),
+    /// h = 1e-2; the initializer is restored afterwards.
+    static func centralDifference(
+        _ session: Session, _ parameter: String, _ values: Tensor, index: Int, feeds: [String: Tensor],
+        loss: ([String: Tensor]) -> Double
+    ) throws -> Double {
+        let h: Float = 1e-2
+        var shifted = values.floats
+        shifted[index] += h
+        try session.setInitializer(parameter, Tensor(shape: values.shape, floats: shifted))
+        let plus = loss(try session.run(feeds))
+        shifted[index] -= 2 * h
+        try session.setInitializer(parameter, Tensor(shape: values.shape, floats: shifted))
+        let minus = loss(try session.run(feeds))
+        try session.setInitializer(parameter, values)
+        return (plus - minus) / (2 * Double(h))
+    }
+
     func testAdapterGradientsMatchFiniteDifferencesAndFrozenColumnsStayFrozen() throws {
         for name in ["llama-dynamo", "gpt2-torchscript", "gpt-neox-dynamo"] {
             let fixture = try ExportFixture.named(name)
@@ -75,16 +93,7 @@ final class LoRAInjectionTests: XCTestCase {
                 let values = adapted.initializers[parameter]!
                 let gradient = gradients[parameter]!
                 for index in Swift.stride(from: 0, to: values.count, by: max(1, values.count / 4)) {
-                    let h: Float = 1e-2
-                    var shifted = values.floats
-                    shifted[index] += h
-                    try session.setInitializer(parameter, Tensor(shape: values.shape, floats: shifted))
-                    let plus = loss(try session.run(feeds))
-                    shifted[index] -= 2 * h
-                    try session.setInitializer(parameter, Tensor(shape: values.shape, floats: shifted))
-                    let minus = loss(try session.run(feeds))
-                    try session.setInitializer(parameter, values)
-                    var numeric = (plus - minus) / (2 * Double(h))
+                    var numeric = try Self.centralDifference(session, parameter, values, index: index, feeds: feeds, loss: loss)
                     let module = adapted.modules.first { parameter == AdaptedModel.transposedBName($0.modulePath) }
                     if let module, !module.trainableOutputs.contains(index % module.outFeatures) { numeric = 0 }  // masked
                     XCTAssertEqual(Double(gradient.floats[index]), numeric, accuracy: 2e-2 + 3e-2 * abs(numeric),

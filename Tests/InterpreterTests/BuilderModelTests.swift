@@ -4,26 +4,6 @@ import ONNXGraph
 import TestSupport
 import XCTest
 
-/// One onnxruntime-genai builder fixture (`tools/make_builder_fixtures.py models`): a tiny Llama or Qwen2 built with
-/// `-p fp32` or `-p int4`, the batch it was run on and onnxruntime's logits (empty past, MatMulNBits at
-/// accuracy_level 0).
-struct BuilderFixture: Decodable {
-    var name: String
-    var path: String
-    var architecture: String
-    var precision: String
-
-    static func all() throws -> [BuilderFixture] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: repositoryPath("fixtures/builder/fixtures.json")))
-        return try JSONDecoder().decode([BuilderFixture].self, from: data)
-    }
-
-    var folder: String { (repositoryPath(path) as NSString).deletingLastPathComponent }
-    func model() throws -> Model { try Model.load(path: repositoryPath(path)) }
-    func inputs() throws -> [String: Tensor] { try NPZ.read(path: "\(folder)/inputs.npz") }
-    func ortLogits() throws -> Tensor { try XCTUnwrap(try NPZ.read(path: "\(folder)/ort_logits.npz")["logits"]) }
-}
-
 /// The builder graphs run forward as onnxruntime runs them (SimplifiedLayerNormalization, GroupQueryAttention with
 /// packed qkv and rotary, SkipSimplifiedLayerNormalization, ReduceSum at opset 22; MatMulNBits and
 /// GatherBlockQuantized in the int4 builds), with the KV-cache inputs fed empty.
@@ -49,6 +29,31 @@ final class BuilderModelTests: XCTestCase {
             print("\(fixture.name): max |ours − onnxruntime| at real tokens \(difference)")
             XCTAssertLessThan(difference, 1e-4, fixture.name)
             XCTAssertEqual(outputs["present.0.key"]?.shape, [2, 2, mask.shape[1], 16], fixture.name)
+        }
+    }
+
+    /// `inspect` names what kind of file it is.
+    func testFormatNamesTheBuilderTheQuantisationTheCacheAndTheAttentionOp() throws {
+        for fixture in try BuilderFixture.all() {
+            let format = ModelFormat(model: try fixture.model())
+            XCTAssert(format.producer.hasPrefix("onnxruntime-genai model builder"), fixture.name)
+            XCTAssertEqual(format.attentionPerLayer, ["com.microsoft.GroupQueryAttention", "com.microsoft.GroupQueryAttention"])
+            XCTAssertEqual(format.kvCacheInputs.count, 4)
+            XCTAssertEqual(format.quantization, fixture.precision == "int4"
+                ? "GatherBlockQuantized 4-bit, block 32 (1 node); MatMulNBits 4-bit, block 32 (11 nodes)" : "none", fixture.name)
+        }
+        let exported = ModelFormat(model: try ExportFixture.named("llama-dynamo").model())
+        XCTAssertEqual(exported.producer, "exported (attention decomposed into MatMul and Softmax)")
+        XCTAssertEqual(exported.attentionPerLayer, ["Softmax (decomposed)", "Softmax (decomposed)"])
+        XCTAssertEqual(exported.kvCacheInputs, [])
+    }
+
+    /// GroupQueryAttention sees the mask only as row lengths: a left-padded batch is refused, naming why.
+    func testALeftPaddedMaskIsRefused() throws {
+        let model = try BuilderFixture.all()[0].model()
+        try KVCacheInputs.checkRightPadded(Tensor(shape: [2, 3], int64s: [1, 1, 1, 1, 1, 0]), model: model)
+        assertThrows(["attention_mask", "row 1 is not right-padded", "GroupQueryAttention"]) {
+            try KVCacheInputs.checkRightPadded(Tensor(shape: [2, 3], int64s: [1, 1, 1, 0, 1, 1]), model: model)
         }
     }
 }
