@@ -152,3 +152,21 @@ gatherblockquantized("gatherblockquantized_4bit")  # the builder's tied-embeddin
 gatherblockquantized("gatherblockquantized_4bit_block16_zero_points", block=16, zero_points=True)
 gatherblockquantized("gatherblockquantized_8bit", bits=8, block=16, columns=32)
 gatherblockquantized("gatherblockquantized_8bit_zero_points", bits=8, block=32, columns=64, zero_points=True)
+
+# --- Other fused ops of onnxruntime-optimised and builder graphs ----------------------------------------------
+case("rmsnormalization", "RMSNormalization", 23, [("x", normal(2, 3, 8)), ("scale", normal(8))],
+     attrs={"epsilon": 1e-5}, output_type=TensorProto.FLOAT)
+case("rmsnormalization_axis1", "RMSNormalization", 23, [("x", normal(2, 3, 4)), ("scale", normal(3, 4))],
+     attrs={"epsilon": 1e-3, "axis": 1}, output_type=TensorProto.FLOAT)
+case("fastgelu", "FastGelu", 22, [("x", normal(2, 3, 8, scale=2.0))], domain=MS, output_type=TensorProto.FLOAT)
+case("fastgelu_bias", "FastGelu", 22, [("x", normal(2, 3, 8, scale=2.0)), ("bias", normal(8))], domain=MS,
+     output_type=TensorProto.FLOAT)
+case("biasgelu", "BiasGelu", 22, [("a", normal(2, 3, 8, scale=2.0)), ("b", normal(8))], domain=MS,
+     output_type=TensorProto.FLOAT)
+case("skip_layernorm", "SkipLayerNormalization", 22,
+     [("x", normal(2, 3, 16)), ("skip", normal(2, 3, 16)), ("gamma", normal(16)), ("beta", normal(16)),
+      ("bias", normal(16))], attrs={"epsilon": 1e-5}, outputs=["y", "mean", "inv_std_var", "input_skip_bias_sum"],
+     domain=MS, output_type=TensorProto.FLOAT)
+case("skip_layernorm_no_beta", "SkipLayerNormalization", 22,
+     [("x", normal(1, 4, 16)), ("skip", normal(1, 4, 16)), ("gamma", normal(16))], attrs={"epsilon": 1e-6},
+     domain=MS, output_type=TensorProto.FLOAT)

@@ -14,6 +14,8 @@ let elementwiseOperators: [any Operator.Type] = [
     Tanh.self,
     Sigmoid.self,
     QuickGelu.self,
+    FastGelu.self,
+    BiasGelu.self,
     Erf.self,
     Gelu.self,
     IsNaN.self,
@@ -29,4 +31,6 @@ let elementwiseOperators: [any Operator.Type] = [
     ReduceSum.self,
     SimplifiedLayerNormalization.self,
     SkipSimplifiedLayerNormalization.self,
+    SkipLayerNormalization.self,
+    RMSNormalization.self,
 ]
