@@ -170,3 +170,43 @@ case("skip_layernorm", "SkipLayerNormalization", 22,
 case("skip_layernorm_no_beta", "SkipLayerNormalization", 22,
      [("x", normal(1, 4, 16)), ("skip", normal(1, 4, 16)), ("gamma", normal(16))], attrs={"epsilon": 1e-6},
      domain=MS, output_type=TensorProto.FLOAT)
+
+
+def rotary(name, shape, position_ids, heads=0, half=8, interleaved=False):
+    cos, sin = rotary_tables(32, half)
+    attrs = {"interleaved": int(interleaved)}
+    if heads:
+        attrs["num_heads"] = heads
+        if 2 * half < shape[-1] // heads:
+            attrs["rotary_embedding_dim"] = 2 * half
+    case(name, "RotaryEmbedding", 22, [("x", normal(*shape)), ("position_ids", np.array(position_ids, dtype=np.int64)),
+                                       ("cos_cache", cos), ("sin_cache", sin)],
+         attrs=attrs, domain=MS, output_type=TensorProto.FLOAT)
+
+
+rotary("rotary_embedding_3d", (2, 3, 64), [[0, 1, 2], [4, 5, 6]], heads=4)
+rotary("rotary_embedding_3d_offset_interleaved", (2, 3, 64), [2], heads=4, interleaved=True)
+rotary("rotary_embedding_4d", (2, 4, 3, 16), [[0, 1, 2], [5, 7, 9]])
+rotary("rotary_embedding_partial", (1, 3, 64), [[1, 2, 3]], heads=2, half=8)
+
+
+def rotary23(name, shape, position_ids, heads=0, half=8, interleaved=False):
+    """ONNX RotaryEmbedding-23: inputs (X, cos_cache, sin_cache, position_ids); without position_ids the tables
+    are per token, [B, S, R/2]."""
+    cos, sin = rotary_tables(32, half)
+    batch, sequence = shape[0], shape[2] if len(shape) == 4 else shape[1]
+    inputs = [("x", normal(*shape))]
+    if position_ids is None:
+        rows = rng.integers(0, 32, (batch, sequence))
+        inputs += [("cos_cache", cos[rows]), ("sin_cache", sin[rows])]
+    else:
+        inputs += [("cos_cache", cos), ("sin_cache", sin), ("position_ids", np.array(position_ids, dtype=np.int64))]
+    attrs = {"interleaved": int(interleaved)}
+    if heads:
+        attrs["num_heads"] = heads
+    case(name, "RotaryEmbedding", 23, inputs, attrs=attrs, output_type=TensorProto.FLOAT)
+
+
+rotary23("rotary_embedding23_4d", (2, 4, 3, 16), [[0, 1, 2], [5, 7, 9]])
+rotary23("rotary_embedding23_3d_interleaved", (2, 3, 64), [[0, 1, 2], [3, 4, 5]], heads=4, interleaved=True)
+rotary23("rotary_embedding23_tables_per_token", (2, 4, 3, 16), None)

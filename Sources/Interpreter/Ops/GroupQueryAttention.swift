@@ -151,10 +151,10 @@ extension GroupQueryAttention {
         /// Per sequence and new row: the rotary position.
         let positions: [Int]
         let alpha: Float, softcap: Float, window: Int
-        let rotaryHalf: Int, interleaved: Bool
+        /// The rotation of q and k with `do_rotary`.
+        let rotation: Rotation?
+        var rotaryHalf: Int { rotation?.half ?? 0 }
         let query: [Float], key: [Float], value: [Float], pastKey: [Float], pastValue: [Float]
-        let cos: [Float], sin: [Float]
-        let tableRows: Int
 
         init(_ op: GroupQueryAttention, _ inputs: [Tensor?]) throws(KernelError) {
             let query = try inputs.required(0)
@@ -216,28 +216,18 @@ extension GroupQueryAttention {
             alpha = op.scale == 0 ? 1 / Float(headSize).squareRoot() : op.scale
             softcap = op.softcap
             window = op.localWindowSize
-            interleaved = op.rotaryInterleaved
             if op.doRotary {
-                guard let cos = inputs.optional(7), let sin = inputs.optional(8), cos.rank == 2, sin.shape == cos.shape,
-                      case .float = cos.storage, case .float = sin.storage else {
-                    throw KernelError("do_rotary needs floating-point cos_cache and sin_cache of the same 2-D shape")
+                guard let cos = inputs.optional(7), let sin = inputs.optional(8) else {
+                    throw KernelError("do_rotary needs cos_cache and sin_cache (inputs 7 and 8)")
                 }
-                guard 2 * cos.shape[1] <= headSize, cos.shape[1] > 0 else {
-                    throw KernelError("cos_cache is \(cos.shape): its second dimension must be in 1...head_size/2 = \(headSize / 2)")
-                }
+                let rotation = try Rotation(cos: cos, sin: sin, headSize: headSize, interleaved: op.rotaryInterleaved)
                 let maximum = positions.max() ?? 0
-                guard maximum < cos.shape[0] else {
-                    throw KernelError("position \(maximum) is past the \(cos.shape[0]) rows of cos_cache")
+                guard maximum < rotation.rows else {
+                    throw KernelError("position \(maximum) is past the \(rotation.rows) rows of cos_cache")
                 }
-                rotaryHalf = cos.shape[1]
-                tableRows = cos.shape[0]
-                self.cos = cos.floats
-                self.sin = sin.floats
+                self.rotation = rotation
             } else {
-                rotaryHalf = 0
-                tableRows = 0
-                cos = []
-                sin = []
+                rotation = nil
             }
             self.query = query.floats
             self.key = key?.floats ?? []
@@ -255,17 +245,14 @@ extension GroupQueryAttention {
             return (values ? \.value : \.key, ((b * sequence + s) * kvNumHeads + g) * headSize)
         }
 
-        /// Rotates `x` (H values) at `position` into `y`; `inverse` applies the transpose (sin negated).
+        /// Rotates `x` (H values) at `position` into `y` (a copy without `do_rotary`); `inverse` applies the
+        /// transpose (sin negated).
         func rotate(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, position: Int, inverse: Bool) {
-            for d in 0..<headSize { y[d] = x[d] }
-            guard rotaryHalf > 0 else { return }
-            let row = position * rotaryHalf
-            for i in 0..<rotaryHalf {
-                let c = cos[row + i], s = inverse ? -sin[row + i] : sin[row + i]
-                let (first, second) = interleaved ? (2 * i, 2 * i + 1) : (i, i + rotaryHalf)
-                y[first] = x[first] * c - x[second] * s
-                y[second] = x[second] * c + x[first] * s
+            guard let rotation else {
+                for d in 0..<headSize { y[d] = x[d] }
+                return
             }
+            rotation.rotate(x, y, position: position, inverse: inverse)
         }
 
         /// The keys query row s of sequence b attends to.
@@ -440,8 +427,8 @@ extension GroupQueryAttention {
                 query: [Float](repeating: 0, count: query.count), key: [Float](repeating: 0, count: key.count),
                 value: [Float](repeating: 0, count: value.count), pastKey: [Float](repeating: 0, count: pastKey.count),
                 pastValue: [Float](repeating: 0, count: pastValue.count),
-                cos: [Float](repeating: 0, count: wantTables ? cos.count : 0),
-                sin: [Float](repeating: 0, count: wantTables ? sin.count : 0))
+                cos: [Float](repeating: 0, count: wantTables ? rotation?.cos.count ?? 0 : 0),
+                sin: [Float](repeating: 0, count: wantTables ? rotation?.sin.count ?? 0 : 0))
             var scratch = [Float](repeating: 0, count: H)
             for b in 0..<batch {
                 for s in 0..<sequence {
@@ -490,15 +477,12 @@ extension GroupQueryAttention {
                 }
             }
             for d in 0..<headSize { gradients[keyPath: target][offset + d] += scratch[d] }
-            guard wantTables, rotaryHalf > 0 else { return }
-            let x = self[keyPath: source]
-            let row = position * rotaryHalf
-            for i in 0..<rotaryHalf {
-                let (first, second) = interleaved ? (2 * i, 2 * i + 1) : (i, i + rotaryHalf)
-                let (dy1, dy2) = (gradient[from + first], gradient[from + second])
-                let (x1, x2) = (x[offset + first], x[offset + second])
-                gradients.cos[row + i] += dy1 * x1 + dy2 * x2
-                gradients.sin[row + i] += dy2 * x1 - dy1 * x2
+            guard wantTables, let rotation else { return }
+            gradient.withUnsafeBufferPointer { gradient in
+                self[keyPath: source].withUnsafeBufferPointer { x in
+                    rotation.addTableGradients(gradient.baseAddress! + from, x.baseAddress! + offset, position: position,
+                                               dCos: &gradients.cos, dSin: &gradients.sin)
+                }
             }
         }
     }

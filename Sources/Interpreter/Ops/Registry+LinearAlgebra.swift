@@ -5,4 +5,6 @@ let linearAlgebraOperators: [any Operator.Type] = [
     Gemm.self,
     MatMulNBits.self,
     GroupQueryAttention.self,
+    RotaryEmbedding.self,
+    RotaryEmbedding23.self,
 ]
