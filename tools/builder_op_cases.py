@@ -210,3 +210,22 @@ def rotary23(name, shape, position_ids, heads=0, half=8, interleaved=False):
 rotary23("rotary_embedding23_4d", (2, 4, 3, 16), [[0, 1, 2], [5, 7, 9]])
 rotary23("rotary_embedding23_3d_interleaved", (2, 3, 64), [[0, 1, 2], [3, 4, 5]], heads=4, interleaved=True)
 rotary23("rotary_embedding23_tables_per_token", (2, 4, 3, 16), None)
+
+# --- DequantizeLinear (int8/uint8 onnx-community files: a quantised embedding Gather, then this) --------------
+case("dequantizelinear_per_tensor_uint8", "DequantizeLinear", 13,
+     [("x", rng.integers(0, 256, (3, 8), dtype=np.uint8)), ("x_scale", np.array(0.02, dtype=np.float32)),
+      ("x_zero_point", np.array(128, dtype=np.uint8))], output_type=TensorProto.FLOAT)
+case("dequantizelinear_per_tensor_int8_no_zero_point", "DequantizeLinear", 10,
+     [("x", rng.integers(-128, 128, (2, 5), dtype=np.int8)), ("x_scale", np.array(0.5, dtype=np.float32))],
+     output_type=TensorProto.FLOAT)
+case("dequantizelinear_per_axis", "DequantizeLinear", 13,
+     [("x", rng.integers(-128, 128, (4, 6), dtype=np.int8)), ("x_scale", (rng.random(6) * 0.1 + 0.01).astype(np.float32)),
+      ("x_zero_point", rng.integers(-5, 5, (6,), dtype=np.int8))], attrs={"axis": 1}, output_type=TensorProto.FLOAT)
+case("dequantizelinear_per_axis_0", "DequantizeLinear", 19,
+     [("x", rng.integers(0, 256, (4, 6), dtype=np.uint8)), ("x_scale", (rng.random(4) * 0.1 + 0.01).astype(np.float32)),
+      ("x_zero_point", rng.integers(100, 150, (4,), dtype=np.uint8))], attrs={"axis": 0}, output_type=TensorProto.FLOAT)
+case("dequantizelinear_blocked", "DequantizeLinear", 21,
+     [("x", rng.integers(-128, 128, (4, 10), dtype=np.int8)),
+      ("x_scale", (rng.random((4, 3)) * 0.1 + 0.01).astype(np.float32)),
+      ("x_zero_point", rng.integers(-5, 5, (4, 3), dtype=np.int8))], attrs={"axis": 1, "block_size": 4},
+     output_type=TensorProto.FLOAT)

@@ -25,6 +25,7 @@ let elementwiseOperators: [any Operator.Type] = [
     LessOrEqual.self,
     Where.self,
     Cast.self,
+    DequantizeLinear.self,
     Softmax.self,
     LayerNormalization.self,
     ReduceMean.self,
