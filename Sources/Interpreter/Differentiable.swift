@@ -88,13 +88,10 @@ public func addGradients(_ a: Tensor, _ b: Tensor) throws(KernelError) -> Tensor
     guard a.shape == b.shape, case .float(let x) = a.storage, case .float(let y) = b.storage else {
         throw KernelError("gradients of shapes \(a.shape) and \(b.shape) cannot be added")
     }
-    return Tensor(shape: a.shape, floats: broadcastKernel(x, a.shape, y, b.shape, outputShape: a.shape, SumKernel.self),
+    return Tensor(shape: a.shape, floats: broadcastKernel(x, a.shape, y, b.shape, outputShape: a.shape, Sum.self),
                   dataType: a.dataType)
 }
 
-private enum SumKernel: BinaryKernel {
-    static func apply(_ a: Float, _ b: Float) -> Float { a + b }
-}
 
 // MARK: - Arithmetic for gradient rules
 
@@ -119,6 +116,7 @@ where K.Input == Float, K.Output == Float {
 }
 
 /// Per-element formulas shared by several rules.
+enum Sum: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a + b } }
 enum Product: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a * b } }
 enum Quotient: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a / b } }
 enum Negation: UnaryKernel { static func apply(_ x: Float) -> Float { -x } }

@@ -36,7 +36,7 @@ struct BiasedGelu {
         guard bias.rank >= 1, bias.shape.last == input.shape.last, (try? broadcastShape([input.shape, bias.shape])) == input.shape else {
             throw KernelError("\(opType): bias of shape \(bias.shape) does not broadcast along the last axis of \(input.shape)")
         }
-        return try combine(input, bias, Addition.self)
+        return try combine(input, bias, Sum.self)
     }
 
     func run(_ inputs: [Tensor?], _ opType: String) throws -> [Tensor] {
@@ -53,7 +53,6 @@ struct BiasedGelu {
                 context.wants(1) ? try bias.map { try reduceGradient(dSum, to: $0.shape) } : nil]
     }
 
-    private enum Addition: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a + b } }
 }
 
 extension Gelu {

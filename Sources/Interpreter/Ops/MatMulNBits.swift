@@ -111,12 +111,11 @@ struct MatMulNBits: Operator {
             guard bias.shape == [outputFeatures] else {
                 throw KernelError("bias must have shape [\(outputFeatures)] (N), got \(bias.shape)")
             }
-            y = try combine(y, Tensor(shape: bias.shape, floats: bias.floats), Addition.self)
+            y = try combine(y, Tensor(shape: bias.shape, floats: bias.floats), Sum.self)
         }
         return [Tensor(shape: y.shape, floats: roundedToPrecision(y.floats, a.dataType), dataType: a.dataType)]
     }
 
-    private enum Addition: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a + b } }
 }
 
 extension MatMulNBits: DifferentiableOperator {

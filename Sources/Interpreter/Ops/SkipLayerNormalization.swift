@@ -29,27 +29,13 @@ struct SkipLayerNormalization: Operator {
 
     /// `input + skip (+ bias)`.
     private func sum(_ inputs: [Tensor?]) throws -> Tensor {
-        let input = try inputs.required(0), skip = try inputs.required(1)
-        guard input.rank >= 1, skip.rank >= 1, input.shape.last == skip.shape.last,
-              (try? broadcastShape([input.shape, skip.shape])) == input.shape else {
-            throw KernelError("\(Self.opType): skip of shape \(skip.shape) does not broadcast to input \(input.shape)")
-        }
-        var sum = try combine(input, skip, Addition.self)
-        if let bias = inputs.optional(4) {
-            guard bias.shape == [input.shape.last!] else {
-                throw KernelError("\(Self.opType): bias must have shape [\(input.shape.last!)], got \(bias.shape)")
-            }
-            sum = try combine(sum, bias, Addition.self)
-        }
-        return sum
+        try skipSum(inputs.required(0), inputs.required(1), bias: inputs.optional(4), Self.opType)
     }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let sum = try sum(inputs)
         return try normalization.run([sum, inputs.required(2), inputs.optional(3)]) + [sum]
     }
-
-    private enum Addition: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a + b } }
 }
 
 extension SkipLayerNormalization: DifferentiableOperator {

@@ -26,19 +26,7 @@ struct SkipSimplifiedLayerNormalization: Operator {
 
     /// `input + skip (+ bias)`, the normalised rows' input.
     private func sum(_ inputs: [Tensor?]) throws -> Tensor {
-        let input = try inputs.required(0), skip = try inputs.required(1)
-        guard input.rank >= 1, skip.rank >= 1, input.shape.last == skip.shape.last,
-              (try? broadcastShape([input.shape, skip.shape])) == input.shape else {
-            throw KernelError("\(Self.opType): skip of shape \(skip.shape) does not broadcast to input \(input.shape)")
-        }
-        var sum = try combine(input, skip, SumOfTwo.self)
-        if let bias = inputs.optional(3) {
-            guard bias.shape == [input.shape.last!] else {
-                throw KernelError("\(Self.opType): bias must have shape [\(input.shape.last!)], got \(bias.shape)")
-            }
-            sum = try combine(sum, bias, SumOfTwo.self)
-        }
-        return sum
+        try skipSum(inputs.required(0), inputs.required(1), bias: inputs.optional(3), Self.opType)
     }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
@@ -54,8 +42,25 @@ struct SkipSimplifiedLayerNormalization: Operator {
         ]
     }
 
-    private enum SumOfTwo: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a + b } }
 }
+
+/// `input + skip (+ bias)`: the residual sum the Skip*Normalization ops normalise and pass on; skip broadcasts to
+/// input, bias is `[D]`.
+func skipSum(_ input: Tensor, _ skip: Tensor, bias: Tensor?, _ opType: String) throws -> Tensor {
+    guard input.rank >= 1, skip.rank >= 1, input.shape.last == skip.shape.last,
+          (try? broadcastShape([input.shape, skip.shape])) == input.shape else {
+        throw KernelError("\(opType): skip of shape \(skip.shape) does not broadcast to input \(input.shape)")
+    }
+    var sum = try combine(input, skip, Sum.self)
+    if let bias {
+        guard bias.shape == [input.shape.last!] else {
+            throw KernelError("\(opType): bias must have shape [\(input.shape.last!)], got \(bias.shape)")
+        }
+        sum = try combine(sum, bias, Sum.self)
+    }
+    return sum
+}
+
 
 extension SkipSimplifiedLayerNormalization: DifferentiableOperator {
     // dS = r·g − S·r³·(mean(g·S) + dInvStdDev/D) + dInputSkipBiasSum (g = dOutput · gamma);
