@@ -186,13 +186,10 @@ public func addGradients(_ a: Tensor, _ b: Tensor) throws(KernelError) -> Tensor
     guard a.shape == b.shape, case .float(let x) = a.storage, case .float(let y) = b.storage else {
         throw KernelError("gradients of shapes \(a.shape) and \(b.shape) cannot be added")
     }
-    return Tensor(shape: a.shape, floats: broadcastKernel(x, a.shape, y, b.shape, outputShape: a.shape, SumKernel.self),
+    return Tensor(shape: a.shape, floats: broadcastKernel(x, a.shape, y, b.shape, outputShape: a.shape, Sum.self),
                   dataType: a.dataType)
 }
 
-private enum SumKernel: BinaryKernel {
-    static func apply(_ a: Float, _ b: Float) -> Float { a + b }
-}
 
 // MARK: - Arithmetic for gradient rules
 
@@ -222,4 +219,5 @@ where K.Input == Float, K.Output == Float {
 /// every gradient before them (torch gives NaN there; a position whose gradient is exactly zero contributes nothing).
 enum Product: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a == 0 ? 0 : a * b } }
 enum Quotient: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a == 0 ? 0 : a / b } }
+enum Sum: BinaryKernel { static func apply(_ a: Float, _ b: Float) -> Float { a + b } }
 enum Negation: UnaryKernel { static func apply(_ x: Float) -> Float { -x } }

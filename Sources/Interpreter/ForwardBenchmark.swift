@@ -41,7 +41,8 @@ public enum ForwardBenchmark {
 
     /// Inputs for a language model: an integer input that a `Gather` uses as indices into an initializer gets
     /// random ids below that table's size; other integer inputs get ones (attention masks), or `0..<seq` per
-    /// row when their dimensions are `[batch, seq]` and their name says positions; float inputs get zeros.
+    /// row when their dimensions are `[batch, seq]` and their name says positions; float inputs get zeros; KV-cache
+    /// inputs are empty.
     static func syntheticInputs(for session: Session, batch: Int, seq: Int) throws -> [String: Tensor] {
         let graph = session.model.graph
         let tableSizes = Dictionary(graph.initializers.map { ($0.name, $0.shape.first ?? 1) }, uniquingKeysWith: { a, _ in a })
@@ -73,6 +74,8 @@ public enum ForwardBenchmark {
                 throw InterpreterError.invalidInput(name: input.name, reason: "has element type \(input.elementType), which the benchmark cannot generate")
             }
         }
+        // A decoder with past: the caches empty ([batch, heads, 0, head size]), the whole sequence one prompt.
+        feeds.merge(try KVCacheInputs(model: session.model).emptyFeeds(batch: batch)) { _, empty in empty }
         return feeds
     }
 }

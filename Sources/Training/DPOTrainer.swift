@@ -112,6 +112,9 @@ public final class DPOTrainer {
     private let cacheKey: String?
     /// Whether the session computes logits only at scored positions (`ScoredPositions`).
     public let scoresCompletionsOnly: Bool
+    /// A KV-cache graph's past inputs, fed empty: every batch is one whole right-padded prompt (as
+    /// GroupQueryAttention requires: it reads the mask only as per-row lengths), and the present outputs go unread.
+    private let kvCache: KVCacheInputs
     /// When set, collects time per op type (forward, and backward rules) over the training steps.
     public var profile: OpProfile?
     /// The processes sharing each batch (`SingleProcess`: this one alone). Rank 0 writes every file.
@@ -175,6 +178,7 @@ public final class DPOTrainer {
         let scored = ScoredPositions.rewrite(adapted.model, output: logitsOutput)
         scoresCompletionsOnly = scored != nil
         session = try Session(model: scored ?? adapted.model, additionalInitializers: adapted.initializers)
+        kvCache = try KVCacheInputs(model: model)
         parameters = adapted.initializers.filter { $0.key != AdaptedModel.scaleName }
         switch options.optimizer {
         case .adamw: optimizer = AdamW(weightDecay: options.weightDecay)
@@ -280,6 +284,7 @@ public final class DPOTrainer {
     /// the adapters' dropout masks: drawn from `dropoutSeed` while training, ones otherwise.
     private func feeds(_ batch: PreferenceBatch, dropoutSeed: UInt64? = nil) -> [String: Tensor] {
         var feeds = ["input_ids": batch.inputIDsTensor, "attention_mask": batch.attentionMaskTensor]
+        feeds.merge(kvCache.emptyFeeds(batch: batch.rowCount)) { a, _ in a }
         var generator = dropoutSeed.map { SeededGenerator(seed: $0) }
         feeds.merge(adapted.dropoutFeeds(rows: batch.rowCount, tokens: batch.sequenceLength, generator: &generator)) { a, _ in a }
         if scoresCompletionsOnly {

@@ -16,12 +16,15 @@ public struct ModelInspection: Encodable, Sendable {
     }
 
     public var report: ModelReport
+    /// The kind of file: producer, quantisation, KV-cache inputs, attention op per layer.
+    public var format: ModelFormat
     public var loraTargets: [Target]
     /// Why no target was found, when none was (a model without attention, or an unfamiliar structure).
     public var loraError: String?
 
     public init(model: Model) {
         report = ModelReport(model: model)
+        format = ModelFormat(model: model)
         do {
             loraTargets = try LoRATargets.find(in: model).map {
                 Target(modulePath: $0.modulePath, kind: $0.kind.rawValue, node: $0.node, weight: $0.weight,
@@ -34,19 +37,20 @@ public struct ModelInspection: Encodable, Sendable {
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case loraTargets, loraError }
+    private enum CodingKeys: String, CodingKey { case format, loraTargets, loraError }
 
     /// The report's keys and `lora_targets` (and `lora_error`) side by side in one object.
     public func encode(to encoder: any Encoder) throws {
         try report.encode(to: encoder)
         var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(format, forKey: .format)
         try container.encode(loraTargets, forKey: .loraTargets)
         try container.encodeIfPresent(loraError, forKey: .loraError)
     }
 
     /// The report's text followed by the LoRA targets, one line each.
     public var text: String {
-        var lines = [report.text]
+        var lines = [report.text, format.text]
         if let loraError {
             lines.append("LoRA targets: none (\(loraError))")
         } else {

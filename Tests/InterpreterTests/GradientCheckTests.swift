@@ -45,7 +45,7 @@ final class GradientCheckTests: XCTestCase {
             let trainable = Set(feeds.filter { $0.value.dataType == .float && $0.value.count > 0 }.keys)
             if trainable.isEmpty { continue }
             do {
-                if let problem = try check(model, feeds: feeds, trainable: trainable) {
+                if let problem = try Self.check(model, feeds: feeds, trainable: trainable) {
                     failures.append("\(name): \(problem)")
                 } else {
                     checkedCases += 1
@@ -98,7 +98,7 @@ final class GradientCheckTests: XCTestCase {
     }
 
     /// Compares analytic and numeric gradients of `loss = Σ R·Y` over the float outputs, R fixed and random.
-    func check(_ model: Model, feeds: [String: Tensor], trainable: Set<String>) throws -> String? {
+    static func check(_ model: Model, feeds: [String: Tensor], trainable: Set<String>) throws -> String? {
         let session = try Session(model: model, optimize: false)
         let pass = try session.forward(feeds, trainable: trainable)
         var weights: [String: Tensor] = [:]

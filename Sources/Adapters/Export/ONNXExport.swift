@@ -245,10 +245,16 @@ public enum ONNXExport {
         }
     }
 
-    /// The one floating-point type of the adapted weights, which the LoRA nodes' tensors must share.
+    /// The one floating-point type of the adapted weights, which the LoRA nodes' tensors must share. A quantised
+    /// weight (MatMulNBits) counts as the type of its scales, which is its activations' type.
     private static func adapterDataType(modules: [LoRAModule], model: Model) throws -> DataType {
         let types = Dictionary(model.graph.initializers.map { ($0.name, $0.dataType) }, uniquingKeysWith: { first, _ in first })
-        let dataTypes = Set(modules.map { types[$0.weight] ?? .float })
+        let dataTypes = Set(modules.map { module -> DataType in
+            guard module.targets.first?.layout.isQuantized == true,
+                  let node = model.graph.nodes.first(where: { $0.name == module.node || $0.label == module.node }),
+                  node.inputs.count > 2 else { return types[module.weight] ?? .float }
+            return types[node.inputs[2]] ?? .float
+        })
         guard dataTypes.count == 1, let dataType = dataTypes.first, [.float, .float16, .bfloat16].contains(dataType) else {
             throw AdapterError.unsupportedAdapter(path: model.path, reason:
                 "the adapted weights are \(dataTypes.map(\.description).sorted().joined(separator: ", ")); LoRA nodes need one of float32, float16, bfloat16")

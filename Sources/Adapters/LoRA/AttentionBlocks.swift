@@ -1,12 +1,27 @@
 import ONNXGraph
 
-/// One scaled-dot-product attention as exported graphs decompose it: `Softmax(Q·Kᵀ · scale + mask) · V`.
+/// One scaled-dot-product attention: as exported graphs decompose it, `Softmax(Q·Kᵀ · scale + mask) · V`, or as
+/// one attention op (`com.microsoft.GroupQueryAttention`, which onnxruntime-genai's builder writes).
 struct AttentionBlock {
-    var softmax: Node
-    /// The `Q·Kᵀ` MatMul: input 0 is the queries, input 1 the transposed keys.
-    var scores: Node
-    /// The `probs·V` MatMul: input 1 is the values.
-    var output: Node
+    /// The node the block was found from: its Softmax, or the attention op.
+    var anchor: Node
+    /// The query, key and value operands, in that order.
+    var operands: [AttentionOperand]
+    /// The attention's result, `probs·V` (heads still split for a decomposed attention; merged for an op).
+    var output: String
+
+    /// How messages name the block.
+    var label: String { "\(anchor.opType) \(anchor.label)" }
+}
+
+/// One attention operand: the value read as the queries, keys or values, and the node reading it.
+struct AttentionOperand {
+    var kind: LoRATarget.Kind
+    var value: String
+    var reader: Node
+    /// The positions of the value's last axis that hold this operand, when it shares the value with the others
+    /// (GroupQueryAttention's packed `[.., (Nq + 2·Nkv)·H]` query input); nil when it is the whole value.
+    var positions: Swift.Range<Int>?
 }
 
 /// Where one attention operand comes from: the linear layer whose output reaches it, and which of that
@@ -16,6 +31,8 @@ struct OperandSource {
     var columns: Set<Int>
     /// False when the columns are only an upper bound (see `ColumnProvenance.bounded`).
     var isExact: Bool
+    /// Position by position, where known.
+    var provenance: ColumnProvenance? = nil
 }
 
 /// Finds attention blocks and the projections feeding them, by structure only.
@@ -39,14 +56,44 @@ final class AttentionSearch {
     // MARK: - Blocks
 
     /// Every Softmax whose input is computed from a MatMul of two activations (through scaling, a mask, a
-    /// soft cap) and whose output is the left operand of another MatMul of activations, in graph order.
+    /// soft cap) and whose output is the left operand of another MatMul of activations, and every attention op,
+    /// in graph order.
     func blocks() -> [AttentionBlock] {
         index.graph.nodes.compactMap { node in
+            if let block = attentionOperator(node) { return block }
             guard node.opType == "Softmax", node.domain.isEmpty,
                   let scores = scoresMatMul(before: node.inputs[0]),
                   let output = outputMatMul(after: node.outputs[0]) else { return nil }
-            return AttentionBlock(softmax: node, scores: scores, output: output)
+            return AttentionBlock(anchor: node, operands: [
+                AttentionOperand(kind: .q, value: scores.inputs[0], reader: scores),
+                AttentionOperand(kind: .k, value: scores.inputs[1], reader: scores),
+                AttentionOperand(kind: .v, value: output.inputs[1], reader: output),
+            ], output: output.outputs[0])
         }
+    }
+
+    /// `com.microsoft.GroupQueryAttention` as a block: query, key and value are its inputs 0, 1 and 2, or, when
+    /// key and value are omitted, the q, k and v column ranges of its packed input 0 (`[.., (Nq + 2·Nkv)·H]`, q
+    /// first), H found from the width of the projection computing it.
+    private func attentionOperator(_ node: Node) -> AttentionBlock? {
+        guard node.opType == "GroupQueryAttention", node.domain == "com.microsoft", !node.inputs.isEmpty,
+              let heads = try? node.int("num_heads", default: 0), let kvHeads = try? node.int("kv_num_heads", default: 0),
+              heads > 0, kvHeads > 0 else { return nil }
+        let packed = node.inputs.count < 3 || (node.inputs[1].isEmpty && node.inputs[2].isEmpty)
+        guard packed else {
+            return AttentionBlock(anchor: node, operands: [.q, .k, .v].enumerated().map {
+                AttentionOperand(kind: $1, value: node.inputs[$0], reader: node)
+            }, output: node.outputs[0])
+        }
+        guard let projection = reach(node.inputs[0]).first.flatMap({ linear($0) }),
+              projection.outFeatures % (heads + 2 * kvHeads) == 0 else { return nil }
+        let headSize = projection.outFeatures / (heads + 2 * kvHeads)
+        let (q, kv) = (heads * headSize, kvHeads * headSize)
+        return AttentionBlock(anchor: node, operands: [
+            AttentionOperand(kind: .q, value: node.inputs[0], reader: node, positions: 0..<q),
+            AttentionOperand(kind: .k, value: node.inputs[0], reader: node, positions: q..<(q + kv)),
+            AttentionOperand(kind: .v, value: node.inputs[0], reader: node, positions: (q + kv)..<(q + 2 * kv)),
+        ], output: node.outputs[0])
     }
 
     private func isActivationMatMul(_ node: Node) -> Bool {
@@ -136,8 +183,20 @@ final class AttentionSearch {
         return result
     }
 
-    /// The projection behind an attention operand and the columns of it that reach the operand, or a reason
-    /// why there is not exactly one.
+    /// The projection behind an attention operand and the columns of it that reach the operand (or reach the
+    /// operand's `positions` of its last axis), or a reason why there is not exactly one.
+    func source(of operand: AttentionOperand) -> Result<OperandSource, TargetSearchFailure> {
+        let whole = source(of: operand.value)
+        guard let positions = operand.positions, case .success(let found) = whole else { return whole }
+        guard case .exact(let layout)? = found.provenance, layout.axes == [-1], positions.upperBound <= layout.sizes[0] else {
+            return .failure(.init("the columns of \(found.projection.node.label) could not be followed to positions \(positions) of it"))
+        }
+        let columns = Set(layout.selecting(Array(positions), along: 0).entries.joined())
+        return .success(OperandSource(projection: found.projection, columns: columns, isExact: true))
+    }
+
+    /// The projection behind `operand` and the columns of it that reach it, or a reason why there is not exactly
+    /// one.
     func source(of operand: String) -> Result<OperandSource, TargetSearchFailure> {
         let projections = reach(operand)
         guard let projectionIndex = projections.first else {
@@ -165,21 +224,23 @@ final class AttentionSearch {
         guard let provenance = tracer.provenance(of: operand) else {
             return .failure(.init("the columns of \(projection.node.label) could not be followed to it"))
         }
-        return .success(OperandSource(projection: projection, columns: provenance.columns, isExact: provenance.isExact))
+        return .success(OperandSource(projection: projection, columns: provenance.columns, isExact: provenance.isExact,
+                                      provenance: provenance))
     }
 
     /// The attention output projection: the first linear layer reading `probs·V` through transposes and
     /// reshapes (the heads merged back into features).
     func outputProjection(of block: AttentionBlock) -> GraphIndex.Linear? {
-        var queue = [(block.output.outputs[0], 0)]
+        var queue = [(block.output, 0)]
         var seen = Set<String>()
         while !queue.isEmpty {
             let (value, depth) = queue.removeFirst()
             guard depth < 8, seen.insert(value).inserted else { continue }
             for consumer in index.consumers[value] ?? [] {
                 let node = index.node(consumer)
-                guard node.domain.isEmpty, node.inputs.first == value else { continue }
+                guard node.inputs.first == value else { continue }
                 if let linear = linear(consumer) { return linear }
+                guard node.domain.isEmpty else { continue }
                 switch node.opType {
                 case "Transpose", "Reshape", "Cast", "Identity", "Flatten", "Dropout":
                     queue.append((node.outputs[0], depth + 1))

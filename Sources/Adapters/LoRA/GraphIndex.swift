@@ -77,6 +77,7 @@ final class GraphIndex {
 
     /// `node` as a linear layer, or nil when it is not one.
     func linear(_ node: Node) -> Linear? {
+        if node.opType == "MatMulNBits", node.domain == "com.microsoft" { return quantizedLinear(node) }
         guard node.domain.isEmpty, node.inputs.count >= 2, !isConstant(node.inputs[0]),
               let weight = initializer(behind: node.inputs[1]), weight.shape.count == 2, weight.dataType.isFloatingPoint
         else { return nil }
@@ -100,6 +101,24 @@ final class GraphIndex {
         default:
             return nil
         }
+    }
+
+    /// A `com.microsoft.MatMulNBits` on an initializer weight (uint8 `[N, blocks, bytes]`, attributes K and N) and
+    /// an activation: a linear layer `[K -> N]` whose quantised weight stays frozen. Its bias is input 5, or an
+    /// `Add` of a 1-D initializer right after it. A g_idx (input 4) is not one (the interpreter refuses it).
+    private func quantizedLinear(_ node: Node) -> Linear? {
+        guard node.inputs.count >= 3, !isConstant(node.inputs[0]), let weight = initializer(behind: node.inputs[1]),
+              weight.shape.count == 3, weight.dataType == .uint8, node.inputs.count < 5 || node.inputs[4].isEmpty,
+              let k = try? node.int("K"), let n = try? node.int("N"), let blockSize = try? node.int("block_size"),
+              let bits = try? node.int("bits", default: 4), weight.shape[0] == n else { return nil }
+        var result = Linear(node: node, weight: weight, layout: .matMulNBits(bits: bits, blockSize: blockSize),
+                            inFeatures: k, outFeatures: n)
+        if node.inputs.count > 5, !node.inputs[5].isEmpty {
+            result.bias = initializer(behind: node.inputs[5])?.name ?? node.inputs[5]
+        } else {
+            result.bias = biasAdd(after: node, features: n)
+        }
+        return result
     }
 
     /// The bias of `MatMul + Add(bias)`: a 1-D initializer of `features` values added to the MatMul's output,

@@ -38,6 +38,10 @@ public struct LoRATarget: Sendable, Equatable, Codable {
         /// target's features: one range for GPT-2 and Phi-3, one per head for GPT-NeoX. Only these output
         /// features may change.
         indirect case fused(storage: Layout, columns: [Swift.Range<Int>])
+        /// `com.microsoft.MatMulNBits(x, B, scales, ...)`: a frozen block-quantised weight, stored as uint8 blocks
+        /// `[out, ⌈in / blockSize⌉, blockSize · bits / 8]` and dequantised to `[out, in]`; every output feature.
+        /// The adapter trains in fp32 beside it, and the weight never gets a gradient.
+        case matMulNBits(bits: Int, blockSize: Int)
 
         /// How the weight is stored, fused or not (`.matMul` or `.gemm`).
         public var storage: Layout {
@@ -45,8 +49,18 @@ public struct LoRATarget: Sendable, Equatable, Codable {
             return self
         }
 
-        /// True when the stored weight is `[out, in]` (Gemm with `transB = 1`), false for `[in, out]`.
-        public var isWeightOutByIn: Bool { storage == .gemm(transB: true) }
+        /// True when the stored weight is `[out, in]` (Gemm with `transB = 1`, and MatMulNBits once dequantised),
+        /// false for `[in, out]`.
+        public var isWeightOutByIn: Bool {
+            if case .matMulNBits = storage { return true }
+            return storage == .gemm(transB: true)
+        }
+
+        /// True for a block-quantised weight (MatMulNBits).
+        public var isQuantized: Bool {
+            if case .matMulNBits = storage { return true }
+            return false
+        }
 
         /// The output features of a weight with `outFeatures` outputs that this layout covers, in order.
         public func columns(outOf outFeatures: Int) -> [Int] {
@@ -101,6 +115,11 @@ public struct LoRATarget: Sendable, Equatable, Codable {
     /// Output features of the whole stored weight (more than `outFeatures` for a fused projection), read from
     /// its shape; nil when `shape` is not this target's weight.
     public func storedOutFeatures(shape: [Int]) -> Int? {
+        if case .matMulNBits(_, let blockSize) = layout.storage {
+            // [out, blocks, bytes per block]: enough blocks for the input features.
+            guard shape.count == 3, shape[1] * blockSize >= inFeatures else { return nil }
+            return layout.columns(outOf: shape[0]).allSatisfy({ $0 < shape[0] }) ? shape[0] : nil
+        }
         guard shape.count == 2 else { return nil }
         let (inputs, outputs) = layout.isWeightOutByIn ? (shape[1], shape[0]) : (shape[0], shape[1])
         guard inputs == inFeatures, layout.columns(outOf: outputs).allSatisfy({ $0 < outputs }) else { return nil }
@@ -134,8 +153,10 @@ extension LoRATarget: CustomStringConvertible {
         switch layout {
         case .matMul: text += " MatMul [in, out]"
         case .gemm(let transB): text += transB ? " Gemm [out, in]" : " Gemm [in, out]"
+        case .matMulNBits(let bits, let blockSize): text += " MatMulNBits \(bits)-bit, block \(blockSize) [out, in]"
         case .fused(let storage, let columns):
-            let stored = storage.isWeightOutByIn ? "[out, in]" : "[in, out]"
+            var stored = storage.isWeightOutByIn ? "[out, in]" : "[in, out]"
+            if case .matMulNBits(let bits, let blockSize) = storage { stored = "MatMulNBits \(bits)-bit, block \(blockSize) [out, in]" }
             let ranges = columns.map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ")
             text += " fused \(stored), output features \(ranges)"
         }

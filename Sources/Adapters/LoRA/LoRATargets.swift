@@ -168,7 +168,7 @@ struct Discovery {
         guard !blocks.isEmpty else {
             let softmaxes = model.graph.nodes.filter { $0.opType == "Softmax" }.count
             throw .loraTargetsNotFound(model: model.path, reason: softmaxes == 0
-                ? "no attention block: the graph has no Softmax node"
+                ? "no attention block: the graph has no Softmax node and no attention op (GroupQueryAttention)"
                 : "no attention block: none of its \(softmaxes) Softmax node(s) has a MatMul of two computed values (Q·Kᵀ) before it and a MatMul taking its output as left operand (probs·V) after it")
         }
         let paths = ModulePaths(graph: model.graph)
@@ -177,19 +177,14 @@ struct Discovery {
         var blockStarts: [Int] = []
 
         for (layer, block) in blocks.enumerated() {
-            let operands: [(LoRATarget.Kind, String, Node)] = [
-                (.q, block.scores.inputs[0], block.scores),
-                (.k, block.scores.inputs[1], block.scores),
-                (.v, block.output.inputs[1], block.output),
-            ]
             var sources: [(kind: LoRATarget.Kind, source: OperandSource)] = []
-            for (kind, operand, matMul) in operands {
+            for operand in block.operands {
                 switch search.source(of: operand) {
                 case .success(let source):
-                    sources.append((kind, source))
+                    sources.append((operand.kind, source))
                 case .failure(let failure):
-                    problems[kind, default: []].append(
-                        "attention block \(layer) (Softmax \(block.softmax.label)): the \(Self.role(kind)) operand '\(operand)' of MatMul \(matMul.label): \(failure.reason)")
+                    problems[operand.kind, default: []].append(
+                        "attention block \(layer) (\(block.label)): the \(Self.role(operand.kind)) operand '\(operand.value)' of \(operand.reader.opType) \(operand.reader.label): \(failure.reason)")
                 }
             }
             // Parts of one fused projection must not overlap unless both are known exactly (a projection
@@ -200,12 +195,12 @@ struct Discovery {
                     guard a.source.projection.node.index == b.source.projection.node.index,
                           !(a.source.isExact && b.source.isExact),
                           !a.source.columns.isDisjoint(with: b.source.columns) else { continue }
-                    let message = "attention block \(layer) (Softmax \(block.softmax.label)): the \(a.kind.rawValue) and \(b.kind.rawValue) parts of fused projection \(a.source.projection.node.label) overlap: how its output is split into q, k and v could not be worked out"
+                    let message = "attention block \(layer) (\(block.label)): the \(a.kind.rawValue) and \(b.kind.rawValue) parts of fused projection \(a.source.projection.node.label) overlap: how its output is split into q, k and v could not be worked out"
                     problems[a.kind, default: []].append(message)
                     problems[b.kind, default: []].append(message)
                 }
             }
-            blockStarts.append(sources.map(\.source.projection.node.index).min() ?? block.softmax.index)
+            blockStarts.append(sources.map(\.source.projection.node.index).min() ?? block.anchor.index)
             for (kind, source) in sources {
                 let projection = source.projection
                 used.insert(projection.node.index)
@@ -221,7 +216,7 @@ struct Discovery {
                 nodeIndices.append(output.node.index)
             } else {
                 problems[.o, default: []].append(
-                    "attention block \(layer) (Softmax \(block.softmax.label)): no linear layer reads the output of MatMul \(block.output.label) through transposes and reshapes")
+                    "attention block \(layer) (\(block.label)): no linear layer reads its output '\(block.output)' through transposes and reshapes")
             }
         }
 

@@ -19,6 +19,10 @@ struct ReduceMean: Operator {
     /// The ONNX attributes `keepdims` and `noop_with_empty_axes` (the latter 0 before 18).
     let keepdims: Bool
     let noopWithEmptyAxes: Bool
+    /// Whether the sums are divided by the number of elements reduced: false makes this `ReduceSum`, which shares
+    /// everything else (its opset 13 reads axes as ReduceMean 18 does).
+    var averaging = true
+    var opType: String { averaging ? Self.opType : ReduceSum.opType }
 
     init(node: Node, version: Int) throws {
         keepdims = try node.int("keepdims", default: 1) != 0
@@ -37,7 +41,7 @@ struct ReduceMean: Operator {
         switch data.storage {
         case .float(let x):
             var sums = Self.sums(x, data.shape, keptShape, zero: 0, add: { $0 + $1 }, rowSum: vectorSum)
-            if reducedCount > 0 {
+            if averaging && reducedCount > 0 {
                 let scale = 1 / Float(reducedCount)
                 sums = sums.map { $0 * scale }
             }
@@ -49,27 +53,27 @@ struct ReduceMean: Operator {
                 for k in 0..<count { total &+= values[k] }
                 return total
             }
-            if reducedCount > 0 {
+            if averaging && reducedCount > 0 {
                 let divisor = Int64(reducedCount)
                 sums = sums.map { $0 / divisor }
             }
             return [Tensor(shape: outputShape, int64s: sums, dataType: data.dataType)]
         case .bool:
-            throw KernelError("ReduceMean is not defined for bool inputs")
+            throw KernelError("\(opType) is not defined for bool inputs")
         }
     }
 
     /// Per axis of `data`, whether it is reduced; nil when the op returns `data` unchanged (no axes and
     /// `noop_with_empty_axes`).
     private func reducedAxes(_ data: Tensor, _ inputs: [Tensor?]) throws(KernelError) -> [Bool]? {
-        let requested = (axesFromInput ? try inputs.optional(1)?.intValues("ReduceMean axes") : axesAttribute) ?? []
+        let requested = (axesFromInput ? try inputs.optional(1)?.intValues("\(opType) axes") : axesAttribute) ?? []
         if requested.isEmpty && noopWithEmptyAxes { return nil }
         var reduced = [Bool](repeating: requested.isEmpty, count: data.rank)
         for axis in requested {
             let axis = try resolveAxis(axis, in: data.shape)
             guard axis < data.rank, !reduced[axis] else {
                 throw KernelError(
-                    "ReduceMean: axes \(requested) repeat an axis or are out of range for rank \(data.rank)")
+                    "\(opType): axes \(requested) repeat an axis or are out of range for rank \(data.rank)")
             }
             reduced[axis] = true
         }
@@ -121,11 +125,11 @@ extension ReduceMean: DifferentiableOperator {
         guard context.wants(0), data.storage.kind == .float else { return [nil] + axesGradient }
         guard let reduced = try reducedAxes(data, context.inputs) else { return [dReduced] + axesGradient }
         guard case .float(let gradient) = dReduced.storage else {
-            throw KernelError("ReduceMean gradient needs a floating-point output gradient, got \(dReduced.dataType)")
+            throw KernelError("\(opType) gradient needs a floating-point output gradient, got \(dReduced.dataType)")
         }
         let keptShape = data.shape.indices.map { reduced[$0] ? 1 : data.shape[$0] }
         let reducedCount = data.shape.indices.filter { reduced[$0] }.map { data.shape[$0] }.reduce(1, *)
-        let scale: [Float] = [reducedCount > 0 ? 1 / Float(reducedCount) : 0]
+        let scale: [Float] = [!averaging ? 1 : reducedCount > 0 ? 1 / Float(reducedCount) : 0]
         let values = broadcastKernel(gradient, keptShape, scale, [], outputShape: data.shape, Product.self)
         return [Tensor(shape: data.shape, floats: values, dataType: data.dataType)] + axesGradient
     }

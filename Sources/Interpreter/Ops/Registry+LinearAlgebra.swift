@@ -1,6 +1,10 @@
-/// Matrix products, through BLAS.
+/// Matrix products, through BLAS, and the attention and quantised-weight products built on them.
 let linearAlgebraOperators: [any Operator.Type] = [
     MatMul.self,
     FusedMatMul.self,
     Gemm.self,
+    MatMulNBits.self,
+    GroupQueryAttention.self,
+    RotaryEmbedding.self,
+    RotaryEmbedding23.self,
 ]

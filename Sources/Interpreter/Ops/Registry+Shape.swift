@@ -6,6 +6,7 @@ let shapeOperators: [any Operator.Type] = [
     Expand.self,
     Flatten.self,
     Gather.self,
+    GatherBlockQuantized.self,
     Identity.self,
     GatherND.self,
     RangeOperator.self,

@@ -1,0 +1,138 @@
+import ONNXGraph
+
+/// `com.microsoft.MatMulNBits` (onnxruntime `docs/ContribOperators.md`; CPU kernel
+/// `contrib_ops/cpu/quantization/matmul_nbits.cc`): `Y = A · dequantize(B)ᵀ (+ bias)` with B a block-quantised
+/// `[N, K]` weight, as onnxruntime-genai's builder (`-p int4`) and onnxruntime's `MatMul4BitsQuantizer` write every
+/// projection.
+///
+/// Letters: K input features, N output features, `bs` = block_size, `kb` = ⌈K / bs⌉ blocks per row.
+///
+/// Inputs: 0 A `[..., K]`; 1 B uint8 `[N, kb, bs·bits/8]` (row n holds output column n's K values block by block,
+/// low bits first within a byte); 2 scales `[N·kb]` or `[N, kb]`; 3 zero_points (optional): uint8 packed
+/// `[N·⌈kb·bits/8⌉]` (per row, low bits first) or float `[N·kb]`, default `2^(bits−1)`; 4 g_idx (refused); 5 bias
+/// `[N]` (optional). Attributes K, N, bits (4 or 8 here), block_size (a power of 2, ≥ 16), accuracy_level (read as a
+/// hint only: the product here is the exact dequantised one, onnxruntime's accuracy_level 0).
+///
+///     W[n, k] = (q[n, k] − zero_point[n, k / bs]) · scale[n, k / bs]
+///     Y       = A · Wᵀ + bias
+///
+/// Backward: `dA = dY · W`, `dBias = Σ dY` over every axis but the last. The quantised weight, its scales and zero
+/// points are frozen: no gradient is ever computed for them (a LoRA adapter beside the node trains instead).
+struct MatMulNBits: Operator {
+    static let opType = "MatMulNBits"
+    static let domain = "com.microsoft"
+    static let sinceVersions = [1]
+
+    let inputFeatures: Int
+    let outputFeatures: Int
+    let bits: Int
+    let blockSize: Int
+
+    init(node: Node, version: Int) throws {
+        func refuse(_ attribute: String, _ reason: String) -> GraphError {
+            .invalidAttribute(node: node.label, opType: node.opType, attribute: attribute, reason: reason)
+        }
+        guard let k = try node.int("K"), let n = try node.int("N"), k > 0, n > 0 else {
+            throw refuse("K", "and N are required and must be positive")
+        }
+        (inputFeatures, outputFeatures) = (k, n)
+        bits = try node.int("bits", default: 4)
+        guard bits == 4 || bits == 8 else { throw refuse("bits", "= \(bits) is not supported; 4 and 8 are") }
+        blockSize = try node.int("block_size", default: 0)
+        guard blockSize >= 16, blockSize & (blockSize - 1) == 0 else {
+            throw refuse("block_size", "= \(blockSize): it is required and must be a power of 2 of at least 16")
+        }
+        let prepacked = try node.int("weight_prepacked", default: 0)
+        guard prepacked == 0 else { throw refuse("weight_prepacked", "= \(prepacked) (CUDA only) is not supported; only 0 is") }
+        if node.inputs.count > 4 && !node.inputs[4].isEmpty {
+            throw refuse("input 4 (g_idx)", "is not supported (act-order GPTQ); re-quantise without g_idx")
+        }
+    }
+
+    /// The dequantised weight `[N, K]`.
+    func weight(_ inputs: [Tensor?]) throws(KernelError) -> Tensor {
+        let (K, N, bs) = (inputFeatures, outputFeatures, blockSize)
+        let blocks = (K + bs - 1) / bs, blobSize = bs * bits / 8
+        let packed = try inputs.required(1), scales = try inputs.required(2)
+        guard packed.dataType == .uint8, packed.count == N * blocks * blobSize, case .int64(let bytes) = packed.storage else {
+            throw KernelError("B must be uint8 [\(N), \(blocks), \(blobSize)] (N, ⌈K/block_size⌉, block_size·bits/8), "
+                              + "got \(packed.dataType)\(packed.shape)")
+        }
+        guard scales.count == N * blocks, case .float(let scale) = scales.storage else {
+            throw KernelError("scales must be floating-point with \(N)·\(blocks) values, got \(scales.dataType)\(scales.shape)")
+        }
+        let perByte = 8 / bits, mask = Int64((1 << bits) - 1)
+        let defaultZeroPoint = Float(1 << (bits - 1))
+        var zeroPoint: (Int, Int) -> Float = { _, _ in defaultZeroPoint }
+        if let zeroPoints = inputs.optional(3) {
+            switch zeroPoints.storage {
+            case .float(let values):
+                guard values.count == N * blocks else {
+                    throw KernelError("float zero_points must have \(N)·\(blocks) values, got \(zeroPoints.shape)")
+                }
+                zeroPoint = { n, block in values[n * blocks + block] }
+            case .int64(let values):
+                let rowBytes = (blocks * bits + 7) / 8
+                guard zeroPoints.dataType == .uint8, values.count == N * rowBytes else {
+                    throw KernelError("packed zero_points must be uint8 with \(N)·\(rowBytes) values, got "
+                                      + "\(zeroPoints.dataType)\(zeroPoints.shape)")
+                }
+                zeroPoint = { n, block in
+                    let byte = values[n * rowBytes + block / perByte]
+                    return Float((byte >> Int64((block % perByte) * self.bits)) & mask)
+                }
+            case .bool:
+                throw KernelError("zero_points cannot be bool")
+            }
+        }
+        var w = [Float](repeating: 0, count: N * K)
+        for n in 0..<N {
+            for block in 0..<blocks {
+                let s = scale[n * blocks + block], z = zeroPoint(n, block)
+                let blob = (n * blocks + block) * blobSize
+                for i in 0..<min(bs, K - block * bs) {
+                    let byte = bytes[blob + i / perByte]
+                    let q = Float((byte >> Int64((i % perByte) * bits)) & mask)
+                    w[n * K + block * bs + i] = (q - z) * s
+                }
+            }
+        }
+        return Tensor(shape: [N, K], floats: w)
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        let a = try inputs.required(0)
+        guard a.rank >= 1, a.shape.last == inputFeatures, case .float = a.storage else {
+            throw KernelError("A must be floating-point [..., \(inputFeatures)] (K), got \(a.dataType)\(a.shape)")
+        }
+        var y = try matrixProduct(a.dataType == .float ? a : Tensor(shape: a.shape, floats: a.floats),
+                                  weight(inputs), transposeB: true)
+        if let bias = inputs.optional(5) {
+            guard bias.shape == [outputFeatures] else {
+                throw KernelError("bias must have shape [\(outputFeatures)] (N), got \(bias.shape)")
+            }
+            y = try combine(y, Tensor(shape: bias.shape, floats: bias.floats), Sum.self)
+        }
+        return [Tensor(shape: y.shape, floats: roundedToPrecision(y.floats, a.dataType), dataType: a.dataType)]
+    }
+
+}
+
+extension MatMulNBits: DifferentiableOperator {
+    // dA = dY · W (W the dequantised [N, K]); dBias = Σ dY over all but the last axis; never dB, dScales, dZeroPoints
+    func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        var result = [Tensor?](repeating: nil, count: context.inputs.count)
+        let dY = context.outputGradient()
+        let dYFloat = Tensor(shape: dY.shape, floats: dY.floats)
+        if context.wants(0) {
+            let a = try context.input(0)
+            let dA = try matrixProduct(dYFloat, weight(context.inputs))
+            result[0] = Tensor(shape: a.shape, floats: dA.floats, dataType: a.dataType)
+        }
+        if context.wants(5), let bias = context.inputs.optional(5) {
+            let sums = try reduceGradient(dYFloat, to: [outputFeatures])
+            result[5] = Tensor(shape: bias.shape, floats: sums.floats, dataType: bias.dataType)
+        }
+        return result
+    }
+}
