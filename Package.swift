@@ -2,7 +2,8 @@
 import PackageDescription
 
 // The targets form one chain and imports run only down it:
-// ONNXBridge (C++ over libonnx/libprotobuf) <- ONNXGraph <- Interpreter <- Finetune <- onnx-dpo.
+// ONNXBridge (C++ over libonnx/libprotobuf) <- ONNXGraph <- Interpreter <- Finetune <- onnx-dpo,
+// with Kernels (our GEMM, C, no ONNX) beside ONNXBridge at the bottom, used by Interpreter.
 let onnxDefines: [CXXSetting] = [
     .define("ONNX_ML", to: "1"),
     .define("ONNX_NAMESPACE", to: "onnx"),
@@ -24,6 +25,13 @@ let package = Package(
         .systemLibrary(
             name: "CBLAS",
             providers: [.apt(["libopenblas-dev"])]
+        ),
+        // Our GEMM: C with per-function ISA attributes, dispatched at run time (see Sources/Kernels/dispatch.c).
+        // -O2 in every configuration: a debug build's -O0 keeps the micro-kernels' accumulators in memory, which
+        // makes the debug test suite's products tens of times slower.
+        .target(
+            name: "Kernels",
+            cSettings: [.unsafeFlags(["-O2"])]
         ),
         .target(
             name: "ONNXBridge",
@@ -80,6 +88,10 @@ let package = Package(
             name: "ONNXGraphTests",
             dependencies: ["ONNXGraph", "TestSupport"],
             exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "KernelTests",
+            dependencies: ["Kernels", "TestSupport"]
         ),
         .testTarget(
             name: "InterpreterTests",
