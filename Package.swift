@@ -53,7 +53,7 @@ let package = Package(
             name: "Interpreter",
             dependencies: [
                 "ONNXGraph",
-                .target(name: "CBLAS", condition: .when(platforms: [.linux])),
+                "Kernels",
             ],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),

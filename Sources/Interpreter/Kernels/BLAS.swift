@@ -1,27 +1,24 @@
 #if canImport(Accelerate)
 import Accelerate
-#else
-import CBLAS
 #endif
+import Kernels
 
-/// The one seam to BLAS: OpenBLAS on Linux, Accelerate on Apple platforms. Row-major single precision.
+/// The one seam to GEMM: our own kernels (`Kernels`, dispatched on the CPU's features at first use) everywhere
+/// except Apple platforms, where Accelerate keeps the products. Row-major single precision.
 ///
-/// OpenBLAS runs single-threaded and large products are split across `Parallel`'s threads here: OpenBLAS's own
-/// idle threads spin (`sched_yield`) between calls and steal the cores from the elementwise loops around them
-/// (measured: elementwise ops ~25% slower with OpenBLAS threads on 2 cores).
+/// The kernels run on the calling thread; large products are split across `Parallel`'s threads here, by columns of
+/// C on panel boundaries or by rows, so the elementwise loops around them keep the same threads.
 public enum BLAS {
     /// Products smaller than this many multiply-adds run on one thread.
     @usableFromInline static let parallelThreshold = 1 << 21
 
-    /// Set once, before the first product.
-    @usableFromInline static let singleThreaded: Void = {
-        #if !canImport(Accelerate)
-        openblas_set_num_threads(1)
-        #endif
-    }()
+    /// Column splits start on multiples of this, the widest micro-kernel panel (AVX-512: 32 columns), so no thread
+    /// computes a partial panel in the middle of C.
+    @usableFromInline static let columnAlignment = 32
 
     /// `C = alpha · op(A) · op(B) + beta · C` with `op(A)` `[m, k]`, `op(B)` `[k, n]`, `C` `[m, n]`, row-major,
-    /// leading dimensions in elements. Large products are split across threads by columns or rows of C.
+    /// leading dimensions in elements. With `k == 0` or `beta == 0` C is overwritten (NaN in C is ignored). Large
+    /// products are split across threads by columns or rows of C.
     @inlinable
     public static func sgemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
@@ -30,18 +27,20 @@ public enum BLAS {
     ) {
         let work = m * n * k
         let threads = Parallel.threadCount
-        if work < parallelThreshold || threads == 1 || (m < 2 * threads && n < 2 * threads) {
+        let columnBlocks = (n + columnAlignment - 1) / columnAlignment
+        if work < parallelThreshold || threads == 1 || (m < 2 * threads && columnBlocks < 2 * threads) {
             return serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                                a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         }
-        // Every thread packs (copies into BLAS's blocked layout) the whole of the operand it does not split, so
-        // split the larger one: B's columns when it is the bigger matrix (a weight), else A's rows.
-        if n * k >= m * k && n >= 2 * threads {
+        // Every thread packs (copies into the micro-kernel's panel layout) the whole of the operand it does not
+        // split, so split the larger one: B's columns when it is the bigger matrix (a weight), else A's rows.
+        if n >= m && columnBlocks >= threads {
             // Columns `columns` of C need columns `columns` of op(B): B's columns, or B's rows when transposed.
-            Parallel.forEachChunk(n, minimumPerThread: 1) { columns in
-                serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: columns.count, k: k, alpha: alpha,
-                            a: a, lda: lda, b: b + (transposeB ? columns.lowerBound * ldb : columns.lowerBound), ldb: ldb,
-                            beta: beta, c: c + columns.lowerBound, ldc: ldc)
+            Parallel.forEachChunk(columnBlocks, minimumPerThread: 1) { blocks in
+                let start = blocks.lowerBound * columnAlignment, end = min(n, blocks.upperBound * columnAlignment)
+                serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: end - start, k: k, alpha: alpha,
+                            a: a, lda: lda, b: b + (transposeB ? start * ldb : start), ldb: ldb,
+                            beta: beta, c: c + start, ldc: ldc)
             }
         } else {
             // Rows `rows` of C need rows `rows` of op(A): A's rows, or A's columns when transposed.
@@ -60,8 +59,8 @@ public enum BLAS {
         alpha: Float, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        _ = singleThreaded
         if m == 0 || n == 0 { return }
+        #if canImport(Accelerate)
         if k == 0 {
             // BLAS may skip the beta scaling when k is 0; do it here so the result is defined.
             for row in 0..<m {
@@ -71,14 +70,36 @@ public enum BLAS {
         }
         cblas_sgemm(
             CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-            blasInt(m), blasInt(n), blasInt(k), alpha, a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
+            __LAPACK_int(m), __LAPACK_int(n), __LAPACK_int(k), alpha, a, __LAPACK_int(lda), b, __LAPACK_int(ldb),
+            beta, c, __LAPACK_int(ldc))
+        #else
+        kernels_sgemm(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        #endif
     }
 
-    #if canImport(Accelerate)
-    @usableFromInline typealias Index = __LAPACK_int
-    #else
-    @usableFromInline typealias Index = blasint
-    #endif
-
-    @inlinable static func blasInt(_ value: Int) -> Index { Index(value) }
+    /// `C = alpha · op(A) · B + beta · C` with B packed once (`PackedMatrix`), split across threads like `sgemm`.
+    public static func sgemm(
+        transposeA: Bool, m: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        let n = b.columns, k = b.rows
+        let alignment = b.columnAlignment
+        let columnBlocks = (n + alignment - 1) / alignment
+        let threads = Parallel.threadCount
+        func run(rows: Range<Int>, columns: Range<Int>) {
+            kernels_sgemm_packed(transposeA ? 1 : 0, rows.count, columns.lowerBound, columns.upperBound, alpha,
+                                 a + (transposeA ? rows.lowerBound : rows.lowerBound * lda), lda, b.pointer, beta,
+                                 c + rows.lowerBound * ldc, ldc)
+        }
+        if m * n * k < parallelThreshold || threads == 1 || (m < 2 * threads && columnBlocks < 2 * threads) {
+            return run(rows: 0..<m, columns: 0..<n)
+        }
+        if n >= m && columnBlocks >= threads {
+            Parallel.forEachChunk(columnBlocks, minimumPerThread: 1) { blocks in
+                run(rows: 0..<m, columns: blocks.lowerBound * alignment..<min(n, blocks.upperBound * alignment))
+            }
+        } else {
+            Parallel.forEachChunk(m, minimumPerThread: 1) { rows in run(rows: rows, columns: 0..<n) }
+        }
+    }
 }
