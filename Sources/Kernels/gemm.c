@@ -273,3 +273,145 @@ void kernels_sgemm_packed(int transpose_a, size_t m, size_t n_begin, size_t n_en
     b_source source = {b, n_begin, 0, NULL, 0};
     gemm(table, transpose_a, m, n_end - n_begin, b->k, alpha, a, lda, source, beta, c + n_begin, (ptrdiff_t)ldc, 1);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Splitting a product across the caller's threads.
+//
+// Rows of C are the cheap split when op(B) is packed once and shared: every row block packs only its own rows of
+// op(A), and nothing is packed twice. That holds while op(B) fits comfortably in the last-level cache; beyond
+// (an LM head: 576 x 49152 floats is 113 MB) each row block would stream all of it from memory, so the split goes
+// by columns instead, each column range packing its own part of op(B) (and, duplicated, op(A): a few percent when
+// ranges are >= 1024 columns wide).
+
+// Products with fewer multiply-adds run on the calling thread.
+#define KERNELS_PARALLEL_MIN_WORK ((size_t)1 << 21)
+// op(B) up to this many bytes is packed once and shared by row blocks.
+#define KERNELS_SHARED_B_MAX_BYTES ((size_t)16 << 20)
+// Pieces per thread: more pieces balance better when a core is shared; each costs one more pass over packing.
+#define KERNELS_PIECES_PER_THREAD 4
+
+typedef struct {
+    const kernels_table *table;
+    int transpose_a;
+    size_t m, n, k;
+    float alpha, beta;
+    const float *a;
+    size_t lda;
+    b_source source;        // packed (shared) or plain
+    float *c;
+    size_t ldc;
+    size_t rows_per_piece;  // row split (0: column split)
+    size_t columns_per_piece;
+} split_t;
+
+static void run_piece(void *context, size_t index) {
+    const split_t *split = context;
+    if (split->rows_per_piece) {
+        size_t row0 = index * split->rows_per_piece;
+        if (row0 >= split->m) return;
+        size_t rows = split->m - row0 < split->rows_per_piece ? split->m - row0 : split->rows_per_piece;
+        const float *a = split->transpose_a ? split->a + row0 : split->a + row0 * split->lda;
+        gemm(split->table, split->transpose_a, rows, split->n, split->k, split->alpha, a, split->lda, split->source,
+             split->beta, split->c + row0 * split->ldc, (ptrdiff_t)split->ldc, 1);
+    } else {
+        size_t column0 = index * split->columns_per_piece;
+        if (column0 >= split->n) return;
+        size_t columns = split->n - column0 < split->columns_per_piece ? split->n - column0 : split->columns_per_piece;
+        b_source source = split->source;
+        if (source.packed) {
+            source.column0 += column0;
+        } else {
+            source.b = source.transpose ? source.b + column0 * source.ldb : source.b + column0;
+        }
+        gemm(split->table, split->transpose_a, split->m, columns, split->k, split->alpha, split->a, split->lda, source,
+             split->beta, split->c + column0, (ptrdiff_t)split->ldc, 1);
+    }
+}
+
+typedef struct {
+    kernels_packed_b *packed;
+    int transpose;
+    const float *b;
+    size_t ldb;
+    size_t panels_per_piece;
+} pack_split_t;
+
+static void pack_piece(void *context, size_t index) {
+    const pack_split_t *split = context;
+    kernels_packed_b *packed = split->packed;
+    size_t column0 = index * split->panels_per_piece * (size_t)packed->nr;
+    if (column0 >= packed->n) return;
+    size_t columns = split->panels_per_piece * (size_t)packed->nr;
+    if (columns > packed->n - column0) columns = packed->n - column0;
+    pack_b(split->transpose, split->b, split->ldb, 4, 0, packed->k, column0, columns, packed->nr,
+           (char *)packed->data + (column0 / (size_t)packed->nr) * packed->panel_stride * 4, packed->panel_stride);
+}
+
+// Picks the split for an [m, n, k] product whose op(B) would take `b_bytes` packed, and runs it.
+static void run_split(split_t *split, size_t threads, kernels_parallel_for loop, void *loop_context, int shared_b) {
+    const size_t mr = (size_t)split->table->mr, nr = (size_t)split->table->nr;
+    const size_t pieces_wanted = threads * KERNELS_PIECES_PER_THREAD;
+    size_t pieces;
+    if (shared_b) {
+        // Row blocks of whole micro-tiles.
+        size_t tiles = (split->m + mr - 1) / mr;
+        size_t tiles_per_piece = (tiles + pieces_wanted - 1) / pieces_wanted;
+        split->rows_per_piece = tiles_per_piece * mr;
+        pieces = (split->m + split->rows_per_piece - 1) / split->rows_per_piece;
+    } else {
+        size_t panels = (split->n + nr - 1) / nr;
+        size_t panels_per_piece = (panels + pieces_wanted - 1) / pieces_wanted;
+        size_t minimum = (1024 + nr - 1) / nr;
+        if (panels_per_piece < minimum) panels_per_piece = minimum;
+        split->rows_per_piece = 0;
+        split->columns_per_piece = panels_per_piece * nr;
+        pieces = (split->n + split->columns_per_piece - 1) / split->columns_per_piece;
+    }
+    if (pieces <= 1) {
+        run_piece(split, 0);
+    } else {
+        loop(loop_context, pieces, split, run_piece);
+    }
+}
+
+void kernels_sgemm_parallel(int transpose_a, int transpose_b, size_t m, size_t n, size_t k, float alpha,
+                            const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc,
+                            size_t threads, kernels_parallel_for loop, void *loop_context) {
+    const kernels_isa isa = kernels_active_isa();
+    const kernels_table *table = kernels_table_for(isa);
+    if (threads <= 1 || !loop || m * n * k < KERNELS_PARALLEL_MIN_WORK || m == 0 || n == 0 || k == 0) {
+        kernels_sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    split_t split = {table, transpose_a, m, n, k, alpha, beta, a, lda, {NULL, 0, transpose_b, b, ldb}, c, ldc, 0, 0};
+    const size_t nr = (size_t)table->nr;
+    const size_t panels = (n + nr - 1) / nr;
+    const size_t b_bytes = panels * k * nr * sizeof(float);
+    // Row blocks sharing one packing of op(B) need enough rows to go round; otherwise split columns.
+    const int shared_b = b_bytes <= KERNELS_SHARED_B_MAX_BYTES && m >= threads * (size_t)table->mr * 2;
+    if (!shared_b) {
+        run_split(&split, threads, loop, loop_context, 0);
+        return;
+    }
+    // Pack op(B) once into this thread's scratch, in parallel by panel ranges, then share it.
+    scratch_t *scratch = scratch_get(0, panels * k * nr);
+    if (!scratch) abort();
+    kernels_packed_b packed = {KERNELS_TYPE_F32, isa, table->nr, k, n, k * nr, scratch->b};
+    pack_split_t pack = {&packed, transpose_b, b, ldb, (panels + threads * 2 - 1) / (threads * 2)};
+    loop(loop_context, (panels + pack.panels_per_piece - 1) / pack.panels_per_piece, &pack, pack_piece);
+    split.source = (b_source){&packed, 0, 0, NULL, 0};
+    run_split(&split, threads, loop, loop_context, 1);
+}
+
+void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const float *a, size_t lda,
+                                   const kernels_packed_b *b, float beta, float *c, size_t ldc,
+                                   size_t threads, kernels_parallel_for loop, void *loop_context) {
+    const kernels_table *table = kernels_table_for(b->isa);
+    if (threads <= 1 || !loop || m * b->n * b->k < KERNELS_PARALLEL_MIN_WORK || m == 0 || b->n == 0 || b->k == 0) {
+        kernels_sgemm_packed(transpose_a, m, 0, b->n, alpha, a, lda, b, beta, c, ldc);
+        return;
+    }
+    split_t split = {table, transpose_a, m, b->n, b->k, alpha, beta, a, lda, {b, 0, 0, NULL, 0}, c, ldc, 0, 0};
+    const int shared_b = kernels_packed_b_bytes(b) <= KERNELS_SHARED_B_MAX_BYTES && m >= threads * (size_t)table->mr * 2;
+    run_split(&split, threads, loop, loop_context, shared_b);
+}

@@ -91,6 +91,24 @@ size_t kernels_packed_b_column_alignment(const kernels_packed_b *packed);
 void kernels_sgemm_packed(int transpose_a, size_t m, size_t n_begin, size_t n_end, float alpha,
                           const float *a, size_t lda, const kernels_packed_b *b, float beta, float *c, size_t ldc);
 
+/// A parallel loop the caller provides (its thread pool): calls `body(body_context, index)` once for every index in
+/// `0 ..< count`, on any of its threads and in any order, and returns when all calls have returned.
+typedef void (*kernels_parallel_for)(void *loop_context, size_t count, void *body_context,
+                                     void (*body)(void *body_context, size_t index));
+
+/// `kernels_sgemm` split into pieces run by `loop` (about `threads` at a time). Small products run on the calling
+/// thread. Pieces are rows of C sharing one copy of op(B) packed once for the call, or, when op(B) is too large
+/// to pack whole (an LM head), ranges of columns; there are several per thread so that a thread slowed by other
+/// work on its core hands its share to the others.
+void kernels_sgemm_parallel(int transpose_a, int transpose_b, size_t m, size_t n, size_t k, float alpha,
+                            const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc,
+                            size_t threads, kernels_parallel_for loop, void *loop_context);
+
+/// `kernels_sgemm_packed` over all columns of the packed operand, split like `kernels_sgemm_parallel`.
+void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const float *a, size_t lda,
+                                   const kernels_packed_b *b, float beta, float *c, size_t ldc,
+                                   size_t threads, kernels_parallel_for loop, void *loop_context);
+
 #ifdef __cplusplus
 }
 #endif
