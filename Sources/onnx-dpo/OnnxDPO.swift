@@ -65,7 +65,7 @@ struct Run: ParsableCommand {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed and memory.", subcommands: [Forward.self, TrainStep.self])
+        abstract: "Measure speed and memory.", subcommands: [Forward.self, TrainStep.self, GEMM.self])
 
     struct Forward: ParsableCommand {
         static let configuration = CommandConfiguration(
