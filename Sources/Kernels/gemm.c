@@ -184,6 +184,7 @@ static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n
     const kernels_type type = source.packed ? source.packed->type : KERNELS_TYPE_F32;
     const size_t size = kernels_type_size(type);
     const kernels_tile_fn tile = table->tile[type];
+    const kernels_direct_tile_fn direct_tile = transpose_a ? NULL : table->direct_tile[type];
 
     for (size_t jc = 0; jc < n; jc += nc_max) {
         const size_t nc = n - jc < nc_max ? n - jc : nc_max;
@@ -204,14 +205,20 @@ static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n
             const float beta_block = pc == 0 ? beta : 1.0f;
             for (size_t ic = 0; ic < m; ic += mc_max) {
                 const size_t mc = m - ic < mc_max ? m - ic : mc_max;
-                pack_a(transpose_a, a, lda, ic, mc, pc, kc, mr, scratch->a);
+                if (!direct_tile) pack_a(transpose_a, a, lda, ic, mc, pc, kc, mr, scratch->a);
                 for (size_t jr = 0; jr < nc; jr += (size_t)nr) {
                     const int cols = (int)(nc - jr < (size_t)nr ? nc - jr : (size_t)nr);
                     const char *b_panel = b_block + (jr / (size_t)nr) * panel_stride * size;
                     for (size_t ir = 0; ir < mc; ir += (size_t)mr) {
                         const int rows = (int)(mc - ir < (size_t)mr ? mc - ir : (size_t)mr);
-                        tile(kc, scratch->a + (ir / (size_t)mr) * kc * (size_t)mr, b_panel, alpha, beta_block,
-                             c + (ptrdiff_t)(ic + ir) * rs_c + (ptrdiff_t)(jc + jr) * cs_c, rs_c, cs_c, rows, cols);
+                        float *c_tile = c + (ptrdiff_t)(ic + ir) * rs_c + (ptrdiff_t)(jc + jr) * cs_c;
+                        if (direct_tile) {
+                            direct_tile(kc, a + (ic + ir) * lda + pc, lda, b_panel, alpha, beta_block, c_tile, rs_c,
+                                        cs_c, rows, cols);
+                        } else {
+                            tile(kc, scratch->a + (ir / (size_t)mr) * kc * (size_t)mr, b_panel, alpha, beta_block,
+                                 c_tile, rs_c, cs_c, rows, cols);
+                        }
                     }
                 }
             }

@@ -18,12 +18,20 @@
 typedef void (*kernels_tile_fn)(size_t k, const float *a, const void *b, float alpha, float beta,
                                 float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols);
 
+// The same product reading op(A) = A in place (row-major, `lda` apart) instead of from a packed micro-panel:
+// a[r * lda + p]. Packing A is a transpose (rows of A become columns of the panel) that costs as much as the
+// micro-kernel itself when n is small (k/v projections: n = 128..192), so where a kernel can read A's rows
+// directly it does.
+typedef void (*kernels_direct_tile_fn)(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta,
+                                       float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols);
+
 /// One ISA's micro-kernels and the blocking that suits its register tile.
 typedef struct {
     kernels_isa isa;
     int mr;                    // rows of the register tile
     int nr;                    // columns of the register tile (the width of a packed B panel)
     kernels_tile_fn tile[3];   // indexed by kernels_type of the B panel
+    kernels_direct_tile_fn direct_tile[3];  // the same on an unpacked A, or NULL where A is always packed
 } kernels_table;
 
 // The tables each ISA file defines (only those the build's architecture can run exist).

@@ -41,19 +41,36 @@ INLINE TARGET __m256i lane_mask(int count) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-INLINE TARGET void tile(const int rows, const kernels_type type, size_t k, const float *a, const void *b, float alpha,
+INLINE TARGET void tile(const int rows, const kernels_type type, const int direct, size_t k, const float *a,
+                        size_t lda, const void *b, float alpha,
                         float beta, float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int cols) {
     __m256 acc[MR][2];
     UNROLL
     for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (size_t p = 0; p < k; p++) {
-        const __m256 b0 = load_b(b, p * NR, type), b1 = load_b(b, p * NR + 8, type);
-        const float *ap = a + p * MR;
+    if (direct) {
+        // A's rows in place; row pointers hoisted (a few live on the stack, reloaded by the spare load slots).
+        const float *rows_a[MR];
         UNROLL
-        for (int r = 0; r < rows; r++) {
-            const __m256 av = _mm256_broadcast_ss(ap + r);
-            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+        for (int r = 0; r < rows; r++) rows_a[r] = a + r * lda;
+        for (size_t p = 0; p < k; p++) {
+            const __m256 b0 = load_b(b, p * NR, type), b1 = load_b(b, p * NR + 8, type);
+            UNROLL
+            for (int r = 0; r < rows; r++) {
+                const __m256 av = _mm256_broadcast_ss(rows_a[r] + p);
+                acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+    } else {
+        for (size_t p = 0; p < k; p++) {
+            const __m256 b0 = load_b(b, p * NR, type), b1 = load_b(b, p * NR + 8, type);
+            const float *ap = a + p * MR;
+            UNROLL
+            for (int r = 0; r < rows; r++) {
+                const __m256 av = _mm256_broadcast_ss(ap + r);
+                acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+            }
         }
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
@@ -99,31 +116,46 @@ INLINE TARGET void tile(const int rows, const kernels_type type, size_t k, const
     }
 }
 
-#define ROW_CASES(type)                                                        \
+#define ROW_CASES(type, DIRECT, LDA)                                                        \
     switch (rows) {                                                            \
-    case 1: tile(1, type, k, a, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
-    case 2: tile(2, type, k, a, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
-    case 3: tile(3, type, k, a, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
-    case 4: tile(4, type, k, a, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
-    case 5: tile(5, type, k, a, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
-    default: tile(6, type, k, a, b, alpha, beta, c, rs_c, cs_c, cols); break;  \
+    case 1: tile(1, type, DIRECT, k, a, LDA, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
+    case 2: tile(2, type, DIRECT, k, a, LDA, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
+    case 3: tile(3, type, DIRECT, k, a, LDA, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
+    case 4: tile(4, type, DIRECT, k, a, LDA, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
+    case 5: tile(5, type, DIRECT, k, a, LDA, b, alpha, beta, c, rs_c, cs_c, cols); break;   \
+    default: tile(6, type, DIRECT, k, a, LDA, b, alpha, beta, c, rs_c, cs_c, cols); break;  \
     }
 
 static TARGET void tile_f32(size_t k, const float *a, const void *b, float alpha, float beta, float *c,
                             ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_F32)
+    ROW_CASES(KERNELS_TYPE_F32, 0, 0)
 }
 
 static TARGET void tile_f16(size_t k, const float *a, const void *b, float alpha, float beta, float *c,
                             ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_F16)
+    ROW_CASES(KERNELS_TYPE_F16, 0, 0)
 }
 
 static TARGET void tile_bf16(size_t k, const float *a, const void *b, float alpha, float beta, float *c,
                              ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_BF16)
+    ROW_CASES(KERNELS_TYPE_BF16, 0, 0)
 }
 
-const kernels_table kernels_avx2_table = {KERNELS_ISA_AVX2, MR, NR, {tile_f32, tile_f16, tile_bf16}};
+static TARGET void direct_f32(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta, float *c,
+                              ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
+    ROW_CASES(KERNELS_TYPE_F32, 1, lda)
+}
+
+static TARGET void direct_f16(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta, float *c,
+                              ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
+    ROW_CASES(KERNELS_TYPE_F16, 1, lda)
+}
+
+static TARGET void direct_bf16(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta, float *c,
+                               ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
+    ROW_CASES(KERNELS_TYPE_BF16, 1, lda)
+}
+
+const kernels_table kernels_avx2_table = {KERNELS_ISA_AVX2, MR, NR, {tile_f32, tile_f16, tile_bf16}, {direct_f32, direct_f16, direct_bf16}};
 
 #endif

@@ -1,3 +1,4 @@
+import Dispatch
 import Kernels
 import XCTest
 
@@ -34,7 +35,7 @@ final class GEMMKernelTests: XCTestCase {
 
     func testSmallOddShapesEveryTransposeAndScaling() {
         let sizes = [1, 7, 63, 65]
-        let scalings: [(Float, Float)] = [(1, 0), (-0.75, 1.5)]
+        let scalings: [(Float, Float)] = [(1, 0), (-0.75, 1.5), (2, 1)]
         for isa in isas {
             XCTAssertEqual(kernels_force_isa(isa), isa)
             var generator = Generator(seed: 1)
@@ -42,7 +43,8 @@ final class GEMMKernelTests: XCTestCase {
                 let transposes = (m == 63 || n == 63 || k == 63) ? [(false, false), (true, true)]
                     : [(false, false), (false, true), (true, false), (true, true)]
                 for (ta, tb) in transposes {
-                    let (alpha, beta) = scalings[(m + n + k) % 2]
+                    // Every size is odd, so the transposes pick the scaling: each shape sees two of them.
+                    let (alpha, beta) = scalings[(m + n + k + (ta ? 1 : 0) + (tb ? 1 : 0)) % 3]
                     check(isa: isa, m: m, n: n, k: k, ta: ta, tb: tb, alpha: alpha, beta: beta, pad: (m + k) % 3,
                           generator: &generator)
                 }
@@ -95,7 +97,56 @@ final class GEMMKernelTests: XCTestCase {
         }
     }
 
+    func testParallelSplitsByRowsAndByColumnsOnEveryThreadPool() {
+        // (m, n, k): rows sharing one packed op(B); few rows, so columns; all above the parallel threshold.
+        let shapes = [(300, 100, 70), (7, 2100, 150), (129, 33, 1031)]
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 4)
+            for (m, n, k) in shapes {
+                for (ta, tb) in [(false, false), (true, true), (false, true)] {
+                    for pool in [reversedSerialLoop, concurrentLoop] {
+                        checkParallel(isa: isa, m: m, n: n, k: k, ta: ta, tb: tb, pool: pool, generator: &generator)
+                    }
+                }
+            }
+        }
+    }
+
     // MARK: - Checks
+
+    /// Runs the pieces one after another in reverse order: any piece relying on another having run first fails.
+    let reversedSerialLoop: kernels_parallel_for = { _, count, context, body in
+        for index in (0..<count).reversed() { body!(context, index) }
+    }
+
+    /// Runs the pieces on GCD's threads, as the interpreter does.
+    let concurrentLoop: kernels_parallel_for = { _, count, context, body in
+        nonisolated(unsafe) let context = context
+        DispatchQueue.concurrentPerform(iterations: count) { index in body!(context, index) }
+    }
+
+    /// `kernels_sgemm_parallel` and `kernels_sgemm_packed_parallel` (3 threads' worth of pieces) on one product.
+    private func checkParallel(isa: kernels_isa, m: Int, n: Int, k: Int, ta: Bool, tb: Bool, pool: kernels_parallel_for,
+                               generator: inout Generator) {
+        let a = Operand(rows: m, columns: k, transposed: ta, pad: 1, generator: &generator)
+        let b = Operand(rows: k, columns: n, transposed: tb, pad: 2, generator: &generator)
+        let ldc = n + 3, alpha: Float = 0.75, beta: Float = -0.5
+        let c0 = (0..<(m * ldc)).map { _ in generator.float() }
+        let expected = reference(m: m, n: n, k: k, alpha: alpha, a: a, b: b, beta: beta, c: c0, ldc: ldc)
+        var c = c0
+        kernels_sgemm_parallel(ta ? 1 : 0, tb ? 1 : 0, m, n, k, alpha, a.storage, a.ld, b.storage, b.ld, beta, &c, ldc,
+                               3, pool, nil)
+        compare(c, expected, m: m, n: n, ldc: ldc, "\(isaName(isa)) parallel m \(m) n \(n) k \(k) transA \(ta) transB \(tb)")
+        guard let packed = kernels_pack_b(KERNELS_TYPE_F32, tb ? 1 : 0, k, n, b.storage, b.ld) else {
+            return XCTFail("packing failed")
+        }
+        defer { kernels_packed_b_free(packed) }
+        c = c0
+        kernels_sgemm_packed_parallel(ta ? 1 : 0, m, alpha, a.storage, a.ld, packed, beta, &c, ldc, 3, pool, nil)
+        compare(c, expected, m: m, n: n, ldc: ldc,
+                "\(isaName(isa)) packed parallel m \(m) n \(n) k \(k) transA \(ta) transB \(tb)")
+    }
 
     private func isaName(_ isa: kernels_isa) -> String { String(cString: kernels_isa_name(isa)) }
 
