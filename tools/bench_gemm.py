@@ -12,6 +12,7 @@ a transposed view of a row-major [n, k] tensor on the torch side, as B with ldb 
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,11 +39,16 @@ def main():
     parser.add_argument("--bin", required=True, help="the onnx-dpo executable (a release build)")
     parser.add_argument("--isa", default="avx512,avx2", help="ISAs for onnx-dpo bench gemm --isa")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (ours uses every core)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for both sides (torch intra-op threads)")
     parser.add_argument("--min-seconds", type=float, default=0.3)
+    parser.add_argument("--mkl-isa", help="cap MKL's ISA (MKL_ENABLE_INSTRUCTIONS, e.g. AVX2) to compare like with "
+                        "like against a forced lower ISA of ours")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args()
 
+    if args.mkl_isa:
+        # Read by MKL's dispatcher when it first runs, so it must be set before torch loads.
+        os.environ["MKL_ENABLE_INSTRUCTIONS"] = args.mkl_isa
     import torch
     torch.set_num_threads(args.threads)
 
@@ -51,7 +57,8 @@ def main():
     shapes = {}
     best_isa = None
     def run_ours(only):
-        command = [args.bin, "bench", "gemm", "--isa", args.isa, "--json", "--min-seconds", str(args.min_seconds)]
+        command = [args.bin, "bench", "gemm", "--isa", args.isa, "--json", "--min-seconds", str(args.min_seconds),
+                   "--threads", str(args.threads)]
         if only:
             command += ["--only", only]
         return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
@@ -79,7 +86,8 @@ def main():
     header = f"{'shape':34} {'m x n x k':>22} {'torch':>7}"
     for isa in isas:
         header += f" {isa:>8} {'ratio':>6} {isa + ' pk':>10} {'ratio':>6}"
-    print(f"GFLOP/s, best of {args.rounds} rounds; torch {torch.__version__} with {args.threads} threads; "
+    print(f"GFLOP/s, best of {args.rounds} rounds; torch {torch.__version__} with {args.threads} threads"
+          f"{', MKL_ENABLE_INSTRUCTIONS=' + args.mkl_isa if args.mkl_isa else ''}; "
           f"our best ISA here: {best_isa}")
     print(header)
     rows = []

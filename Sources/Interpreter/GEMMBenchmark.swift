@@ -68,8 +68,10 @@ public enum GEMMBenchmark {
     /// Times every shape on every ISA in `isas` (names as `kernels_isa_name` gives them; unsupported ones are
     /// skipped), each repeated until `minimumSeconds` have passed, reporting the median. With `packed`, the forward
     /// products are also timed with W packed once. Restores the active ISA afterwards.
+    /// `threads` (default: every core, as `BLAS.sgemm` uses) sets how many threads a product is split across.
     public static func run(isas: [String], shapes: [Shape] = defaultShapes, minimumSeconds: Double = 0.3,
-                           packed: Bool = true, progress: ((Measurement) -> Void)? = nil) -> Result {
+                           packed: Bool = true, threads: Int = Parallel.threadCount,
+                           progress: ((Measurement) -> Void)? = nil) -> Result {
         let saved = kernels_active_isa()
         defer { _ = kernels_force_isa(saved) }
         var measurements: [Measurement] = []
@@ -82,7 +84,7 @@ public enum GEMMBenchmark {
                 var paths = ["plain"]
                 if packed && !shape.transposeA { paths.append("packed") }
                 for path in paths {
-                    let seconds = time(shape, packed: path == "packed", minimumSeconds: minimumSeconds)
+                    let seconds = time(shape, packed: path == "packed", threads: threads, minimumSeconds: minimumSeconds)
                     let flops = 2.0 * Double(shape.m) * Double(shape.n) * Double(shape.k)
                     let measurement = Measurement(isa: name, bPath: path, shape: shape, seconds: seconds,
                                                   gflops: flops / seconds / 1e9)
@@ -91,12 +93,12 @@ public enum GEMMBenchmark {
                 }
             }
         }
-        return Result(bestIsa: String(cString: kernels_isa_name(kernels_best_isa())), threads: Parallel.threadCount,
+        return Result(bestIsa: String(cString: kernels_isa_name(kernels_best_isa())), threads: threads,
                       shapeNames: shapes.map(\.name), measurements: measurements)
     }
 
     /// Median seconds of one product (after one untimed run).
-    static func time(_ shape: Shape, packed: Bool, minimumSeconds: Double) -> Double {
+    static func time(_ shape: Shape, packed: Bool, threads: Int, minimumSeconds: Double) -> Double {
         let (m, n, k) = (shape.m, shape.n, shape.k)
         var generator = SeededGenerator(seed: 7)
         let a = (0..<(m * k)).map { _ in Float.random(in: -1..<1, using: &generator) }
@@ -109,13 +111,14 @@ public enum GEMMBenchmark {
                     let (a, b, c) = (a.baseAddress!, b.baseAddress!, c.baseAddress!)
                     let packedB = packed
                         ? PackedMatrix(transposed: shape.transposeB, rows: k, columns: n, floats: b, ld: ldb) : nil
+                    // What BLAS.sgemm does, with the thread count as a parameter.
                     let product = {
                         if let packedB {
-                            BLAS.sgemm(transposeA: shape.transposeA, m: m, alpha: 1, a: a, lda: lda, b: packedB,
-                                       beta: 0, c: c, ldc: n)
+                            kernels_sgemm_packed_parallel(shape.transposeA ? 1 : 0, m, 1, a, lda, packedB.pointer, 0, c, n,
+                                                          threads, BLAS.parallelFor, nil)
                         } else {
-                            BLAS.sgemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: m, n: n, k: k,
-                                       alpha: 1, a: a, lda: lda, b: b, ldb: ldb, beta: 0, c: c, ldc: n)
+                            kernels_sgemm_parallel(shape.transposeA ? 1 : 0, shape.transposeB ? 1 : 0, m, n, k, 1, a, lda,
+                                                   b, ldb, 0, c, n, threads, BLAS.parallelFor, nil)
                         }
                     }
                     product()

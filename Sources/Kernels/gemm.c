@@ -368,7 +368,9 @@ static void run_split(split_t *split, size_t threads, kernels_parallel_for loop,
     } else {
         size_t panels = (split->n + nr - 1) / nr;
         size_t panels_per_piece = (panels + pieces_wanted - 1) / pieces_wanted;
-        size_t minimum = (1024 + nr - 1) / nr;
+        // Each piece packs op(A) again when A is packed (transposed A): keep those pieces wide. A read in place
+        // costs a piece nothing extra, so narrow pieces are fine (an LM head's input gradient has n = 576).
+        size_t minimum = split->transpose_a || !split->table->direct_tile[0] ? (1024 + nr - 1) / nr : 4;
         if (panels_per_piece < minimum) panels_per_piece = minimum;
         split->rows_per_piece = 0;
         split->columns_per_piece = panels_per_piece * nr;

@@ -18,6 +18,9 @@ extension Bench {
         @Option(help: "Time only the shapes whose name contains this text (e.g. \"smollm q/o\").")
         var only: String?
 
+        @Option(help: "Threads a product is split across (default: every core).")
+        var threads: Int?
+
         @Flag(help: "Skip the forward products with W packed once.")
         var noPacked = false
 
@@ -32,8 +35,8 @@ extension Bench {
             default: isas = isa.split(separator: ",").map(String.init)
             }
             let shapes = GEMMBenchmark.defaultShapes.filter { only == nil || $0.name.contains(only!) }
-            let result = GEMMBenchmark.run(isas: isas, shapes: shapes, minimumSeconds: minSeconds,
-                                           packed: !noPacked) { measurement in
+            let result = GEMMBenchmark.run(isas: isas, shapes: shapes, minimumSeconds: minSeconds, packed: !noPacked,
+                                           threads: threads ?? Parallel.threadCount) { measurement in
                 guard !json else { return }
                 let shape = measurement.shape
                 print(String(format: "%-9@ %-6@ %-32@ %6d x %6d x %6d %@%@  %8.2f ms  %7.1f GFLOP/s",
