@@ -116,16 +116,21 @@ static void pack_b(int transpose, const void *b, size_t ldb, size_t size, size_t
                 if (panel_cols < (size_t)nr) memset(row + panel_cols * size, 0, ((size_t)nr - panel_cols) * size);
             }
         } else {
-            // op(B) = Bᵀ: column jj of the panel is row col0+j+jj of B, contiguous over p.
+            // op(B) = Bᵀ: column jj of the panel is row col0+j+jj of B, contiguous over p. Done in blocks of 16
+            // steps of p so the panel rows being written (16 x nr elements) stay in L1: a whole column at a time
+            // strides over k * nr elements (72 KiB for k = 576) and misses on every store.
             if (panel_cols < (size_t)nr) memset(panel, 0, kc * (size_t)nr * size);
-            for (size_t jj = 0; jj < panel_cols; jj++) {
-                const char *row = source + ((col0 + j + jj) * ldb + p0) * size;
-                if (size == 4) {
-                    float *column = (float *)panel + jj;
-                    for (size_t p = 0; p < kc; p++) column[p * (size_t)nr] = ((const float *)row)[p];
-                } else {
-                    uint16_t *column = (uint16_t *)panel + jj;
-                    for (size_t p = 0; p < kc; p++) column[p * (size_t)nr] = ((const uint16_t *)row)[p];
+            for (size_t p_block = 0; p_block < kc; p_block += 16) {
+                const size_t steps = kc - p_block < 16 ? kc - p_block : 16;
+                for (size_t jj = 0; jj < panel_cols; jj++) {
+                    const char *row = source + ((col0 + j + jj) * ldb + p0 + p_block) * size;
+                    if (size == 4) {
+                        float *column = (float *)panel + p_block * (size_t)nr + jj;
+                        for (size_t p = 0; p < steps; p++) column[p * (size_t)nr] = ((const float *)row)[p];
+                    } else {
+                        uint16_t *column = (uint16_t *)panel + p_block * (size_t)nr + jj;
+                        for (size_t p = 0; p < steps; p++) column[p * (size_t)nr] = ((const uint16_t *)row)[p];
+                    }
                 }
             }
         }
