@@ -15,29 +15,41 @@ public enum GEMMBenchmark {
     public struct Shape: Codable, Sendable {
         /// Model and projection, e.g. "smollm q/o x·W".
         public var name: String
+        /// Rows of C and op(A).
         public var m: Int
+        /// Columns of C and op(B).
         public var n: Int
+        /// The inner dimension.
         public var k: Int
+        /// A is stored `[k, m]`.
         public var transposeA: Bool
+        /// B is stored `[n, k]` (a weight W `[k_forward, n_forward]` read as Wᵀ).
         public var transposeB: Bool
     }
 
     /// The timing of one shape on one ISA.
     public struct Measurement: Codable, Sendable {
+        /// The ISA forced for this measurement.
         public var isa: String
         /// "plain" for `BLAS.sgemm` on a row-major B, "packed" for B packed once (`PackedMatrix`).
         public var bPath: String
+        /// The product timed.
         public var shape: Shape
+        /// The fastest run.
         public var seconds: Double
+        /// 2·m·n·k / seconds / 10⁹.
         public var gflops: Double
     }
 
     /// Everything one run measured (encoded with snake_case keys).
     public struct Result: Codable, Sendable {
+        /// The best ISA this machine runs (what products use unless forced lower).
         public var bestIsa: String
+        /// Threads each product was split across.
         public var threads: Int
         /// Every shape asked for, measured or not (`--isa none` lists them).
         public var shapeNames: [String]
+        /// Every shape on every ISA asked for, in order.
         public var measurements: [Measurement]
     }
 
@@ -66,7 +78,7 @@ public enum GEMMBenchmark {
            Shape(name: "attention p·v (one head)", m: 128, n: 64, k: 128, transposeA: false, transposeB: false)]
 
     /// Times every shape on every ISA in `isas` (names as `kernels_isa_name` gives them; unsupported ones are
-    /// skipped), each repeated until `minimumSeconds` have passed, reporting the median. With `packed`, the forward
+    /// skipped), each repeated until `minimumSeconds` have passed, reporting the fastest run. With `packed`, the forward
     /// products are also timed with W packed once. Restores the active ISA afterwards.
     /// `threads` (default: every core, as `BLAS.sgemm` uses) sets how many threads a product is split across.
     public static func run(isas: [String], shapes: [Shape] = defaultShapes, minimumSeconds: Double = 0.3,
@@ -97,7 +109,7 @@ public enum GEMMBenchmark {
                       shapeNames: shapes.map(\.name), measurements: measurements)
     }
 
-    /// Median seconds of one product (after one untimed run).
+    /// Seconds of one product: the fastest of the timed runs (after one untimed run).
     static func time(_ shape: Shape, packed: Bool, threads: Int, minimumSeconds: Double) -> Double {
         let (m, n, k) = (shape.m, shape.n, shape.k)
         var generator = SeededGenerator(seed: 7)
@@ -131,7 +143,8 @@ public enum GEMMBenchmark {
                         times.append(seconds)
                         total += seconds
                     }
-                    return times.sorted()[times.count / 2]
+                    // The fastest run: on a machine shared with other work the slower ones measure the others.
+                    return times.min()!
                 }
             }
         }

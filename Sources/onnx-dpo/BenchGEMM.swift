@@ -12,7 +12,7 @@ extension Bench {
         @Option(help: "ISAs to time, comma-separated (avx512, avx2, neon, portable), or 'all' or 'best'.")
         var isa = "best"
 
-        @Option(help: "Keep repeating each product for at least this many seconds (the median is reported).")
+        @Option(help: "Keep repeating each product for at least this many seconds (the fastest run is reported).")
         var minSeconds = 0.3
 
         @Option(help: "Time only the shapes whose name contains this text (e.g. \"smollm q/o\").")
