@@ -3,9 +3,9 @@ import PackageDescription
 
 // The targets form a one-way graph, imports running only down it (lower targets never import higher ones):
 //
-//   ONNXBridge (C++ over libonnx/libprotobuf)
+//   ONNXBridge (C++ over libonnx/libprotobuf)      Kernels (our GEMM: C, sizes and strides, no ONNX)
 //     <- ONNXGraph (the Swift model of a graph: tensors, import, edited copies written back)
-//          <- Interpreter (kernels, ops with their gradient rules, the tape, sessions)
+//          <- Interpreter (ops with their gradient rules, the tape, sessions; over Kernels too)
 //          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
 //   Tokenizers (tokenizer.json; Foundation only)
 //   RunReports (TensorBoard event files, the HTML report of a run's metrics; Foundation only)
@@ -31,9 +31,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
-        .systemLibrary(
-            name: "CBLAS",
-            providers: [.apt(["libopenblas-dev"])]
+        // Our GEMM: C with per-function ISA attributes, dispatched at run time (see Sources/Kernels/dispatch.c).
+        // -O2 in every configuration: a debug build's -O0 keeps the micro-kernels' accumulators in memory, which
+        // makes the debug test suite's products tens of times slower.
+        .target(
+            name: "Kernels",
+            cSettings: [.unsafeFlags(["-O2"])]
         ),
         .target(
             name: "ONNXBridge",
@@ -55,7 +58,7 @@ let package = Package(
             name: "Interpreter",
             dependencies: [
                 "ONNXGraph",
-                .target(name: "CBLAS", condition: .when(platforms: [.linux])),
+                "Kernels",
             ],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
@@ -102,6 +105,10 @@ let package = Package(
         .testTarget(
             name: "ONNXGraphTests",
             dependencies: ["ONNXGraph", "TestSupport"]
+        ),
+        .testTarget(
+            name: "KernelTests",
+            dependencies: ["Kernels", "TestSupport"]
         ),
         .testTarget(
             name: "InterpreterTests",

@@ -1,56 +1,52 @@
 #if canImport(Accelerate)
 import Accelerate
-#else
-import CBLAS
 #endif
+import Dispatch
+import Kernels
 
-/// The one seam to BLAS: OpenBLAS on Linux, Accelerate on Apple platforms. Row-major single precision.
+/// The one seam to GEMM: our own kernels (`Kernels`, dispatched on the CPU's features at first use) everywhere
+/// except Apple platforms, where Accelerate keeps the products. Row-major single precision.
 ///
-/// OpenBLAS runs single-threaded and large products are split across `Parallel`'s threads here: OpenBLAS's own
-/// idle threads spin (`sched_yield`) between calls and steal the cores from the elementwise loops around them
-/// (measured: elementwise ops ~25% slower with OpenBLAS threads on 2 cores).
+/// Large products are split across `Parallel`'s threads (GCD), the threads the elementwise loops around them use,
+/// so no second pool spins between calls.
 public enum BLAS {
     /// Products smaller than this many multiply-adds run on one thread.
     @usableFromInline static let parallelThreshold = 1 << 21
 
-    /// Set once, before the first product.
-    @usableFromInline static let singleThreaded: Void = {
-        #if !canImport(Accelerate)
-        openblas_set_num_threads(1)
-        #endif
-    }()
-
     /// `C = alpha · op(A) · op(B) + beta · C` with `op(A)` `[m, k]`, `op(B)` `[k, n]`, `C` `[m, n]`, row-major,
-    /// leading dimensions in elements. Large products are split across threads by columns or rows of C.
+    /// leading dimensions in elements. With `k == 0` or `beta == 0` C is overwritten (NaN in C is ignored). Large
+    /// products are split across `Parallel`'s threads (see `kernels_sgemm_parallel`).
     @inlinable
     public static func sgemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
         alpha: Float, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
+        #if canImport(Accelerate)
         let work = m * n * k
         let threads = Parallel.threadCount
         if work < parallelThreshold || threads == 1 || (m < 2 * threads && n < 2 * threads) {
             return serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                                a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         }
-        // Every thread packs (copies into BLAS's blocked layout) the whole of the operand it does not split, so
-        // split the larger one: B's columns when it is the bigger matrix (a weight), else A's rows.
+        // Every thread packs the whole of the operand it does not split, so split the larger one.
         if n * k >= m * k && n >= 2 * threads {
-            // Columns `columns` of C need columns `columns` of op(B): B's columns, or B's rows when transposed.
             Parallel.forEachChunk(n, minimumPerThread: 1) { columns in
                 serialSgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: columns.count, k: k, alpha: alpha,
                             a: a, lda: lda, b: b + (transposeB ? columns.lowerBound * ldb : columns.lowerBound), ldb: ldb,
                             beta: beta, c: c + columns.lowerBound, ldc: ldc)
             }
         } else {
-            // Rows `rows` of C need rows `rows` of op(A): A's rows, or A's columns when transposed.
             Parallel.forEachChunk(m, minimumPerThread: 1) { rows in
                 serialSgemm(transposeA: transposeA, transposeB: transposeB, m: rows.count, n: n, k: k, alpha: alpha,
                             a: a + (transposeA ? rows.lowerBound : rows.lowerBound * lda), lda: lda, b: b, ldb: ldb,
                             beta: beta, c: c + rows.lowerBound * ldc, ldc: ldc)
             }
         }
+        #else
+        kernels_sgemm_parallel(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                               Parallel.threadCount, parallelFor, nil)
+        #endif
     }
 
     /// `sgemm` on the calling thread only, for use inside loops that are already parallel.
@@ -60,8 +56,8 @@ public enum BLAS {
         alpha: Float, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        _ = singleThreaded
         if m == 0 || n == 0 { return }
+        #if canImport(Accelerate)
         if k == 0 {
             // BLAS may skip the beta scaling when k is 0; do it here so the result is defined.
             for row in 0..<m {
@@ -71,14 +67,26 @@ public enum BLAS {
         }
         cblas_sgemm(
             CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-            blasInt(m), blasInt(n), blasInt(k), alpha, a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
+            __LAPACK_int(m), __LAPACK_int(n), __LAPACK_int(k), alpha, a, __LAPACK_int(lda), b, __LAPACK_int(ldb),
+            beta, c, __LAPACK_int(ldc))
+        #else
+        kernels_sgemm(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        #endif
     }
 
-    #if canImport(Accelerate)
-    @usableFromInline typealias Index = __LAPACK_int
-    #else
-    @usableFromInline typealias Index = blasint
-    #endif
+    /// `C = alpha · op(A) · B + beta · C` with B packed once (`PackedMatrix`), split across `Parallel`'s threads.
+    public static func sgemm(
+        transposeA: Bool, m: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        kernels_sgemm_packed_parallel(transposeA ? 1 : 0, m, alpha, a, lda, b.pointer, beta, c, ldc,
+                                      Parallel.threadCount, parallelFor, nil)
+    }
 
-    @inlinable static func blasInt(_ value: Int) -> Index { Index(value) }
+    /// The thread pool our kernels split products over: GCD's `concurrentPerform`, which hands each index to
+    /// whichever of its threads is free (the same threads `Parallel` uses for the elementwise loops).
+    @usableFromInline static let parallelFor: kernels_parallel_for = { _, count, bodyContext, body in
+        let task = UncheckedSendable((body!, bodyContext))
+        DispatchQueue.concurrentPerform(iterations: count) { index in task.value.0(task.value.1, index) }
+    }
 }

@@ -1,0 +1,116 @@
+// Kernels: our own single-precision GEMM (BLIS/MLAS style: packed panels, register-blocked micro-kernels per ISA,
+// one dispatch table chosen from cpuid feature bits at first use). Knows nothing of ONNX or tensors: every entry
+// point takes sizes, pointers and leading dimensions. All matrices are row-major; leading dimensions count elements.
+#ifndef ONNX_DPO_KERNELS_H
+#define ONNX_DPO_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// The instruction-set levels a micro-kernel exists for, ordered so that a larger value needs more of the CPU.
+typedef enum {
+    /// Plain C, vectorised by the compiler for the build's baseline (SSE2 on x86-64).
+    KERNELS_ISA_PORTABLE = 0,
+    /// ARM64 Advanced SIMD (every aarch64 CPU has it).
+    KERNELS_ISA_NEON = 1,
+    /// x86-64 AVX2 + FMA + F16C, ymm registers, 6x16 tile.
+    KERNELS_ISA_AVX2 = 2,
+    /// x86-64 AVX-512F, zmm registers, 14x32 tile.
+    KERNELS_ISA_AVX512 = 3,
+} kernels_isa;
+
+/// Element types a packed B panel can hold. Half-precision panels stay half precision in memory and are widened
+/// to fp32 inside the micro-kernel (the widening is exact).
+typedef enum {
+    /// IEEE binary32.
+    KERNELS_TYPE_F32 = 0,
+    /// IEEE binary16.
+    KERNELS_TYPE_F16 = 1,
+    /// bfloat16 (the upper half of a binary32).
+    KERNELS_TYPE_BF16 = 2,
+} kernels_type;
+
+/// The best ISA this CPU and operating system support (cpuid feature bits and XGETBV register state).
+kernels_isa kernels_best_isa(void);
+
+/// The ISA products use now: the best one, unless lowered by `ONNX_DPO_ISA` (read at first use) or
+/// `kernels_force_isa`.
+kernels_isa kernels_active_isa(void);
+
+/// Makes products use `isa`, or the best supported ISA below it when the machine lacks it; returns the ISA now in
+/// use. For tests and benchmarks; not meant to be called while products run on other threads.
+kernels_isa kernels_force_isa(kernels_isa isa);
+
+/// A short lower-case name for `isa`: "portable", "neon", "avx2", "avx512".
+const char *kernels_isa_name(kernels_isa isa);
+
+/// Parses a name as `kernels_isa_name` returns it; returns -1 for an unknown name.
+int kernels_isa_from_name(const char *name);
+
+/// Whether `isa` can run here (it is at or below `kernels_best_isa` on this architecture).
+int kernels_isa_supported(kernels_isa isa);
+
+/// `C = alpha · op(A) · op(B) + beta · C`, op(A) `[m, k]`, op(B) `[k, n]`, C `[m, n]`; `op(X)` is X or Xᵀ as
+/// `transpose_a` / `transpose_b` say. With `k == 0` or `beta == 0`, C is overwritten, never read (NaN in C is
+/// ignored). Runs on the calling thread; callers split large products by rows or columns of C.
+void kernels_sgemm(int transpose_a, int transpose_b, size_t m, size_t n, size_t k, float alpha,
+                   const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
+
+/// A B operand packed once into the micro-kernel's panel layout for the ISA active when it was packed.
+typedef struct kernels_packed_b kernels_packed_b;
+
+/// Packs op(B) (`[k, n]`; B is `[k, n]` with leading dimension `ldb`, or `[n, k]` when `transpose_b`) whose
+/// elements have type `type`, keeping that type in the panels. For a weight W `[K, N]`: `x·W` packs W as is;
+/// `dY·Wᵀ` packs it with `transpose_b` (k = N, n = K). Gemm's `transB=1` weight `[N, K]` is the same with the roles
+/// swapped. Returns NULL when memory runs out. Free with `kernels_packed_b_free`.
+kernels_packed_b *kernels_pack_b(kernels_type type, int transpose_b, size_t k, size_t n, const void *b, size_t ldb);
+
+/// Releases a packed operand (NULL is allowed).
+void kernels_packed_b_free(kernels_packed_b *packed);
+
+/// The k of op(B) a packed operand holds.
+size_t kernels_packed_b_k(const kernels_packed_b *packed);
+
+/// The n of op(B) a packed operand holds.
+size_t kernels_packed_b_n(const kernels_packed_b *packed);
+
+/// Bytes the panels of a packed operand take.
+size_t kernels_packed_b_bytes(const kernels_packed_b *packed);
+
+/// Column ranges passed to `kernels_sgemm_packed` must start at a multiple of this (the panel width).
+size_t kernels_packed_b_column_alignment(const kernels_packed_b *packed);
+
+/// `C[:, n_begin..<n_end] = alpha · op(A) · op(B)[:, n_begin..<n_end] + beta · C[:, n_begin..<n_end]` with a packed
+/// op(B) `[k, n]`, op(A) `[m, k]`; `c` points at C's first element (column 0) and `n_begin` must be a multiple of
+/// `kernels_packed_b_column_alignment`. To compute a range of rows, offset `a` and `c` and pass fewer rows as `m`.
+/// Same beta contract as `kernels_sgemm`.
+void kernels_sgemm_packed(int transpose_a, size_t m, size_t n_begin, size_t n_end, float alpha,
+                          const float *a, size_t lda, const kernels_packed_b *b, float beta, float *c, size_t ldc);
+
+/// A parallel loop the caller provides (its thread pool): calls `body(body_context, index)` once for every index in
+/// `0 ..< count`, on any of its threads and in any order, and returns when all calls have returned.
+typedef void (*kernels_parallel_for)(void *loop_context, size_t count, void *body_context,
+                                     void (*body)(void *body_context, size_t index));
+
+/// `kernels_sgemm` split into pieces run by `loop` (about `threads` at a time). Small products run on the calling
+/// thread. Pieces are rows of C sharing one copy of op(B) packed once for the call, or, when op(B) is too large
+/// to pack whole (an LM head), ranges of columns; there are several per thread so that a thread slowed by other
+/// work on its core hands its share to the others.
+void kernels_sgemm_parallel(int transpose_a, int transpose_b, size_t m, size_t n, size_t k, float alpha,
+                            const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc,
+                            size_t threads, kernels_parallel_for loop, void *loop_context);
+
+/// `kernels_sgemm_packed` over all columns of the packed operand, split like `kernels_sgemm_parallel`.
+void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const float *a, size_t lda,
+                                   const kernels_packed_b *b, float beta, float *c, size_t ldc,
+                                   size_t threads, kernels_parallel_for loop, void *loop_context);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

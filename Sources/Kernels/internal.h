@@ -1,0 +1,102 @@
+// Shared between the driver (gemm.c), the dispatcher (dispatch.c) and the per-ISA micro-kernel files.
+// Not part of the public header.
+#ifndef ONNX_DPO_KERNELS_INTERNAL_H
+#define ONNX_DPO_KERNELS_INTERNAL_H
+
+#include "Kernels.h"
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+// A micro-kernel ("tile") computes one block of at most mr x nr elements of C from a packed A micro-panel and a
+// packed B micro-panel:
+//   a: packed A, k steps of mr floats: a[p * mr + r] = op(A)[row0 + r][p0 + p] (rows past `rows` are zero)
+//   b: packed B, k steps of nr elements of the panel's type: b[p * nr + j] = op(B)[p0 + p][col0 + j] (zero padded)
+//   C[r * rs_c + j * cs_c] = alpha * sum_p a[p*mr+r] * b[p*nr+j] + beta * C[...], for r < rows, j < cols;
+//   beta == 0 means C is written without being read.
+// `kernels_reference_tile` below is that loop written out; every ISA file implements exactly it.
+typedef void (*kernels_tile_fn)(size_t k, const float *a, const void *b, float alpha, float beta,
+                                float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols);
+
+// The same product reading op(A) = A in place (row-major, `lda` apart) instead of from a packed micro-panel:
+// a[r * lda + p]. Packing A is a transpose (rows of A become columns of the panel) that costs as much as the
+// micro-kernel itself when n is small (k/v projections: n = 128..192), so where a kernel can read A's rows
+// directly it does.
+typedef void (*kernels_direct_tile_fn)(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta,
+                                       float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols);
+
+/// One ISA's micro-kernels and the blocking that suits its register tile.
+typedef struct {
+    kernels_isa isa;
+    int mr;                    // rows of the register tile
+    int nr;                    // columns of the register tile (the width of a packed B panel)
+    kernels_tile_fn tile[3];   // indexed by kernels_type of the B panel
+    kernels_direct_tile_fn direct_tile[3];  // the same on an unpacked A, or NULL where A is always packed
+} kernels_table;
+
+// The tables each ISA file defines (only those the build's architecture can run exist).
+extern const kernels_table kernels_portable_table;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const kernels_table kernels_avx2_table;
+extern const kernels_table kernels_avx512_table;
+#endif
+#if defined(__aarch64__)
+extern const kernels_table kernels_neon_table;
+#endif
+
+/// The table of `isa` (which must be supported).
+const kernels_table *kernels_table_for(kernels_isa isa);
+
+/// Element size of a panel type, in bytes.
+static inline size_t kernels_type_size(kernels_type type) { return type == KERNELS_TYPE_F32 ? 4 : 2; }
+
+/// bfloat16 -> float: the bits are the upper half of the binary32 (exact).
+static inline float kernels_bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/// binary16 -> float, exact for every input (subnormals, infinities, NaN payloads).
+static inline float kernels_f16_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
+    if (exponent == 0x1f) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent == 0) {
+        // Zero or subnormal: mantissa * 2^-24, exact in binary32.
+        float f = (float)mantissa * 0x1p-24f;
+        return sign ? -f : f;
+    } else {
+        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/// Element `index` of a B panel of `type`, widened to float.
+static inline float kernels_panel_element(const void *b, size_t index, kernels_type type) {
+    switch (type) {
+    case KERNELS_TYPE_F32: return ((const float *)b)[index];
+    case KERNELS_TYPE_F16: return kernels_f16_to_float(((const uint16_t *)b)[index]);
+    default: return kernels_bf16_to_float(((const uint16_t *)b)[index]);
+    }
+}
+
+/// The naive loop every micro-kernel implements (see the contract above); accumulates in float in p order, as the
+/// vector kernels do per lane.
+static inline void kernels_reference_tile(int mr, int nr, kernels_type type, size_t k, const float *a, const void *b,
+                                          float alpha, float beta, float *c, ptrdiff_t rs_c, ptrdiff_t cs_c,
+                                          int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        for (int j = 0; j < cols; j++) {
+            float sum = 0;
+            for (size_t p = 0; p < k; p++) sum += a[p * (size_t)mr + r] * kernels_panel_element(b, p * (size_t)nr + j, type);
+            float *out = c + r * rs_c + j * cs_c;
+            *out = beta == 0 ? alpha * sum : alpha * sum + beta * *out;
+        }
+    }
+}
+
+#endif

@@ -1,0 +1,314 @@
+import Dispatch
+import Kernels
+import XCTest
+
+// Every micro-kernel path this machine can run (the best ISA and each forced lower one) against a naive
+// double-precision reference. Tolerance per element: |c - reference| <= absolute + relative · magnitude, where
+// magnitude = |alpha| · Σ_p |op(A)[i,p] · op(B)[p,j]| + |beta · C0[i,j]| bounds what float rounding can reach.
+final class GEMMKernelTests: XCTestCase {
+    static let relative = 2e-6, absolute = 1e-6
+    // Forcing changes a process-wide setting: remember and restore it.
+    var saved = KERNELS_ISA_PORTABLE
+
+    override func setUp() { saved = kernels_active_isa() }
+    override func tearDown() { _ = kernels_force_isa(saved) }
+
+    /// Each ISA this machine runs, best first.
+    var isas: [kernels_isa] {
+        [KERNELS_ISA_AVX512, KERNELS_ISA_AVX2, KERNELS_ISA_NEON, KERNELS_ISA_PORTABLE].filter { kernels_isa_supported($0) != 0 }
+    }
+
+    func testDispatchNamesAndForcing() {
+        XCTAssertEqual(kernels_isa_supported(KERNELS_ISA_PORTABLE), 1)
+        XCTAssertEqual(kernels_isa_supported(kernels_best_isa()), 1)
+        for isa in [KERNELS_ISA_PORTABLE, KERNELS_ISA_NEON, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512] {
+            XCTAssertEqual(kernels_isa_from_name(kernels_isa_name(isa)), Int32(isa.rawValue))
+            let chosen = kernels_force_isa(isa)
+            XCTAssertEqual(kernels_active_isa(), chosen)
+            XCTAssertEqual(kernels_isa_supported(chosen), 1)
+            XCTAssertLessThanOrEqual(chosen.rawValue, isa.rawValue, "forcing never raises the ISA")
+            if kernels_isa_supported(isa) != 0 { XCTAssertEqual(chosen, isa) }
+        }
+        XCTAssertEqual(kernels_isa_from_name("sse9"), -1)
+        print("kernels: best ISA here is \(String(cString: kernels_isa_name(kernels_best_isa())))")
+    }
+
+    func testSmallOddShapesEveryTransposeAndScaling() {
+        let sizes = [1, 7, 63, 65]
+        let scalings: [(Float, Float)] = [(1, 0), (-0.75, 1.5), (2, 1)]
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 1)
+            for m in sizes { for n in sizes { for k in sizes {
+                let transposes = (m == 63 || n == 63 || k == 63) ? [(false, false), (true, true)]
+                    : [(false, false), (false, true), (true, false), (true, true)]
+                for (ta, tb) in transposes {
+                    // Every size is odd, so the transposes pick the scaling: each shape sees two of them.
+                    let (alpha, beta) = scalings[(m + n + k + (ta ? 1 : 0) + (tb ? 1 : 0)) % 3]
+                    check(isa: isa, m: m, n: n, k: k, ta: ta, tb: tb, alpha: alpha, beta: beta, pad: (m + k) % 3,
+                          generator: &generator)
+                }
+            } } }
+        }
+    }
+
+    func testLargeDimensionsWithLeadingDimensionsWiderThanRows() {
+        // Each dimension above 1000 once (the double-precision reference runs unoptimised in debug builds).
+        let shapes = [(1031, 65, 63), (63, 1031, 65), (65, 63, 1031), (7, 1000, 1031), (100, 90, 80)]
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 2)
+            for (m, n, k) in shapes {
+                for (ta, tb) in [(false, true), (true, false), (true, true)] {
+                    check(isa: isa, m: m, n: n, k: k, ta: ta, tb: tb, alpha: 1, beta: 0, pad: 5, generator: &generator)
+                }
+                check(isa: isa, m: m, n: n, k: k, ta: false, tb: false, alpha: 0.5, beta: -1, pad: 3,
+                      generator: &generator)
+            }
+        }
+    }
+
+    func testBetaZeroAndEmptyInnerDimensionOverwriteNaN() {
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            for (m, n, k) in [(7, 65, 63), (65, 7, 1), (20, 33, 0)] {
+                let a = [Float](repeating: 1, count: max(m * k, 1)), b = [Float](repeating: 2, count: max(k * n, 1))
+                var c = [Float](repeating: .nan, count: m * n)
+                kernels_sgemm(0, 0, m, n, k, 1, a, max(k, 1), b, n, 0, &c, n)
+                XCTAssertTrue(c.allSatisfy { $0 == Float(2 * k) }, "\(isaName(isa)) \(m)x\(n)x\(k): beta = 0 must ignore NaN in C")
+            }
+            var c = [Float](repeating: 3, count: 6)
+            kernels_sgemm(0, 0, 2, 3, 0, 1, [0], 1, [0], 3, 2, &c, 3)
+            XCTAssertEqual(c, [Float](repeating: 6, count: 6), "k = 0 scales C by beta")
+        }
+    }
+
+    func testPackedPanelsInEveryPrecisionWithColumnAndRowRanges() {
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 3)
+            for precision in [KERNELS_TYPE_F32, KERNELS_TYPE_F16, KERNELS_TYPE_BF16] {
+                for (m, n, k) in [(1, 7, 65), (65, 63, 7), (130, 1000, 63), (37, 70, 1031)] {
+                    for (ta, tb) in [(false, false), (true, true), (false, true)] {
+                        checkPacked(isa: isa, precision: precision, m: m, n: n, k: k, ta: ta, tb: tb, generator: &generator)
+                    }
+                }
+            }
+        }
+    }
+
+    func testParallelSplitsByRowsAndByColumnsOnEveryThreadPool() {
+        // (m, n, k): rows sharing one packed op(B); few rows, so columns; all above the parallel threshold.
+        let shapes = [(300, 100, 70), (7, 2100, 150), (129, 33, 1031)]
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 4)
+            for (m, n, k) in shapes {
+                for (ta, tb) in [(false, false), (true, true), (false, true)] {
+                    for pool in [reversedSerialLoop, concurrentLoop] {
+                        checkParallel(isa: isa, m: m, n: n, k: k, ta: ta, tb: tb, pool: pool, generator: &generator)
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Checks
+
+    /// Runs the pieces one after another in reverse order: any piece relying on another having run first fails.
+    let reversedSerialLoop: kernels_parallel_for = { _, count, context, body in
+        for index in (0..<count).reversed() { body!(context, index) }
+    }
+
+    /// Runs the pieces on GCD's threads, as the interpreter does.
+    let concurrentLoop: kernels_parallel_for = { _, count, context, body in
+        nonisolated(unsafe) let context = context
+        DispatchQueue.concurrentPerform(iterations: count) { index in body!(context, index) }
+    }
+
+    /// `kernels_sgemm_parallel` and `kernels_sgemm_packed_parallel` (3 threads' worth of pieces) on one product.
+    private func checkParallel(isa: kernels_isa, m: Int, n: Int, k: Int, ta: Bool, tb: Bool, pool: kernels_parallel_for,
+                               generator: inout Generator) {
+        let a = Operand(rows: m, columns: k, transposed: ta, pad: 1, generator: &generator)
+        let b = Operand(rows: k, columns: n, transposed: tb, pad: 2, generator: &generator)
+        let ldc = n + 3, alpha: Float = 0.75, beta: Float = -0.5
+        let c0 = (0..<(m * ldc)).map { _ in generator.float() }
+        let expected = reference(m: m, n: n, k: k, alpha: alpha, a: a, b: b, beta: beta, c: c0, ldc: ldc)
+        var c = c0
+        kernels_sgemm_parallel(ta ? 1 : 0, tb ? 1 : 0, m, n, k, alpha, a.storage, a.ld, b.storage, b.ld, beta, &c, ldc,
+                               3, pool, nil)
+        compare(c, expected, m: m, n: n, ldc: ldc, "\(isaName(isa)) parallel m \(m) n \(n) k \(k) transA \(ta) transB \(tb)")
+        guard let packed = kernels_pack_b(KERNELS_TYPE_F32, tb ? 1 : 0, k, n, b.storage, b.ld) else {
+            return XCTFail("packing failed")
+        }
+        defer { kernels_packed_b_free(packed) }
+        c = c0
+        kernels_sgemm_packed_parallel(ta ? 1 : 0, m, alpha, a.storage, a.ld, packed, beta, &c, ldc, 3, pool, nil)
+        compare(c, expected, m: m, n: n, ldc: ldc,
+                "\(isaName(isa)) packed parallel m \(m) n \(n) k \(k) transA \(ta) transB \(tb)")
+    }
+
+    private func isaName(_ isa: kernels_isa) -> String { String(cString: kernels_isa_name(isa)) }
+
+    /// One product through `kernels_sgemm` with leading dimensions `pad` wider than the rows, against the reference.
+    private func check(isa: kernels_isa, m: Int, n: Int, k: Int, ta: Bool, tb: Bool, alpha: Float, beta: Float,
+                       pad: Int, generator: inout Generator) {
+        let a = Operand(rows: m, columns: k, transposed: ta, pad: pad, generator: &generator)
+        let b = Operand(rows: k, columns: n, transposed: tb, pad: pad + 1, generator: &generator)
+        let ldc = n + pad
+        var c = (0..<(m * ldc)).map { _ in generator.float() }
+        let expected = reference(m: m, n: n, k: k, alpha: alpha, a: a, b: b, beta: beta, c: c, ldc: ldc)
+        kernels_sgemm(ta ? 1 : 0, tb ? 1 : 0, m, n, k, alpha, a.storage, a.ld, b.storage, b.ld, beta, &c, ldc)
+        compare(c, expected, m: m, n: n, ldc: ldc,
+                "\(isaName(isa)) sgemm m \(m) n \(n) k \(k) transA \(ta) transB \(tb) alpha \(alpha) beta \(beta)")
+    }
+
+    /// A product with op(B) packed in `precision`, computed in two column ranges and two row ranges.
+    private func checkPacked(isa: kernels_isa, precision: kernels_type, m: Int, n: Int, k: Int, ta: Bool, tb: Bool,
+                             generator: inout Generator) {
+        let a = Operand(rows: m, columns: k, transposed: ta, pad: 2, generator: &generator)
+        var b = Operand(rows: k, columns: n, transposed: tb, pad: 3, generator: &generator)
+        var bits: [UInt16] = []
+        if precision != KERNELS_TYPE_F32 {
+            // Half-precision values, with their exact float values in `b` for the reference.
+            bits = b.storage.indices.map { _ in precision == KERNELS_TYPE_F16 ? generator.half() : generator.bfloat() }
+            b.storage = bits.map { precision == KERNELS_TYPE_F16 ? decodeHalf($0) : decodeBFloat($0) }
+        }
+        let packed: OpaquePointer? = precision == KERNELS_TYPE_F32
+            ? kernels_pack_b(precision, tb ? 1 : 0, k, n, b.storage, b.ld)
+            : kernels_pack_b(precision, tb ? 1 : 0, k, n, bits, b.ld)
+        guard let packed else { return XCTFail("packing failed") }
+        defer { kernels_packed_b_free(packed) }
+        XCTAssertEqual(kernels_packed_b_k(packed), k)
+        XCTAssertEqual(kernels_packed_b_n(packed), n)
+        let ldc = n + 1, alpha: Float = 1.25, beta: Float = 0.5
+        var c = (0..<(m * ldc)).map { _ in generator.float() }
+        let expected = reference(m: m, n: n, k: k, alpha: alpha, a: a, b: b, beta: beta, c: c, ldc: ldc)
+        // Columns [0, split) and [split, n) with split on a panel boundary; rows [0, half) and [half, m).
+        let alignment = kernels_packed_b_column_alignment(packed)
+        let split = min(n, (n / 2 + alignment - 1) / alignment * alignment)
+        let half = m / 2
+        for (rows, columns) in [(0..<half, 0..<split), (0..<half, split..<n), (half..<m, 0..<n)] {
+            a.storage.withUnsafeBufferPointer { aPointer in
+                c.withUnsafeMutableBufferPointer { cPointer in
+                    let aOffset = ta ? rows.lowerBound : rows.lowerBound * a.ld
+                    kernels_sgemm_packed(ta ? 1 : 0, rows.count, columns.lowerBound, columns.upperBound, alpha,
+                                         aPointer.baseAddress! + aOffset, a.ld, packed, beta,
+                                         cPointer.baseAddress! + rows.lowerBound * ldc, ldc)
+                }
+            }
+        }
+        compare(c, expected, m: m, n: n, ldc: ldc,
+                "\(isaName(isa)) packed \(precision) m \(m) n \(n) k \(k) transA \(ta) transB \(tb)")
+    }
+
+    /// `alpha · op(A) · op(B) + beta · C` in Double, with the magnitude each element's rounding is measured against.
+    private func reference(m: Int, n: Int, k: Int, alpha: Float, a: Operand, b: Operand, beta: Float, c: [Float],
+                           ldc: Int) -> [(value: Double, magnitude: Double)] {
+        var out = [(value: Double, magnitude: Double)](repeating: (0, 0), count: m * n)
+        a.storage.withUnsafeBufferPointer { aValues in
+            b.storage.withUnsafeBufferPointer { bValues in
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var sum = 0.0, magnitude = 0.0
+                        for p in 0..<k {
+                            let product = Double(aValues[a.index(i, p)]) * Double(bValues[b.index(p, j)])
+                            sum += product
+                            magnitude += abs(product)
+                        }
+                        let old = beta == 0 ? 0 : Double(beta) * Double(c[i * ldc + j])
+                        out[i * n + j] = (Double(alpha) * sum + old, abs(Double(alpha)) * magnitude + abs(old))
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    private func compare(_ c: [Float], _ expected: [(value: Double, magnitude: Double)], m: Int, n: Int, ldc: Int,
+                         _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+        var failures: [String] = []
+        var count = 0
+        var maxDifference = 0.0
+        for i in 0..<m {
+            for j in 0..<n {
+                let (value, magnitude) = expected[i * n + j]
+                let difference = abs(Double(c[i * ldc + j]) - value)
+                maxDifference = max(maxDifference, difference.isNaN ? .infinity : difference)
+                if !(difference <= Self.absolute + Self.relative * magnitude) {
+                    count += 1
+                    if failures.count < 5 { failures.append("[\(i), \(j)] \(c[i * ldc + j]) vs \(value)") }
+                }
+            }
+        }
+        if count > 0 {
+            XCTFail("\(label): \(count) of \(m * n) values differ (max |difference| \(maxDifference)); first: "
+                    + failures.joined(separator: ", "), file: file, line: line)
+        }
+    }
+}
+
+/// A row-major matrix as a GEMM operand: op(X) is `[rows, columns]`; X is stored transposed when asked, with a
+/// leading dimension `pad` wider than its stored rows.
+struct Operand {
+    let rows: Int, columns: Int, transposed: Bool, ld: Int
+    var storage: [Float]
+
+    init(rows: Int, columns: Int, transposed: Bool, pad: Int, generator: inout Generator) {
+        self.rows = rows
+        self.columns = columns
+        self.transposed = transposed
+        let (storedRows, storedColumns) = transposed ? (columns, rows) : (rows, columns)
+        ld = storedColumns + pad
+        storage = (0..<max(storedRows * ld, 1)).map { _ in generator.float() }
+    }
+
+    /// Where op(X)[i, p] is stored.
+    func index(_ i: Int, _ p: Int) -> Int { transposed ? p * ld + i : i * ld + p }
+}
+
+/// A small deterministic generator (SplitMix64), so failures reproduce.
+struct Generator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
+
+    /// Random binary16 bits: magnitudes from subnormal (exponent field 0) to about 4, either sign.
+    mutating func half() -> UInt16 {
+        let bits = next()
+        let exponent = UInt16(bits % 17)          // 0 (subnormal) ... 16 (2^1)
+        return UInt16((bits >> 8) & 1) << 15 | exponent << 10 | UInt16((bits >> 16) & 0x3ff)
+    }
+
+    /// Random bfloat16 bits with magnitudes between 2^-20 and 4, either sign.
+    mutating func bfloat() -> UInt16 {
+        let bits = next()
+        let exponent = UInt16(107 + bits % 22)    // 2^-20 ... 2^1
+        return UInt16((bits >> 8) & 1) << 15 | exponent << 7 | UInt16((bits >> 16) & 0x7f)
+    }
+}
+
+/// binary16 bits to their value, written independently of the kernels' own conversion.
+func decodeHalf(_ bits: UInt16) -> Float {
+    let sign: Float = bits & 0x8000 != 0 ? -1 : 1
+    let exponent = Int((bits >> 10) & 0x1f), mantissa = Float(bits & 0x3ff)
+    if exponent == 0 { return sign * mantissa * pow(2, -24) }
+    return sign * (1 + mantissa / 1024) * pow(2, Float(exponent - 15))
+}
+
+/// bfloat16 bits to their value.
+func decodeBFloat(_ bits: UInt16) -> Float {
+    let sign: Float = bits & 0x8000 != 0 ? -1 : 1
+    let exponent = Int((bits >> 7) & 0xff), mantissa = Float(bits & 0x7f)
+    return sign * (1 + mantissa / 128) * pow(2, Float(exponent - 127))
+}
