@@ -1,6 +1,6 @@
 """Rebuilds the fuzzers' seed corpus (Fuzzing/Corpus/<target>/) from fixtures/ and a few made-up files.
 
-Seeds are kept small (a few KB each) so that libFuzzer mutates quickly: tokenizer.json fixtures are cut down to a
+Inputs that crashed a target once (fixtures/fuzz/<target>/) are copied in too. Seeds are kept small (a few KB each) so that libFuzzer mutates quickly: tokenizer.json fixtures are cut down to a
 few hundred vocabulary entries with their merges, and the external-data models point at the files the fuzz
 harness puts beside each input (`weights.bin`, 4096 bytes; `nested/more.bin`, 64 bytes; `outside.bin`, a symlink
 out of the folder). Run with the interop venv: `.venv/bin/python tools/make_fuzz_corpus.py`.
@@ -125,6 +125,10 @@ def main():
 
     for name in ["bertlike", "gpt2", "llama2", "llama3", "metaspace", "mistral", "qwen2", "roberta"]:
         small_tokenizer(f"tokenizers/{name}/tokenizer.json")
+
+    # Inputs that once crashed a target (each with a regression test in the Swift suite) stay in its corpus.
+    for folder in sorted((FIXTURES / "fuzz").iterdir()):
+        copy(folder.name, [path.relative_to(FIXTURES) for path in sorted(folder.iterdir())])
 
     copy("jsonl", [f"data/{name}.jsonl" for name in [
         "bad_malformed", "bad_missing_key", "bad_mixed", "bad_not_string", "implicit", "preferences",
