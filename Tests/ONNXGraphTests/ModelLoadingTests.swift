@@ -198,6 +198,13 @@ final class NPZTests: XCTestCase {
         assertThrows([path, "array 'w'", "[4611686018427387904, 4]", "more elements than fit"]) { try NPZ.read(path: path) }
     }
 
+    /// Found by fuzzing (a timeout): a stored entry whose ZIP64 size is far beyond the file made ZIPFoundation read
+    /// empty chunks for hours; it is refused before extraction.
+    func testEntryLargerThanTheArchiveIsRefused() {
+        let path = fixturePath("fuzz/npz/zip64_entry_larger_than_archive.npz")
+        assertThrows([path, "entry 'x.npy' claims", "more than the whole archive's 344"]) { try NPZ.read(path: path) }
+    }
+
     func testNotAnArchive() throws {
         let path = try temporaryDirectory(for: self).appendingPathComponent("x.npz").path
         try "hello".write(toFile: path, atomically: true, encoding: .utf8)
