@@ -138,6 +138,10 @@ public struct Model: Sendable {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw .invalidTensor(name: name, reason: "negative dimension in \(shape)")
         }
+        // Before `Initializer.count` and the byte-size checks multiply the dims unchecked.
+        guard TensorDecoding.byteCount(shape: shape, width: dataType.byteWidth ?? 1) != nil else {
+            throw TensorDecoding.tooLarge(shape, name: name)
+        }
         return (name, dataType, shape)
     }
 

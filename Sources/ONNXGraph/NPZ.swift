@@ -18,8 +18,16 @@ public enum NPZ {
         } catch {
             throw .invalidNPZ(path: path, reason: "not a zip archive (.npz): \(error)")
         }
+        let archiveSize = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
         var result: [String: Tensor] = [:]
         for entry in archive where entry.type == .file {
+            // ZIPFoundation reads an entry's declared size in chunks, going on past the end of the file, so a size
+            // no archive this short can hold (a corrupt ZIP64 field says 2^63 bytes) would loop practically forever.
+            let stored = entry.isCompressed ? entry.compressedSize : max(entry.compressedSize, entry.uncompressedSize)
+            guard stored <= archiveSize else {
+                throw .invalidNPZ(path: path, reason:
+                    "entry '\(entry.path)' claims \(stored) bytes, more than the whole archive's \(archiveSize)")
+            }
             var data = Data()
             do {
                 _ = try archive.extract(entry, skipCRC32: false) { data.append($0) }

@@ -2,12 +2,31 @@ import ONNXBridge
 
 /// Converts stored tensor bytes to the interpreter's representation (`Float`, `Int64` or `Bool` values).
 enum TensorDecoding {
+    /// The bytes of `shape` at `width` bytes per element, nil when the product does not fit in an `Int`. A file
+    /// can declare any dims (`[2^62, 4]`), so this runs before anything multiplies them unchecked (`count`).
+    /// `width` comes first, so a shape that passes has an element count that fits as well.
+    static func byteCount(shape: [Int], width: Int) -> Int? {
+        var total = max(width, 1)
+        for dimension in shape {
+            let (product, overflow) = total.multipliedReportingOverflow(by: dimension)
+            guard !overflow else { return nil }
+            total = product
+        }
+        return total
+    }
+
+    /// The error for a shape whose size overflows.
+    static func tooLarge(_ shape: [Int], name: String) -> GraphError {
+        .invalidTensor(name: name, reason: "shape \(shape) has more elements than fit in memory")
+    }
+
     /// Decodes `count` little-endian elements of `dataType` from `raw`.
     static func decode(raw: UnsafeRawBufferPointer, dataType: DataType, shape: [Int], name: String) throws(GraphError) -> Tensor {
-        let count = shape.reduce(1, *)
         guard let width = dataType.byteWidth, dataType.storageKind != nil else {
             throw .unsupportedDataType(name: name, dataType: dataType.description)
         }
+        guard byteCount(shape: shape, width: width) != nil else { throw tooLarge(shape, name: name) }
+        let count = shape.reduce(1, *)
         guard raw.count == count * width else {
             throw .invalidTensor(name: name, reason:
                 "holds \(raw.count) bytes, but \(dataType)\(shape) needs \(count * width) (the file may be truncated)")
@@ -45,6 +64,7 @@ enum TensorDecoding {
     /// Decodes a tensor stored in `TensorProto`'s typed fields (`float_data`, `int32_data`, ...), where
     /// onnx.proto puts float16, bfloat16 and the small integer types in `int32_data`.
     static func decodeTyped(_ proto: OpaquePointer, dataType: DataType, shape: [Int], name: String) throws(GraphError) -> Tensor {
+        guard byteCount(shape: shape, width: 1) != nil else { throw tooLarge(shape, name: name) }
         let count = shape.reduce(1, *)
         var available = 0
         func check(_ field: String) throws(GraphError) {

@@ -143,6 +143,13 @@ final class BadModelTests: XCTestCase {
     func testExternalDataFileTooShort() {
         assertThrows(["short_external.bin", "too short"]) { try Model.load(path: "\(Self.bad)/short_external.onnx") }
     }
+    /// Found by fuzzing: an initializer whose dims multiply past `Int.max` (`[2^62, 4]`) trapped on overflow in
+    /// `Initializer.count` instead of being refused.
+    func testDimsWhoseProductOverflowsAreRefused() {
+        assertThrows(["'w'", "[4611686018427387904, 4]", "more elements than fit"]) {
+            try Model.load(path: fixturePath("fuzz/onnx/huge_dims.onnx"))
+        }
+    }
 }
 
 /// NumPy archives: stored and deflated entries, every supported dtype, and our own writing read back.
@@ -183,6 +190,19 @@ final class NPZTests: XCTestCase {
         for (name, tensor) in tensors {
             assertClose(read[name]!, tensor, relative: 0, absolute: 0, name)
         }
+    }
+
+    /// Found by fuzzing: a `.npy` header with shape `(2^62, 4)` trapped on overflow counting its elements.
+    func testShapeWhoseProductOverflowsIsRefused() {
+        let path = fixturePath("fuzz/npz/huge_shape.npz")
+        assertThrows([path, "array 'w'", "[4611686018427387904, 4]", "more elements than fit"]) { try NPZ.read(path: path) }
+    }
+
+    /// Found by fuzzing (a timeout): a stored entry whose ZIP64 size is far beyond the file made ZIPFoundation read
+    /// empty chunks for hours; it is refused before extraction.
+    func testEntryLargerThanTheArchiveIsRefused() {
+        let path = fixturePath("fuzz/npz/zip64_entry_larger_than_archive.npz")
+        assertThrows([path, "entry 'x.npy' claims", "more than the whole archive's 344"]) { try NPZ.read(path: path) }
     }
 
     func testNotAnArchive() throws {

@@ -1,0 +1,2 @@
+// Declarations only (include/LibFuzzer.h); the driver itself comes from the compiler's libFuzzer runtime.
+#include "LibFuzzer.h"
