@@ -42,7 +42,7 @@ public struct DPOTrainingOptions: Sendable {
     /// Write a checkpoint every this many steps (nil: none).
     public var checkpointEvery: Int?
     public var resume = false
-    /// Start from this PEFT adapter folder instead of a fresh adapter.
+    /// Start from this adapter folder (PEFT or MLX) instead of a fresh adapter.
     public var initAdapter: String?
     /// The graph output holding the logits; nil finds it by structure (`LogitsOutput.find`).
     public var logitsOutput: String?

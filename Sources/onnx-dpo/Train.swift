@@ -111,7 +111,7 @@ struct Train: ParsableCommand {
     var evalEvery: Int?
     @Option(help: "Write a checkpoint every N steps (and at the end).")
     var checkpointEvery: Int?
-    @Option(help: "Start from this PEFT adapter folder.")
+    @Option(help: "Start from this adapter folder (PEFT or MLX).")
     var initAdapter: String?
     @Flag(help: "Continue from the newest checkpoint in --output-dir.")
     var resume = false
@@ -167,7 +167,7 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var common: DataOptions
 
-    @Option(help: "The PEFT adapter folder to evaluate.")
+    @Option(help: "The adapter folder to evaluate (PEFT or MLX).")
     var adapter: String
 
     @Option(help: "Where the reference log-prob cache goes.")
