@@ -99,4 +99,34 @@ static inline void kernels_reference_tile(int mr, int nr, kernels_type type, siz
     }
 }
 
+/* The six entry points of an x86 ISA file and its table, one definition for every ISA file that includes this
+ * header: each file defines TARGET (its function attributes), MR, NR and ROW_CASES(type, DIRECT, LDA) (a switch
+ * over `rows` calling its register-blocked `tile`), then says KERNELS_X86_ENTRY_POINTS(its table, its ISA). */
+#define KERNELS_X86_ENTRY_POINTS(TABLE, ISA)                                                                       \
+    static TARGET void tile_f32(size_t k, const float *a, const void *b, float alpha, float beta, float *c,        \
+                                ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                              \
+        ROW_CASES(KERNELS_TYPE_F32, 0, 0)                                                                          \
+    }                                                                                                              \
+    static TARGET void tile_f16(size_t k, const float *a, const void *b, float alpha, float beta, float *c,        \
+                                ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                              \
+        ROW_CASES(KERNELS_TYPE_F16, 0, 0)                                                                          \
+    }                                                                                                              \
+    static TARGET void tile_bf16(size_t k, const float *a, const void *b, float alpha, float beta, float *c,       \
+                                 ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                             \
+        ROW_CASES(KERNELS_TYPE_BF16, 0, 0)                                                                         \
+    }                                                                                                              \
+    static TARGET void direct_f32(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta,    \
+                                  float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                  \
+        ROW_CASES(KERNELS_TYPE_F32, 1, lda)                                                                        \
+    }                                                                                                              \
+    static TARGET void direct_f16(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta,    \
+                                  float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                  \
+        ROW_CASES(KERNELS_TYPE_F16, 1, lda)                                                                        \
+    }                                                                                                              \
+    static TARGET void direct_bf16(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta,   \
+                                   float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                 \
+        ROW_CASES(KERNELS_TYPE_BF16, 1, lda)                                                                       \
+    }                                                                                                              \
+    const kernels_table TABLE = {ISA, MR, NR, {tile_f32, tile_f16, tile_bf16}, {direct_f32, direct_f16, direct_bf16}};
+
 #endif

@@ -126,36 +126,6 @@ INLINE TARGET void tile(const int rows, const kernels_type type, const int direc
     default: tile(6, type, DIRECT, k, a, LDA, b, alpha, beta, c, rs_c, cs_c, cols); break;  \
     }
 
-static TARGET void tile_f32(size_t k, const float *a, const void *b, float alpha, float beta, float *c,
-                            ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_F32, 0, 0)
-}
-
-static TARGET void tile_f16(size_t k, const float *a, const void *b, float alpha, float beta, float *c,
-                            ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_F16, 0, 0)
-}
-
-static TARGET void tile_bf16(size_t k, const float *a, const void *b, float alpha, float beta, float *c,
-                             ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_BF16, 0, 0)
-}
-
-static TARGET void direct_f32(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta, float *c,
-                              ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_F32, 1, lda)
-}
-
-static TARGET void direct_f16(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta, float *c,
-                              ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_F16, 1, lda)
-}
-
-static TARGET void direct_bf16(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta, float *c,
-                               ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {
-    ROW_CASES(KERNELS_TYPE_BF16, 1, lda)
-}
-
-const kernels_table kernels_avx2_table = {KERNELS_ISA_AVX2, MR, NR, {tile_f32, tile_f16, tile_bf16}, {direct_f32, direct_f16, direct_bf16}};
+KERNELS_X86_ENTRY_POINTS(kernels_avx2_table, KERNELS_ISA_AVX2)
 
 #endif
