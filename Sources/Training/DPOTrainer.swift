@@ -22,6 +22,9 @@ public struct DPOTrainingOptions: Sendable {
     /// `--target` patterns (`q`, `v`, `all-linear`, module names, globs, regexes).
     public var targets: [String] = ["q", "v"]
     public var objective = DPOObjective()
+    /// KTO on unpaired data instead of DPO (`--loss kto`): `dataPath` and `evalDataPath` then hold unpaired records
+    /// (`UnpairedDataset`), and `objective` is not used.
+    public var kto: KTOObjective?
     public var optimizer: OptimizerKind = .adamw
     public var learningRate: Double = 1e-6
     public var weightDecay: Double = 0
@@ -78,6 +81,18 @@ public struct DPOTrainingOptions: Sendable {
         try check(epochs >= 1, "epochs", "must be at least 1, got \(epochs)")
         try check(evalEvery.map { $0 >= 1 } ?? true, "evalEvery", "must be at least 1")
         try check(checkpointEvery.map { $0 >= 1 } ?? true, "checkpointEvery", "must be at least 1")
+        if let kto {
+            try check(kto.beta > 0, "kto.beta", "must be positive, got \(kto.beta)")
+            try check(kto.desirableWeight >= 0, "kto.desirableWeight", "must be non-negative, got \(kto.desirableWeight)")
+            try check(kto.undesirableWeight >= 0, "kto.undesirableWeight", "must be non-negative, got \(kto.undesirableWeight)")
+            try check(data.truncationMode == .keepStart, "truncationMode", "must be keep_start with KTO (TRL's KTO collator keeps the start)")
+            // TRL's KTOTrainer refuses both: each row's KL completion is a neighbour's in dataset order, fixed per
+            // block of batchSize rows, and with one row per batch the KL term would be the row's own reward.
+            try check(!kto.estimatesKL || batchSize > 1, "batchSize",
+                      "must be more than 1 with the kto loss: its KL term pairs each prompt with another row's completion in the batch")
+            try check(!kto.estimatesKL || !shuffle, "shuffle",
+                      "must be off with the kto loss: each row's KL completion is its neighbour's in dataset order (TRL requires sequential sampling)")
+        }
     }
 }
 
@@ -103,6 +118,10 @@ public final class DPOTrainer {
     public let adapted: AdaptedModel
     public let trainPairs: [TokenizedPair]
     public let evalPairs: [TokenizedPair]
+    /// With KTO: whether each training (eval) row's completion is desirable; `trainPairs` hold its completion as
+    /// `chosenIDs` and its KL completion as `rejectedIDs` (`UnpairedRows`). Empty for DPO.
+    public let trainLabels: [Bool]
+    public let evalLabels: [Bool]
     private let session: Session
     /// The graph output holding the logits.
     public let logitsOutput: String
@@ -125,12 +144,19 @@ public final class DPOTrainer {
         try options.validate()
         let model = try Model.load(path: options.modelPath)
         let tokenizer = try Tokenizer(path: options.tokenizerPath)
-        let dataset = try PreferenceDataset.load(path: options.dataPath)
-        let train: PreferenceDataset, eval: PreferenceDataset
-        if let evalPath = options.evalDataPath {
-            (train, eval) = (dataset, try PreferenceDataset.load(path: evalPath))
+        // Read before hashing, so that a missing or malformed data file is reported as such.
+        let paired: (train: PreferenceDataset, eval: PreferenceDataset)?
+        let unpaired: (train: UnpairedDataset, eval: UnpairedDataset)?
+        if options.kto != nil {
+            let dataset = try UnpairedDataset.load(path: options.dataPath)
+            unpaired = try options.evalDataPath.map { (dataset, try UnpairedDataset.load(path: $0)) }
+                ?? dataset.split(evalFraction: options.evalFraction, seed: options.seed)
+            paired = nil
         } else {
-            (train, eval) = try dataset.split(evalFraction: options.evalFraction, seed: options.seed)
+            let dataset = try PreferenceDataset.load(path: options.dataPath)
+            paired = try options.evalDataPath.map { (dataset, try PreferenceDataset.load(path: $0)) }
+                ?? dataset.split(evalFraction: options.evalFraction, seed: options.seed)
+            unpaired = nil
         }
         var hash = ContentHash()
         try hash.add(file: options.modelPath)
@@ -144,6 +170,22 @@ public final class DPOTrainer {
         if let evalPath = options.evalDataPath { try hash.add(file: evalPath) }
         try hash.add(file: options.tokenizerPath)
         hash.add("\(options.data.maxLength ?? -1) \(options.data.truncationMode.rawValue) \(options.evalFraction) \(options.seed) v1")
+        if let kto = options.kto, let unpaired {
+            let (train, eval) = unpaired
+            // The KL completions depend on the loss and the batch size, and so do their reference log-probs.
+            hash.add("kto \(kto.estimatesKL ? options.batchSize : 0)")
+            let block = kto.estimatesKL ? options.batchSize : nil
+            let trainRows = try train.tokenized(with: tokenizer, options: options.data, klBlock: block)
+            let evalRows = eval.examples.isEmpty ? UnpairedRows(rows: [], labels: [])
+                : try eval.tokenized(with: tokenizer, options: options.data, klBlock: block)
+            try self.init(
+                options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
+                trainPairs: trainRows.rows, evalPairs: evalRows.rows, trainLabels: trainRows.labels,
+                evalLabels: evalRows.labels, cacheKey: hash.hex, communicator: communicator)
+            return
+        }
+        guard let paired else { preconditionFailure("no dataset was read") }
+        let (train, eval) = paired
         try self.init(
             options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
             trainPairs: try train.tokenized(with: tokenizer, options: options.data).pairs,
@@ -153,13 +195,23 @@ public final class DPOTrainer {
 
     /// Prepares a run on an already loaded model and tokenised pairs (`cacheKey` names the reference log-prob
     /// cache; nil disables it). `options`' paths other than the output folder and `initAdapter` are not read.
+    /// With `options.kto`, the pairs are `UnpairedRows.rows` and the labels theirs.
     public init(options: DPOTrainingOptions, model: Model, padTokenID: Int, trainPairs: [TokenizedPair],
-                evalPairs: [TokenizedPair] = [], cacheKey: String?,
+                evalPairs: [TokenizedPair] = [], trainLabels: [Bool] = [], evalLabels: [Bool] = [], cacheKey: String?,
                 communicator: any Communicator = SingleProcess()) throws {
         try options.validate()
         guard !trainPairs.isEmpty else {
             throw TrainingError.emptyDataset(path: options.dataPath, reason: "no pair is left to train on")
         }
+        if options.kto != nil, trainLabels.count != trainPairs.count || evalLabels.count != evalPairs.count {
+            throw TrainingError.invalidTrainingState(reason: "KTO needs a label for every row")
+        }
+        if options.kto != nil, communicator.size > 1 {
+            // The KL estimate is a mean over the whole batch: shares would need it summed before the loss (not done).
+            throw TrainingError.invalidOption(option: "kto", reason: "runs in one process only, not under mpirun (yet)")
+        }
+        self.trainLabels = trainLabels
+        self.evalLabels = evalLabels
         self.options = options
         self.padTokenID = padTokenID
         self.trainPairs = trainPairs
@@ -334,7 +386,8 @@ public final class DPOTrainer {
         for step in firstStep..<totalSteps {
             let stepStart = DispatchTime.now().uptimeNanoseconds
             var gradients: [String: Tensor] = [:]
-            var sums = ObjectiveMetrics.zero
+            var sums = ObjectiveMetrics.empty
+            var logged: [String: Int] = [:]  // micro-batches that have each metric
             var tokens = 0
             var lines: [Int] = []
             for micro in 0..<options.gradientAccumulation {
@@ -350,7 +403,8 @@ public final class DPOTrainer {
                 let (evaluation, microGradients) = try policyStep(
                     share.isWhole ? batch : PreferenceBatch(rowsOf: share, in: batch), share: share, of: batch,
                     referenceChosen: mine.map { referenceChosen[$0] },
-                    referenceRejected: mine.map { referenceRejected[$0] }, dropoutSeed: dropoutSeed)
+                    referenceRejected: mine.map { referenceRejected[$0] },
+                    labels: trainLabels.isEmpty ? [] : indices.map { trainLabels[$0] }, dropoutSeed: dropoutSeed)
                 lines += batch.lines
                 // NaN or infinity anywhere stops the run before it is logged or stepped on (`nonFinite`); a share's
                 // metrics are its part of the batch's sums, finite exactly when its rows are.
@@ -364,8 +418,16 @@ public final class DPOTrainer {
                     gradients[name] = try gradients[name].map { try addGradients($0, scaled) } ?? scaled
                 }
                 sums = sums.combined(with: evaluation.metrics) { $0 + $1 / Double(options.gradientAccumulation) }
+                for name in evaluation.metrics.names { logged[name, default: 0] += 1 }
             }
             try communicator.sumGradients(&gradients, of: parameters)
+            if options.kto != nil {
+                // KTOTrainer averages a metric over the micro-batches that have it (one without undesirable rows has
+                // no rewards/rejected).
+                for (name, count) in logged where count < options.gradientAccumulation {
+                    sums[name] = sums[name].map { $0 * Double(options.gradientAccumulation) / Double(count) }
+                }
+            }
             sums = try communicator.sum(sums)
             adapted.maskFrozenOutputs(&gradients)
             let norm = clipGradientNorm(&gradients, maxNorm: options.maxGradNorm)
@@ -393,7 +455,8 @@ public final class DPOTrainer {
 
             let isLast = step + 1 == totalSteps
             if !evalPairs.isEmpty, isLast || options.evalEvery.map({ (step + 1) % $0 == 0 }) ?? false {
-                let logged = EvalMetrics(objective: try evaluate(evalPairs, reference: evalReference), step: step + 1,
+                let logged = EvalMetrics(objective: try evaluate(evalPairs, reference: evalReference, labels: evalLabels),
+                                         step: step + 1,
                                          worldSize: communicator.size)
                 if let (name, value) = logged.objective.firstNonFinite {
                     throw TrainingError.nonFinite(quantity: "eval \(name)", step: step + 1, value: value, lines: [],
@@ -413,8 +476,10 @@ public final class DPOTrainer {
 
     /// One micro-batch: policy forward with the adapters, the objective, and its gradients for the parameters.
     /// `batch` is `share`'s rows of the micro-batch `global` (all of them alone), whose totals the objective divides by.
+    /// `labels` are the KTO labels of `global`'s rows (empty for DPO).
     private func policyStep(_ batch: PreferenceBatch, share: BatchShare, of global: PreferenceBatch,
-                            referenceChosen: [Double], referenceRejected: [Double], dropoutSeed: UInt64) throws
+                            referenceChosen: [Double], referenceRejected: [Double], labels: [Bool],
+                            dropoutSeed: UInt64) throws
         -> (DPOObjective.Evaluation, [String: Tensor])
     {
         var inputs = feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil)
@@ -429,8 +494,8 @@ public final class DPOTrainer {
         let logits = try logits(from: pass.outputs)
         let ids = batch.inputIDs.map(Int64.init)
         let policy = try logProbabilities(logits, batch)
-        let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
-                                                        referenceRejected: referenceRejected, totals: BatchTotals(global))
+        let evaluation = try objectiveEvaluation(policy, share: share, of: global, referenceChosen: referenceChosen,
+                                                 referenceRejected: referenceRejected, labels: labels)
         let pairs = batch.pairCount
         let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens,
                                                       length: batch.sequenceLength) { sequence, _ in
@@ -441,19 +506,37 @@ public final class DPOTrainer {
         return (evaluation, try pass.backward([logitsOutput: dLogits], profile: profile))
     }
 
+    /// The objective on `share`'s rows of `global`: DPO against the batch's `BatchTotals`, or with `options.kto`
+    /// KTO against its `KTOObjective.Totals` (one process: the trainer refuses KTO under mpirun). `referenceChosen` and
+    /// `referenceRejected` are the share's; `labels` are the whole batch's.
+    private func objectiveEvaluation(_ policy: SequenceLogProbs, share: BatchShare, of global: PreferenceBatch,
+                                     referenceChosen: [Double], referenceRejected: [Double], labels: [Bool]) throws
+        -> DPOObjective.Evaluation
+    {
+        guard let kto = options.kto else {
+            return try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
+                                                  referenceRejected: referenceRejected, totals: BatchTotals(global))
+        }
+        return try kto.evaluate(policy: policy, labels: Array(labels[share.pairs]), reference: referenceChosen,
+                                referenceKL: referenceRejected, totals: KTOObjective.Totals(global, labels: labels))
+    }
+
     /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
     /// reference log-probs cached like a training run's.
     public func evaluateDataset(report: (TrainingEvent) -> Void = { _ in }) throws -> ObjectiveMetrics {
         let lock = communicator.isRoot ? try OutputLock.folder(options.outputDirectory) : nil
         defer { lock?.release() }
         if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
-        return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report))
+        return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report),
+                            labels: trainLabels)
     }
 
     /// Reward accuracy, margins and loss of the current adapter on `pairs` (no gradients): batch means weighted by
     /// the batches' pairs. Each process of `communicator` evaluates its share of every batch (all must call this).
-    public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double])) throws -> ObjectiveMetrics {
-        var totals = ObjectiveMetrics.zero
+    /// `labels`: the KTO labels of `pairs` (empty for DPO).
+    public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double]), labels: [Bool] = []) throws -> ObjectiveMetrics {
+        var totals = ObjectiveMetrics.empty
+        var batches: [String: Int] = [:]  // KTO: the batches that have each metric
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
             let end = min(start + options.batchSize, pairs.count)
             let global = makeBatch(Array(pairs[start..<end]))
@@ -463,10 +546,25 @@ public final class DPOTrainer {
             let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
             let logits = try logits(from: try session.run(feeds(batch)))
             let policy = try logProbabilities(logits, batch)
-            let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[mine]),
-                                                            referenceRejected: Array(reference.1[mine]),
-                                                            totals: BatchTotals(global))
+            let evaluation = try objectiveEvaluation(policy, share: share, of: global,
+                                                     referenceChosen: Array(reference.0[mine]),
+                                                     referenceRejected: Array(reference.1[mine]),
+                                                     labels: labels.isEmpty ? [] : Array(labels[start..<end]))
+            if options.kto != nil {
+                // As transformers and KTOTrainer average them: the loss weighted by the batch's rows, the other
+                // metrics a plain mean over the batches that have them.
+                for name in evaluation.metrics.names {
+                    totals[name] = (totals[name] ?? 0) + evaluation.metrics[name]! * (name == "loss" ? Double(end - start) : 1)
+                    batches[name, default: 0] += 1
+                }
+                continue
+            }
             totals = totals.combined(with: evaluation.metrics) { $0 + $1 * Double(end - start) }
+        }
+        if options.kto != nil {
+            return ObjectiveMetrics(named: Dictionary(uniqueKeysWithValues: totals.names.map {
+                ($0, totals[$0]! / Double($0 == "loss" ? max(pairs.count, 1) : batches[$0]!))
+            }))
         }
         return try communicator.sum(totals).map { $0 / Double(max(pairs.count, 1)) }
     }

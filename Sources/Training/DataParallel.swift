@@ -46,10 +46,12 @@ extension Communicator {
     /// The sum of the processes' metric shares.
     func sum(_ metrics: ObjectiveMetrics) throws -> ObjectiveMetrics {
         guard size > 1 else { return metrics }
-        var values = ObjectiveMetrics.fields.map { metrics[keyPath: $0.keyPath] }
+        // Every process has the same names: which metrics a batch has depends on the whole batch, not the share.
+        let names = metrics.names
+        var values = names.map { metrics[$0]! }
         try allreduceSum(&values)
         var result = metrics
-        for (index, field) in ObjectiveMetrics.fields.enumerated() { result[keyPath: field.keyPath] = values[index] }
+        for (name, value) in zip(names, values) { result[name] = value }
         return result
     }
 }

@@ -2,87 +2,105 @@
 // where the metrics are written (`metrics.jsonl`, `eval --json`): each type's `Codable` conformance spells them, so
 // a file compares key for key with TRL's `log_history`.
 
-/// What the DPO objective measures on a batch, or on a dataset, averaged over its pairs (TRL's `DPOTrainer`
-/// metrics). Rewards are the implicit DPO rewards `β·(π − r)`: policy minus reference completion log-probability.
+/// What a preference objective measures on a batch, or on a dataset, averaged over its pairs or rows, by TRL's
+/// metric names (`DPOTrainer`'s for DPO: rewards are the implicit rewards `β·(π − r)`, policy minus reference
+/// completion log-probability; `KTOTrainer`'s for KTO, which adds `kl` and has no `rewards/accuracies`). An objective
+/// logs only the metrics it has: a KTO batch without undesirable rows has no `rewards/rejected`, as in TRL.
 public struct ObjectiveMetrics: Sendable, Equatable {
-    /// The objective's loss (all its terms, weighted).
-    public var loss: Double
-    /// Mean reward of the chosen completions.
-    public var rewardsChosen: Double
-    /// Mean reward of the rejected completions.
-    public var rewardsRejected: Double
-    /// Fraction of pairs whose chosen reward is strictly above the rejected one.
-    public var rewardsAccuracies: Double
-    /// Mean of chosen minus rejected reward.
-    public var rewardsMargins: Double
-    /// Mean policy log-probability (sum over the completion's tokens) of the chosen completions.
-    public var logpsChosen: Double
-    /// Mean policy log-probability of the rejected completions.
-    public var logpsRejected: Double
-    /// Mean logit (over the vocabulary, then the completion tokens) of the chosen completions.
-    public var logitsChosen: Double
-    /// Mean logit of the rejected completions.
-    public var logitsRejected: Double
+    /// The metrics by TRL's name.
+    public private(set) var values: [String: Double]
 
+    /// The DPO metrics.
     public init(loss: Double, rewardsChosen: Double, rewardsRejected: Double, rewardsAccuracies: Double,
                 rewardsMargins: Double, logpsChosen: Double, logpsRejected: Double, logitsChosen: Double,
                 logitsRejected: Double) {
-        self.loss = loss
-        self.rewardsChosen = rewardsChosen
-        self.rewardsRejected = rewardsRejected
-        self.rewardsAccuracies = rewardsAccuracies
-        self.rewardsMargins = rewardsMargins
-        self.logpsChosen = logpsChosen
-        self.logpsRejected = logpsRejected
-        self.logitsChosen = logitsChosen
-        self.logitsRejected = logitsRejected
+        values = [
+            "loss": loss, "rewards/chosen": rewardsChosen, "rewards/rejected": rewardsRejected,
+            "rewards/accuracies": rewardsAccuracies, "rewards/margins": rewardsMargins, "logps/chosen": logpsChosen,
+            "logps/rejected": logpsRejected, "logits/chosen": logitsChosen, "logits/rejected": logitsRejected,
+        ]
     }
 
-    /// Every metric at 0: the start of a sum.
+    /// Metrics under TRL's names (each one of `knownNames`).
+    public init(named values: [String: Double]) {
+        self.values = values
+    }
+
+    /// Every DPO metric at 0: the start of a sum.
     public static let zero = ObjectiveMetrics(loss: 0, rewardsChosen: 0, rewardsRejected: 0, rewardsAccuracies: 0,
                                               rewardsMargins: 0, logpsChosen: 0, logpsRejected: 0, logitsChosen: 0,
                                               logitsRejected: 0)
 
-    /// TRL's name of each metric: the one place they are spelled.
-    static var fields: [(name: String, keyPath: WritableKeyPath<ObjectiveMetrics, Double>)] { [
-        ("loss", \.loss),
-        ("rewards/chosen", \.rewardsChosen),
-        ("rewards/rejected", \.rewardsRejected),
-        ("rewards/accuracies", \.rewardsAccuracies),
-        ("rewards/margins", \.rewardsMargins),
-        ("logps/chosen", \.logpsChosen),
-        ("logps/rejected", \.logpsRejected),
-        ("logits/chosen", \.logitsChosen),
-        ("logits/rejected", \.logitsRejected),
-    ] }
+    /// No metric: the start of a sum of any objective's metrics.
+    public static let empty = ObjectiveMetrics(named: [:])
+
+    /// The names of DPO's and KTO's metrics, TRL's spelling, in the order they are listed (any other name an objective
+    /// logs follows them, sorted).
+    public static let knownNames = ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                                    "rewards/margins", "logps/chosen", "logps/rejected", "logits/chosen",
+                                    "logits/rejected"]
+
+    /// The metric named `name` (TRL's name), nil when this objective or batch has none.
+    public subscript(name: String) -> Double? {
+        get { values[name] }
+        set { values[name] = newValue }
+    }
+
+    /// The objective's loss (all its terms, weighted).
+    public var loss: Double { get { values["loss"] ?? 0 } set { values["loss"] = newValue } }
+    /// Mean reward of the chosen (desirable) completions.
+    public var rewardsChosen: Double { get { values["rewards/chosen"] ?? 0 } set { values["rewards/chosen"] = newValue } }
+    /// Mean reward of the rejected (undesirable) completions.
+    public var rewardsRejected: Double { get { values["rewards/rejected"] ?? 0 } set { values["rewards/rejected"] = newValue } }
+    /// Fraction of pairs whose chosen reward is strictly above the rejected one (DPO).
+    public var rewardsAccuracies: Double { get { values["rewards/accuracies"] ?? 0 } set { values["rewards/accuracies"] = newValue } }
+    /// Mean of chosen minus rejected reward.
+    public var rewardsMargins: Double { get { values["rewards/margins"] ?? 0 } set { values["rewards/margins"] = newValue } }
+    /// Mean policy log-probability (sum over the completion's tokens) of the chosen completions.
+    public var logpsChosen: Double { get { values["logps/chosen"] ?? 0 } set { values["logps/chosen"] = newValue } }
+    /// Mean policy log-probability of the rejected completions.
+    public var logpsRejected: Double { get { values["logps/rejected"] ?? 0 } set { values["logps/rejected"] = newValue } }
+    /// Mean logit (over the vocabulary, then the completion tokens) of the chosen completions.
+    public var logitsChosen: Double { get { values["logits/chosen"] ?? 0 } set { values["logits/chosen"] = newValue } }
+    /// Mean logit of the rejected completions.
+    public var logitsRejected: Double { get { values["logits/rejected"] ?? 0 } set { values["logits/rejected"] = newValue } }
+
+    /// The names present, in `knownNames` order (then any other, sorted).
+    public var names: [String] {
+        Self.knownNames.filter { values[$0] != nil } + values.keys.filter { !Self.knownNames.contains($0) }.sorted()
+    }
 
     /// The first metric that is NaN or infinite, by TRL's name, and its value.
     public var firstNonFinite: (name: String, value: Double)? {
-        Self.fields.first { !self[keyPath: $0.keyPath].isFinite }.map { ($0.name, self[keyPath: $0.keyPath]) }
+        names.first { !values[$0]!.isFinite }.map { ($0, values[$0]!) }
     }
 
     /// `transform` applied to each metric.
     public func map(_ transform: (Double) -> Double) -> ObjectiveMetrics {
-        var result = self
-        for (_, keyPath) in Self.fields { result[keyPath: keyPath] = transform(self[keyPath: keyPath]) }
-        return result
+        ObjectiveMetrics(named: values.mapValues(transform))
     }
 
-    /// `combine` applied metric by metric (`a.combined(with: b, +)` sums two batches' metrics).
+    /// `combine` applied metric by metric (`a.combined(with: b, +)` sums two batches' metrics); a metric only one
+    /// side has is combined with 0 on the other.
     public func combined(with other: ObjectiveMetrics, _ combine: (Double, Double) -> Double) -> ObjectiveMetrics {
         var result = self
-        for (_, keyPath) in Self.fields { result[keyPath: keyPath] = combine(self[keyPath: keyPath], other[keyPath: keyPath]) }
+        for name in Set(values.keys).union(other.values.keys) {
+            result.values[name] = combine(values[name] ?? 0, other.values[name] ?? 0)
+        }
         return result
     }
 
     /// Writes the metrics under TRL's names, each after `prefix` (transformers prefixes eval metrics `eval_`).
     func encode(to container: inout KeyedEncodingContainer<MetricKey>, prefix: String) throws {
-        for (name, keyPath) in Self.fields { try container.encode(self[keyPath: keyPath], forKey: MetricKey(prefix + name)) }
+        for name in names { try container.encode(values[name]!, forKey: MetricKey(prefix + name)) }
     }
 
-    init(from container: KeyedDecodingContainer<MetricKey>, prefix: String) throws {
-        self = .zero
-        for (name, keyPath) in Self.fields { self[keyPath: keyPath] = try container.decode(Double.self, forKey: MetricKey(prefix + name)) }
+    /// The metrics of a metrics-file line: every key after `prefix` but those in `excluding` (the step's own).
+    init(from container: KeyedDecodingContainer<MetricKey>, prefix: String, excluding: Set<String> = []) throws {
+        values = [:]
+        for key in container.allKeys where key.stringValue.hasPrefix(prefix) && !excluding.contains(key.stringValue) {
+            values[String(key.stringValue.dropFirst(prefix.count))] = try container.decode(Double.self, forKey: key)
+        }
     }
 }
 
@@ -131,14 +149,18 @@ public struct StepMetrics: Sendable, Equatable {
 }
 
 extension StepMetrics: Codable {
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case gradNorm = "grad_norm", learningRate = "learning_rate", step, epoch
         case tokensPerSecond = "tokens_per_second", etaSeconds = "eta_seconds", worldSize = "world_size"
     }
 
+    /// The step's own keys, beside the objective's.
+    static let stepKeys = CodingKeys.allCases
+
     /// One flat object, the objective's metrics beside the step's, as in TRL's `log_history`.
     public init(from decoder: any Decoder) throws {
-        objective = try ObjectiveMetrics(from: decoder)
+        objective = try ObjectiveMetrics(from: decoder.container(keyedBy: MetricKey.self), prefix: "",
+                                         excluding: Set(Self.stepKeys.map(\.stringValue)))
         let container = try decoder.container(keyedBy: CodingKeys.self)
         gradNorm = try container.decode(Double.self, forKey: .gradNorm)
         learningRate = try container.decode(Double.self, forKey: .learningRate)
@@ -207,7 +229,7 @@ public protocol LoggedMetrics: Codable, Sendable {
 extension ObjectiveMetrics {
     /// The values under TRL's names, each after `prefix`.
     func namedValues(prefix: String) -> [(name: String, value: Double)] {
-        Self.fields.map { (prefix + $0.name, self[keyPath: $0.keyPath]) }
+        names.map { (prefix + $0, values[$0]!) }
     }
 }
 

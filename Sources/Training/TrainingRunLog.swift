@@ -34,11 +34,11 @@ final class TrainingRunLog {
 extension DPOTrainingOptions {
     /// The run's configuration with TRL's `DPOConfig` and PEFT's `LoraConfig` argument names.
     func runConfiguration(totalSteps: Int) -> RunConfiguration {
-        let loss = objective.terms.map { $0.weight == 1 ? $0.type.rawValue : "\($0.type.rawValue)×\($0.weight)" }
-            .joined(separator: " + ")
+        let loss = kto?.lossType.rawValue ?? objective.terms
+            .map { $0.weight == 1 ? $0.type.rawValue : "\($0.type.rawValue)×\($0.weight)" }.joined(separator: " + ")
         typealias Parameter = RunConfiguration.Parameter
         var parameters = [
-            Parameter("beta", "\(objective.beta)"),
+            Parameter("beta", "\(kto?.beta ?? objective.beta)"),
             Parameter("learning_rate", "\(learningRate)"),
             Parameter("lr_scheduler_type", schedule.rawValue),
             Parameter("warmup_steps", "\(warmupSteps)"),
@@ -61,6 +61,11 @@ extension DPOTrainingOptions {
         ]
         if objective.terms.contains(where: { $0.type == .robust }) {
             parameters.insert(Parameter("label_smoothing", "\(objective.labelSmoothing)"), at: 1)
+        }
+        if let kto {
+            // KTOConfig's names.
+            parameters.insert(contentsOf: [Parameter("desirable_weight", "\(kto.desirableWeight)"),
+                                           Parameter("undesirable_weight", "\(kto.undesirableWeight)")], at: 1)
         }
         if evalDataPath == nil, evalFraction > 0 { parameters.append(Parameter("eval_fraction", "\(evalFraction)")) }
         if let evalEvery { parameters.append(Parameter("eval_steps", "\(evalEvery)")) }

@@ -5,6 +5,7 @@ import Training
 // Every enum a flag takes parses with ArgumentParser, so a bad value is refused while parsing, naming the flag and
 // listing the choices. The library stays free of ArgumentParser: the conformances live here.
 extension DPOObjective.LossType: ExpressibleByArgument {}
+extension KTOObjective.LossType: ExpressibleByArgument {}
 extension DPOTrainingOptions.OptimizerKind: ExpressibleByArgument {}
 extension LearningRateSchedule.Shape: ExpressibleByArgument {}
 extension LoRAConfiguration.Initialization: ExpressibleByArgument {}

@@ -6,7 +6,8 @@ import Training
 /// between the library's names and the command line's.
 let flagsByOption: [String: String] = [
     "lora.rank": "--rank", "lora.alpha": "--alpha", "lora.dropout": "--dropout", "targets": "--target",
-    "objective.beta": "--beta", "learningRate": "--lr", "weightDecay": "--weight-decay",
+    "objective.beta": "--beta", "kto.beta": "--beta", "kto.desirableWeight": "--desirable-weight",
+    "kto.undesirableWeight": "--undesirable-weight", "kto": "--loss kto", "learningRate": "--lr", "weightDecay": "--weight-decay",
     "warmupSteps": "--warmup-steps", "maxGradNorm": "--max-grad-norm", "batchSize": "--batch-size",
     "gradientAccumulation": "--grad-accum", "maxSteps": "--max-steps", "epochs": "--epochs",
     "evalEvery": "--eval-every", "checkpointEvery": "--checkpoint-every", "resume": "--resume",

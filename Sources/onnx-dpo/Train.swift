@@ -5,6 +5,28 @@ import Foundation
 
 /// The library's defaults: the flags default to them, so `--help` shows what a run without the flag uses.
 private let defaults = DPOTrainingOptions(modelPath: "", tokenizerPath: "", dataPath: "", outputDirectory: "")
+private let defaultKTO = KTOObjective()
+
+/// A `--loss` value: a DPO loss term on preference pairs, or an unpaired loss (KTO's family) on unpaired rows.
+enum LossChoice: ExpressibleByArgument {
+    case paired(DPOObjective.LossType)
+    case unpaired(KTOObjective.LossType)
+
+    init?(argument: String) {
+        if let type = DPOObjective.LossType(argument: argument) { self = .paired(type) }
+        else if let type = KTOObjective.LossType(argument: argument) { self = .unpaired(type) }
+        else { return nil }
+    }
+
+    var defaultValueDescription: String {
+        switch self {
+        case .paired(let type): type.rawValue
+        case .unpaired(let type): type.rawValue
+        }
+    }
+
+    static var allValueStrings: [String] { DPOObjective.LossType.allValueStrings + KTOObjective.LossType.allValueStrings }
+}
 
 /// The flags `train` and `eval` share: the model, its tokenizer, the data and how it is cut.
 struct DataOptions: ParsableArguments {
@@ -17,7 +39,7 @@ struct DataOptions: ParsableArguments {
     @Option(help: "The Hugging Face tokenizer.json (tokenizer_config.json beside it gives BOS/EOS/pad).")
     var tokenizer: String
 
-    @Option(help: "Preference data: JSONL with prompt/chosen/rejected (or chosen/rejected, or pre-tokenised ids).")
+    @Option(help: "Preference data: JSONL with prompt/chosen/rejected (or chosen/rejected, or pre-tokenised ids); with --loss kto or apo_zero_unpaired, unpaired prompt/completion/label records.")
     var data: String
 
     @Option(help: "Longest prompt + completion in tokens (TRL's max_length); 0 for no limit.")
@@ -26,8 +48,8 @@ struct DataOptions: ParsableArguments {
     @Option(help: "DPO β.")
     var beta = defaults.objective.beta
 
-    @Option(help: "Loss, or a comma list of losses (e.g. sigmoid,sft for RPO).")
-    var loss = CommaList(defaults.objective.terms.map(\.type))
+    @Option(help: "Loss, or a comma list of losses (e.g. sigmoid,sft for RPO). kto (or apo_zero_unpaired) trains on unpaired data, as TRL's KTOTrainer, in dataset order.")
+    var loss = CommaList(defaults.objective.terms.map { LossChoice.paired($0.type) })
 
     @Option(help: "Weights of the --loss terms, comma-separated (default 1 each).")
     var lossWeights: CommaList<Double>?
@@ -35,13 +57,27 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Label smoothing ε of the robust loss.")
     var labelSmoothing = defaults.objective.labelSmoothing
 
-    @Option(help: "Pairs per batch.")
+    @Option(help: "With --loss kto or apo_zero_unpaired: the weight of the desirable rows' losses (TRL's desirable_weight).")
+    var desirableWeight = defaultKTO.desirableWeight
+
+    @Option(help: "With --loss kto or apo_zero_unpaired: the weight of the undesirable rows' losses (TRL's undesirable_weight).")
+    var undesirableWeight = defaultKTO.undesirableWeight
+
+    @Option(help: "Pairs per batch (rows per batch with KTO; at least 2 for kto's KL term).")
     var batchSize = defaults.batchSize
 
     @Option(help: "Random seed (adapter initialisation, data order, eval split).")
     var seed = defaults.seed
 
+    /// The unpaired loss asked for, when `--loss` names one.
+    var unpairedLoss: KTOObjective.LossType? {
+        loss.values.lazy.compactMap { if case .unpaired(let type) = $0 { type } else { nil } }.first
+    }
+
     func validate() throws {
+        if unpairedLoss != nil, loss.values.count > 1 || lossWeights != nil {
+            throw ValidationError("--loss \(loss.values.map(\.defaultValueDescription).joined(separator: ",")): kto and apo_zero_unpaired train alone, without other losses or --loss-weights")
+        }
         if let lossWeights, lossWeights.values.count != loss.values.count {
             throw ValidationError("--loss-weights gives \(lossWeights.values.count) weights for \(loss.values.count) losses")
         }
@@ -51,7 +87,14 @@ struct DataOptions: ParsableArguments {
     func trainingOptions(outputDirectory: String) -> DPOTrainingOptions {
         var options = DPOTrainingOptions(modelPath: model, tokenizerPath: tokenizer, dataPath: data, outputDirectory: outputDirectory)
         let weights = lossWeights?.values ?? loss.values.map { _ in 1 }
-        options.objective = DPOObjective(beta: beta, terms: Array(zip(loss.values, weights)), labelSmoothing: labelSmoothing)
+        let paired = loss.values.compactMap { if case .paired(let type) = $0 { type } else { nil } }
+        options.objective = DPOObjective(beta: beta, terms: Array(zip(paired, weights)), labelSmoothing: labelSmoothing)
+        if let unpairedLoss {
+            options.kto = KTOObjective(lossType: unpairedLoss, beta: beta, desirableWeight: desirableWeight,
+                                       undesirableWeight: undesirableWeight)
+            // TRL's KTOConfig samples in dataset order: the KL completions are fixed per block of rows.
+            options.shuffle = false
+        }
         options.data.maxLength = maxLength == 0 ? nil : maxLength
         options.batchSize = batchSize
         options.seed = seed
@@ -100,7 +143,7 @@ struct Train: ParsableCommand {
     var maxSteps: Int?
     @Option(help: "Passes over the data.")
     var epochs = defaults.epochs
-    @Flag(help: "Keep the dataset's order instead of shuffling each epoch.")
+    @Flag(help: "Keep the dataset's order instead of shuffling each epoch (always, with --loss kto).")
     var noShuffle = false
 
     @Option(help: "Held-out eval data (JSONL); otherwise --eval-fraction of --data.")
@@ -135,7 +178,7 @@ struct Train: ParsableCommand {
         options.gradientAccumulation = gradAccum
         options.maxSteps = maxSteps
         options.epochs = epochs
-        options.shuffle = !noShuffle
+        options.shuffle = options.shuffle && !noShuffle
         options.evalDataPath = evalData
         options.evalFraction = evalFraction
         options.evalEvery = evalEvery
@@ -152,7 +195,7 @@ struct Train: ParsableCommand {
             guard communicator.isRoot else { try trainer.train(); return }
             let modules = trainer.adapted.modules.map(\.modulePath)
             print("training \(modules.count) adapters (\(modules.prefix(4).joined(separator: ", "))\(modules.count > 4 ? ", ..." : "")) "
-                  + "on \(trainer.trainPairs.count) pairs for \(trainer.totalSteps) steps")
+                  + "on \(trainer.trainPairs.count) \(trainer.options.kto == nil ? "pairs" : "rows") for \(trainer.totalSteps) steps")
             let progress = ProgressPrinter(total: trainer.totalSteps)
             try trainer.train(report: progress.handle)
             progress.finish()
@@ -191,10 +234,8 @@ struct Eval: ParsableCommand {
         if json {
             print(try jsonText(metrics))
         } else {
-            for (label, value) in [("rewards/accuracies", metrics.rewardsAccuracies), ("rewards/margins", metrics.rewardsMargins),
-                                   ("rewards/chosen", metrics.rewardsChosen), ("rewards/rejected", metrics.rewardsRejected),
-                                   ("loss", metrics.loss)] {
-                print("\(label): \(String(format: "%.4f", value))")
+            for label in ["rewards/accuracies", "kl", "rewards/margins", "rewards/chosen", "rewards/rejected", "loss"] {
+                if let value = metrics[label] { print("\(label): \(String(format: "%.4f", value))") }
             }
         }
     }
@@ -214,14 +255,14 @@ final class ProgressPrinter {
             else { emit("reference log-probs: \(done)/\(total) pairs", final: done == total) }
         case .step(let metrics):
             let objective = metrics.objective
-            let line = String(format: "step %d/%d  loss %.4f  reward acc %.2f  margin %.4f  %.0f tok/s  ETA %@",
-                              metrics.step, total, objective.loss, objective.rewardsAccuracies, objective.rewardsMargins,
+            let line = String(format: "step %d/%d  loss %.4f  %@  margin %.4f  %.0f tok/s  ETA %@",
+                              metrics.step, total, objective.loss, Self.secondMetric(objective), objective.rewardsMargins,
                               metrics.tokensPerSecond, Self.duration(metrics.etaSeconds))
             emit(line, final: metrics.step == total)
         case .evaluation(let metrics):
             let objective = metrics.objective
-            emit(String(format: "eval: loss %.4f  reward acc %.2f  margin %.4f", objective.loss,
-                        objective.rewardsAccuracies, objective.rewardsMargins), final: true)
+            emit(String(format: "eval: loss %.4f  %@  margin %.4f", objective.loss, Self.secondMetric(objective),
+                        objective.rewardsMargins), final: true)
         case .checkpoint(let path):
             emit("checkpoint: \(path)", final: true)
         case .resumed(let step):
@@ -232,6 +273,11 @@ final class ProgressPrinter {
     }
 
     func finish() { if live { print("") } }
+
+    /// DPO's reward accuracy, or KTO's KL estimate.
+    static func secondMetric(_ objective: ObjectiveMetrics) -> String {
+        objective["kl"].map { String(format: "kl %.4f", $0) } ?? String(format: "reward acc %.2f", objective.rewardsAccuracies)
+    }
 
     private func emit(_ line: String, final: Bool) {
         if live {

@@ -29,29 +29,10 @@ public struct PreferenceDataset: Sendable {
     /// JSON object, a missing key, a value of the wrong kind (a number, a chat-format message list) and a file with no
     /// records are errors naming the file (and the line).
     public static func load(path: String, format: PreferenceFormat = .auto) throws(TrainingError) -> PreferenceDataset {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "the file cannot be read" : "no such file"
-            throw .emptyDataset(path: path, reason: reason)
-        }
         var pairs: [PreferencePair] = []
         var resolved: PreferenceFormat? = format == .auto ? nil : format
         var firstLine = 0
-        var lineNumber = 0
-        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
-            // Blank lines (and a lone "\r" of CRLF files) carry no record, as in `datasets`' JSON reader.
-            guard line.contains(where: { !isJSONWhitespace($0) }) else { continue }
-            let value: JSONValue
-            do {
-                value = try parseJSON(Array(line))
-            } catch {
-                throw .invalidDataRecord(
-                    path: path, line: lineNumber, reason: "not valid JSON: \(error.message) at column \(error.column)")
-            }
-            guard case .object = value else {
-                throw .invalidDataRecord(
-                    path: path, line: lineNumber, reason: "expected a JSON object, found \(value.kindName)")
-            }
+        for (lineNumber, value) in try jsonlObjects(path: path) {
             let detected = detectFormat(value)
             if let expected = resolved, detected != expected {
                 // An explicit file's record without "prompt" is missing a key; any other difference is a mix.
@@ -75,10 +56,6 @@ public struct PreferenceDataset: Sendable {
         return PreferenceDataset(path: path, format: resolved, pairs: pairs)
     }
 
-    private static func isJSONWhitespace(_ byte: UInt8) -> Bool {
-        byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D
-    }
-
     private static func detectFormat(_ object: JSONValue) -> PreferenceFormat {
         if object[textKeys.prompt] != nil { return .explicit }
         if idKeys.contains(where: { object[$0.prompt] != nil || object[$0.chosen] != nil }) { return .pretokenized }
@@ -89,19 +66,7 @@ public struct PreferenceDataset: Sendable {
         throws(TrainingError) -> PreferencePair
     {
         func string(_ key: String) throws(TrainingError) -> String {
-            guard let value = object[key] else { throw .missingDataKey(path: path, line: line, key: key) }
-            switch value {
-            case .string(let text):
-                return text
-            case .array(let elements) where elements.first?["role"] != nil:
-                throw .invalidDataRecord(
-                    path: path, line: line,
-                    reason: "'\(key)' is a list of chat messages; conversational records are not supported: apply the "
-                        + "chat template and write the prompt and completions as plain strings")
-            default:
-                throw .invalidDataRecord(
-                    path: path, line: line, reason: "'\(key)' must be a string, found \(value.kindName)")
-            }
+            try jsonlString(object, key: key, path: path, line: line)
         }
         func ids(_ key: String) throws(TrainingError) -> [Int] {
             guard let value = object[key] else { throw .missingDataKey(path: path, line: line, key: key) }

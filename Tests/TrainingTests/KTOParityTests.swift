@@ -1,0 +1,119 @@
+import Training
+import Adapters
+import Tokenizers
+import Foundation
+import ONNXGraph
+import TestSupport
+import XCTest
+
+/// Agreement with TRL + PEFT on KTO: `tools/reference_kto.py` ran TRL 1.16's KTOTrainer with a PEFT LoRA (r 8, alpha
+/// 16, q_proj and v_proj, B initialised non-zero) on the torch model that fixtures/models/llama-dynamo was exported
+/// from: loss "kto", β 0.1, desirable weight 1, undesirable weight 1.25, AdamW lr 1e-3 constant, batch 4, 5 steps in
+/// dataset order over fixtures/kto/unpaired.jsonl. The same run here, on the ONNX export, must give the same numbers.
+final class KTOParityTests: XCTestCase {
+    static let reference = fixturePath("trl-kto")
+    static let data = fixturePath("kto/unpaired.jsonl")
+    static let tokenizer = fixturePath("models/llama-dynamo/tokenizer.json")
+
+    static func options(output: String) -> DPOTrainingOptions {
+        var options = DPOTrainingOptions(
+            modelPath: fixturePath("models/llama-dynamo/model.onnx"), tokenizerPath: tokenizer, dataPath: data,
+            outputDirectory: output)
+        options.initAdapter = "\(reference)/initial_adapter"
+        options.kto = KTOObjective(lossType: .kto, beta: 0.1, desirableWeight: 1, undesirableWeight: 1.25)
+        options.learningRate = 1e-3
+        options.schedule = .constant
+        options.warmupSteps = 0
+        options.weightDecay = 0
+        options.maxGradNorm = 1
+        options.batchSize = 4
+        options.maxSteps = 5
+        options.shuffle = false
+        return options
+    }
+
+    func testFiveKTOStepsMatchTRLAndPEFT() throws {
+        let output = try temporaryDirectory(for: self)
+        var reported: [StepMetrics] = []
+        let trainer = try DPOTrainer(options: Self.options(output: output.path))
+        try trainer.train { event in
+            if case .step(let metrics) = event { reported.append(metrics) }
+        }
+        // Under TRL's names, as metrics.jsonl writes them.
+        let steps = try reported.map { try JSONSerialization.jsonObject(with: JSONEncoder().encode($0)) as? [String: Double] ?? [:] }
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(Self.reference)/metrics.json"))
+        let expected = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [[String: Double]])
+        XCTAssertEqual(steps.count, expected.count)
+        let compared = ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen",
+                        "logps/rejected", "logits/chosen", "logits/rejected", "grad_norm", "learning_rate"]
+        var worst: [String: Double] = [:]
+        for (index, (ours, theirs)) in zip(steps, expected).enumerated() {
+            XCTAssertNil(ours["rewards/accuracies"], "KTOTrainer logs no reward accuracy")
+            for key in compared {
+                let (a, b) = (try XCTUnwrap(ours[key], key), try XCTUnwrap(theirs[key], key))
+                XCTAssertEqual(a, b, accuracy: 1e-6 + 1e-4 * abs(b), "step \(index + 1) \(key)")
+                worst[key] = max(worst[key] ?? 0, abs(a - b))
+            }
+        }
+        XCTAssertEqual(steps.map { $0["kl"] == 0 }, expected.map { $0["kl"] == 0 }, "the KL estimate is clamped at 0 at the same steps")
+        print("KTO parity, max |ours − TRL| per metric: "
+              + compared.map { "\($0) \(String(format: "%.2e", worst[$0] ?? .nan))" }.joined(separator: ", "))
+
+        let modules = trainer.adapted.modules
+        let final = try trainer.currentAdapter()
+        let torch = try AdapterFolder.read("\(Self.reference)/final_adapter", modules: modules)
+        var adapterWorst: Float = 0
+        for module in modules {
+            for (ours, theirs, name) in [(final.a, torch.a, "lora_A"), (final.b, torch.b, "lora_B")] {
+                let (a, b) = (try XCTUnwrap(ours[module.modulePath]), try XCTUnwrap(theirs[module.modulePath]))
+                assertClose(a, b, relative: 1e-4, absolute: 1e-6, "\(module.modulePath).\(name)")
+                adapterWorst = max(adapterWorst, zip(a.floats, b.floats).map { abs($0 - $1) }.max() ?? 0)
+            }
+        }
+        print("KTO parity, final adapter max |ours − PEFT|: \(String(format: "%.2e", adapterWorst))")
+        XCTAssert(FileManager.default.fileExists(atPath: "\(output.path)/adapter/adapter_model.safetensors"))
+    }
+
+    /// TRL's processed dataset: prompt, completion and KL completion ids and the labels of every row.
+    func testTokenizedRowsEqualTRLs() throws {
+        struct Row: Decodable {
+            var prompt_ids: [Int], completion_ids: [Int], KL_completion_ids: [Int], label: Bool
+        }
+        struct File: Decodable { var rows: [Row] }
+        let file = try JSONDecoder().decode(
+            File.self, from: Data(contentsOf: URL(fileURLWithPath: "\(Self.reference)/tokenized.json")))
+        let rows = try UnpairedDataset.load(path: Self.data)
+            .tokenized(with: try Tokenizer(path: Self.tokenizer), klBlock: 4)
+        XCTAssertEqual(rows.rows.count, file.rows.count)
+        XCTAssertEqual(rows.labels, file.rows.map(\.label))
+        for (index, (ours, theirs)) in zip(rows.rows, file.rows).enumerated() {
+            XCTAssertEqual(ours.promptIDs, theirs.prompt_ids, "row \(index) prompt")
+            XCTAssertEqual(ours.chosenIDs, theirs.completion_ids, "row \(index) completion")
+            XCTAssertEqual(ours.rejectedIDs, theirs.KL_completion_ids, "row \(index) KL completion")
+        }
+    }
+
+    /// The CLI: `train --loss kto` writes TRL's KTO metric names and the adapter.
+    func testCommandLineTrainsKTO() throws {
+        let output = try temporaryDirectory(for: self)
+        let run = try runOnnxDPO([
+            "train", "--model", fixturePath("models/llama-dynamo/model.onnx"), "--tokenizer", Self.tokenizer,
+            "--data", Self.data, "--output-dir", output.path, "--loss", "kto", "--undesirable-weight", "1.25",
+            "--batch-size", "4", "--max-steps", "2", "--lr", "1e-3", "--no-tensorboard"])
+        XCTAssertEqual(run.status, 0, run.standardError)
+        let lines = try String(contentsOf: output.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        XCTAssertEqual(lines.count, 2)
+        let first = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Double])
+        for key in ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "grad_norm"] {
+            XCTAssertNotNil(first[key], key)
+        }
+        XCTAssert(FileManager.default.fileExists(atPath: output.appendingPathComponent("adapter/adapter_config.json").path))
+
+        let refused = try runOnnxDPO([
+            "train", "--model", fixturePath("models/llama-dynamo/model.onnx"), "--tokenizer", Self.tokenizer,
+            "--data", Self.data, "--output-dir", output.path, "--loss", "kto", "--batch-size", "1"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssert(refused.standardError.contains("--batch-size must be more than 1"), refused.standardError)
+    }
+}
