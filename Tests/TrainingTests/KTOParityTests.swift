@@ -74,6 +74,38 @@ final class KTOParityTests: XCTestCase {
         XCTAssert(FileManager.default.fileExists(atPath: "\(output.path)/adapter/adapter_model.safetensors"))
     }
 
+    /// The step-1 gradients of every LoRA matrix against torch's (`step1_gradients.safetensors`, PEFT's parameter
+    /// names), read from the checkpoint after one step: AdamW's first moment is then `(1 − β1)·g`, and step 1's
+    /// gradient norm (0.064) is below the clipping threshold.
+    func testStepOneGradientsMatchTorch() throws {
+        let output = try temporaryDirectory(for: self)
+        var options = Self.options(output: output.path)
+        options.maxSteps = 1
+        options.checkpointEvery = 1
+        let trainer = try DPOTrainer(options: options)
+        try trainer.train()
+        let arrays = try NPZ.read(path: output.appendingPathComponent("checkpoint-1/trainer_state.npz").path)
+        var gradients: [String: Tensor] = [:]
+        for (key, moment) in arrays where key.hasPrefix("optimizer/") && key.hasSuffix("/exp_avg") {
+            let name = String(key.dropFirst("optimizer/".count).dropLast("/exp_avg".count))
+            let shape = try XCTUnwrap(arrays["parameter/\(name)"]).shape
+            gradients[name] = Tensor(shape: shape, floats: moment.floats.map { $0 / Float(1 - 0.9) })
+        }
+        let ours = try trainer.adapted.adapter(from: gradients)
+        let torch = try SafeTensors.read(path: "\(Self.reference)/step1_gradients.safetensors")
+        var worst: Float = 0
+        for module in trainer.adapted.modules {
+            for (matrix, key) in [(ours.a, PEFTAdapter.aKey(module.modulePath)), (ours.b, PEFTAdapter.bKey(module.modulePath))] {
+                // PEFT's live parameter names carry the adapter's name, `default`.
+                let name = key.replacingOccurrences(of: ".weight", with: ".default.weight")
+                let (a, b) = (try XCTUnwrap(matrix[module.modulePath]), try XCTUnwrap(torch[name], name))
+                assertClose(a, b, relative: 1e-4, absolute: 1e-8, name)
+                worst = max(worst, zip(a.floats, b.floats).map { abs($0 - $1) }.max() ?? 0)
+            }
+        }
+        print("KTO parity, step-1 gradients max |ours − torch|: \(String(format: "%.2e", worst))")
+    }
+
     /// TRL's processed dataset: prompt, completion and KL completion ids and the labels of every row.
     func testTokenizedRowsEqualTRLs() throws {
         struct Row: Decodable {
