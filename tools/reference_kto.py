@@ -22,6 +22,8 @@ Writes, into fixtures/trl-kto/:
                      step: the collated batch; per row: reference (adapter-off) log-probs of the completion and of
                      the KL completion, recomputed here with a plain log_softmax
   settings.json      versions and every setting that is not a default
+  apo_zero_unpaired/ the same run with loss_type "apo_zero_unpaired" (no KL term; batch 4, 3 steps): metrics.json and
+                     final_adapter/ (the initial adapter is the one above: same seeds)
 
     /work/venv-builder/bin/python tools/reference_kto.py
 """
@@ -101,6 +103,35 @@ class RecordingKTOTrainer(trl.KTOTrainer):
                 if p.requires_grad
             }
         return loss
+
+
+def train_apo_zero_unpaired(model_factory, tokenizer, dataset, initial):
+    """A second, shorter run with the unpaired APO-zero loss, from the same initial adapter; metrics and final adapter."""
+    out = OUT / "apo_zero_unpaired"
+    out.mkdir(parents=True)
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="reference_kto_apo_"))
+    settings = dict(KTO_SETTINGS, loss_type="apo_zero_unpaired", max_steps=3)
+    trainer = trl.KTOTrainer(model=model_factory(), args=trl.KTOConfig(output_dir=str(workdir), **settings),
+                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft.LoraConfig(**LORA))
+    pmodel = trainer.model
+    with torch.no_grad():
+        for name, p in pmodel.named_parameters():
+            if name in initial:
+                p.copy_(initial[name])
+    trainer.train()
+    pmodel.save_pretrained(str(out / "final_adapter"))
+    (out / "final_adapter" / "README.md").unlink(missing_ok=True)
+    config_path = out / "final_adapter" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["target_modules"] = sorted(config["target_modules"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    steps = [entry for entry in trainer.state.log_history if "loss" in entry and "step" in entry]
+    assert [s["step"] for s in steps] == [1, 2, 3], trainer.state.log_history
+    (out / "metrics.json").write_text(json.dumps(steps, indent=1) + "\n")
+    shutil.rmtree(workdir, ignore_errors=True)
+    for s in steps:
+        print(f"apo_zero_unpaired step {s['step']}: loss {s['loss']:.8f} kl {s['kl']} grad_norm {s['grad_norm']:.6f}")
+    return settings
 
 
 def main():
@@ -250,6 +281,9 @@ def main():
         grad_norms=[s["grad_norm"] for s in steps],
         clipping_active_at_steps=[s["step"] for s in steps if s["grad_norm"] > args.max_grad_norm],
     )
+    settings["apo_zero_unpaired"] = dict(
+        kto_config_non_default=train_apo_zero_unpaired(lambda: build_model("llama", info), tokenizer, dataset, initial),
+        note="a second trainer from build_model again, its adapter set to initial_adapter before training")
     (OUT / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     shutil.rmtree(workdir, ignore_errors=True)
 

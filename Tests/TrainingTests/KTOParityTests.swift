@@ -9,7 +9,8 @@ import XCTest
 /// Agreement with TRL + PEFT on KTO: `tools/reference_kto.py` ran TRL 1.16's KTOTrainer with a PEFT LoRA (r 8, alpha
 /// 16, q_proj and v_proj, B initialised non-zero) on the torch model that fixtures/models/llama-dynamo was exported
 /// from: loss "kto", β 0.1, desirable weight 1, undesirable weight 1.25, AdamW lr 1e-3 constant, batch 4, 5 steps in
-/// dataset order over fixtures/kto/unpaired.jsonl. The same run here, on the ONNX export, must give the same numbers.
+/// dataset order over fixtures/kto/unpaired.jsonl (and 3 steps of "apo_zero_unpaired"). The same runs here, on the
+/// ONNX export, must give the same numbers.
 final class KTOParityTests: XCTestCase {
     static let reference = fixturePath("trl-kto")
     static let data = fixturePath("kto/unpaired.jsonl")
@@ -33,45 +34,65 @@ final class KTOParityTests: XCTestCase {
     }
 
     func testFiveKTOStepsMatchTRLAndPEFT() throws {
-        let output = try temporaryDirectory(for: self)
+        let steps = try assertRunMatchesTRL(Self.options(output: try temporaryDirectory(for: self).path),
+                                            reference: Self.reference, label: "kto")
+        XCTAssertEqual(steps.map { $0["kl"] == 0 }, [false, true, false, true, false],
+                       "the KL estimate is clamped at 0 at steps 2 and 4, as in TRL")
+    }
+
+    /// The unpaired APO-zero loss (no KL term, no KL rows), three steps from the same adapter.
+    func testThreeAPOZeroUnpairedStepsMatchTRLAndPEFT() throws {
+        var options = Self.options(output: try temporaryDirectory(for: self).path)
+        options.kto?.lossType = .apoZeroUnpaired
+        options.maxSteps = 3
+        let steps = try assertRunMatchesTRL(options, reference: "\(Self.reference)/apo_zero_unpaired", label: "apo_zero_unpaired")
+        XCTAssertEqual(steps.map { $0["kl"] }, [0, 0, 0])
+    }
+
+    /// Trains with `options` and compares every step's metrics and the final adapter with TRL's run in `reference`;
+    /// returns our steps under TRL's names.
+    @discardableResult
+    func assertRunMatchesTRL(_ options: DPOTrainingOptions, reference: String, label: String,
+                             file: StaticString = #filePath, line: UInt = #line) throws -> [[String: Double]] {
         var reported: [StepMetrics] = []
-        let trainer = try DPOTrainer(options: Self.options(output: output.path))
+        let trainer = try DPOTrainer(options: options)
         try trainer.train { event in
             if case .step(let metrics) = event { reported.append(metrics) }
         }
         // Under TRL's names, as metrics.jsonl writes them.
         let steps = try reported.map { try JSONSerialization.jsonObject(with: JSONEncoder().encode($0)) as? [String: Double] ?? [:] }
-        let data = try Data(contentsOf: URL(fileURLWithPath: "\(Self.reference)/metrics.json"))
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(reference)/metrics.json"))
         let expected = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [[String: Double]])
-        XCTAssertEqual(steps.count, expected.count)
+        XCTAssertEqual(steps.count, expected.count, file: file, line: line)
         let compared = ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen",
                         "logps/rejected", "logits/chosen", "logits/rejected", "grad_norm", "learning_rate"]
         var worst: [String: Double] = [:]
         for (index, (ours, theirs)) in zip(steps, expected).enumerated() {
-            XCTAssertNil(ours["rewards/accuracies"], "KTOTrainer logs no reward accuracy")
+            XCTAssertNil(ours["rewards/accuracies"], "KTOTrainer logs no reward accuracy", file: file, line: line)
             for key in compared {
                 let (a, b) = (try XCTUnwrap(ours[key], key), try XCTUnwrap(theirs[key], key))
-                XCTAssertEqual(a, b, accuracy: 1e-6 + 1e-4 * abs(b), "step \(index + 1) \(key)")
+                XCTAssertEqual(a, b, accuracy: 1e-6 + 1e-4 * abs(b), "\(label) step \(index + 1) \(key)", file: file, line: line)
                 worst[key] = max(worst[key] ?? 0, abs(a - b))
             }
         }
-        XCTAssertEqual(steps.map { $0["kl"] == 0 }, expected.map { $0["kl"] == 0 }, "the KL estimate is clamped at 0 at the same steps")
-        print("KTO parity, max |ours − TRL| per metric: "
+        print("\(label) parity, max |ours − TRL| per metric: "
               + compared.map { "\($0) \(String(format: "%.2e", worst[$0] ?? .nan))" }.joined(separator: ", "))
 
         let modules = trainer.adapted.modules
         let final = try trainer.currentAdapter()
-        let torch = try AdapterFolder.read("\(Self.reference)/final_adapter", modules: modules)
+        let torch = try AdapterFolder.read("\(reference)/final_adapter", modules: modules)
         var adapterWorst: Float = 0
         for module in modules {
             for (ours, theirs, name) in [(final.a, torch.a, "lora_A"), (final.b, torch.b, "lora_B")] {
                 let (a, b) = (try XCTUnwrap(ours[module.modulePath]), try XCTUnwrap(theirs[module.modulePath]))
-                assertClose(a, b, relative: 1e-4, absolute: 1e-6, "\(module.modulePath).\(name)")
+                assertClose(a, b, relative: 1e-4, absolute: 1e-6, "\(label) \(module.modulePath).\(name)", file: file, line: line)
                 adapterWorst = max(adapterWorst, zip(a.floats, b.floats).map { abs($0 - $1) }.max() ?? 0)
             }
         }
-        print("KTO parity, final adapter max |ours − PEFT|: \(String(format: "%.2e", adapterWorst))")
-        XCTAssert(FileManager.default.fileExists(atPath: "\(output.path)/adapter/adapter_model.safetensors"))
+        print("\(label) parity, final adapter max |ours − PEFT|: \(String(format: "%.2e", adapterWorst))")
+        XCTAssert(FileManager.default.fileExists(atPath: "\(options.adapterDirectory)/adapter_model.safetensors"),
+                  file: file, line: line)
+        return steps
     }
 
     /// The step-1 gradients of every LoRA matrix against torch's (`step1_gradients.safetensors`, PEFT's parameter
