@@ -2,7 +2,7 @@
 """Runs TRL's KTOTrainer + a PEFT LoRA on the tiny Llama fixture and saves the reference numbers that
 onnx-dpo's KTO parity test must match (fixtures/trl-kto/).
 
-The same model, tokenizer, LoRA config and B-perturbation as tools/reference_dpo.py (whose helpers this imports):
+The same model, tokenizer, LoRA config and B-perturbation as tools/reference_dpo.py (tools/reference_trl.py):
 the tiny Llama rebuilt and checked bit-for-bit against fixtures/models/llama-dynamo/model.onnx, LoraConfig(r=8,
 lora_alpha=16, q_proj/v_proj) given to KTOTrainer as `peft_config` (reference = base model, adapter disabled),
 then every lora_B ~ N(0, 0.05^2) so step 1 is not trivial.
@@ -28,106 +28,46 @@ Writes, into fixtures/trl-kto/:
     /work/venv-builder/bin/python tools/reference_kto.py
 """
 import json
-import logging
-import os
 import pathlib
 import shutil
 import sys
 import tempfile
-import warnings
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
-import torch
-import transformers
-from safetensors.torch import save_file
-
-import datasets
 import peft
+import torch
 import trl
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from make_fixtures import build_model, train_tokenizer  # noqa: E402
-from reference_dpo import B_SEED, B_STD, LORA, check_model_against_onnx, load_tokenizer, sequence_logps  # noqa: E402
+from make_fixtures import build_model  # noqa: E402
+from reference_trl import (  # noqa: E402
+    LORA, ROOT, TRAINING_ARGUMENTS, adapter_values, checked_model_and_tokenizer, common_settings, quiet, report_size,
+    run_reference, save_adapter, save_steps, sequence_logps, set_adapter_values, trainable_values,
+)
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "fixtures" / "kto" / "unpaired.jsonl"
 OUT = ROOT / "fixtures" / "trl-kto"
 
 MAX_STEPS = 5
 BATCH = 4
 
-KTO_SETTINGS = dict(
-    beta=0.1,
-    loss_type="kto",
-    desirable_weight=1.0,
-    undesirable_weight=1.25,
-    learning_rate=1e-3,
-    lr_scheduler_type="constant",
-    warmup_steps=0,
-    weight_decay=0.0,
-    per_device_train_batch_size=BATCH,
-    gradient_accumulation_steps=1,
-    max_steps=MAX_STEPS,
-    optim="adamw_torch",
-    seed=42,
-    logging_steps=1,
-    report_to=[],
-    use_cpu=True,
-    bf16=False,                     # KTOConfig's default is True
-    fp16=False,
-    gradient_checkpointing=False,   # KTOConfig's default is True; numerically irrelevant here, off for clarity
-    train_sampling_strategy="sequential",  # KTOConfig's default too: the KL pairing needs dataset order
-    precompute_ref_log_probs=False,
-    save_strategy="no",
-    dataloader_num_workers=0,
-)
+# KTOConfig's own defaults differ from DPOConfig's (bf16, gradient checkpointing): TRAINING_ARGUMENTS sets both.
+KTO_SETTINGS = dict(beta=0.1, loss_type="kto", desirable_weight=1.0, undesirable_weight=1.25,
+                    per_device_train_batch_size=BATCH, max_steps=MAX_STEPS, **TRAINING_ARGUMENTS)
 
 
-class RecordingKTOTrainer(trl.KTOTrainer):
-    """Records every collated batch and the step-1 gradients (after backward, before clipping)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.batches = []
-        self.step1_gradients = None
-
-    def training_step(self, model, inputs, *args, **kwargs):
-        self.batches.append({k: v.detach().clone() for k, v in inputs.items() if torch.is_tensor(v)})
-        loss = super().training_step(model, inputs, *args, **kwargs)
-        if self.state.global_step == 0 and self.step1_gradients is None:
-            self.step1_gradients = {
-                name: p.grad.detach().clone().contiguous()
-                for name, p in model.named_parameters()
-                if p.requires_grad
-            }
-        return loss
-
-
-def train_apo_zero_unpaired(model_factory, tokenizer, dataset, initial):
+def train_apo_zero_unpaired(model, tokenizer, dataset, initial):
     """A second, shorter run with the unpaired APO-zero loss, from the same initial adapter; metrics and final adapter."""
     out = OUT / "apo_zero_unpaired"
     out.mkdir(parents=True)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="reference_kto_apo_"))
     settings = dict(KTO_SETTINGS, loss_type="apo_zero_unpaired", max_steps=3)
-    trainer = trl.KTOTrainer(model=model_factory(), args=trl.KTOConfig(output_dir=str(workdir), **settings),
+    trainer = trl.KTOTrainer(model=model, args=trl.KTOConfig(output_dir=str(workdir), **settings),
                              train_dataset=dataset, processing_class=tokenizer, peft_config=peft.LoraConfig(**LORA))
-    pmodel = trainer.model
-    with torch.no_grad():
-        for name, p in pmodel.named_parameters():
-            if name in initial:
-                p.copy_(initial[name])
+    assert trainable_values(trainer.model).keys() == initial.keys()
+    set_adapter_values(trainer.model, initial)
     trainer.train()
-    pmodel.save_pretrained(str(out / "final_adapter"))
-    (out / "final_adapter" / "README.md").unlink(missing_ok=True)
-    config_path = out / "final_adapter" / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["target_modules"] = sorted(config["target_modules"])
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    steps = [entry for entry in trainer.state.log_history if "loss" in entry and "step" in entry]
-    assert [s["step"] for s in steps] == [1, 2, 3], trainer.state.log_history
-    (out / "metrics.json").write_text(json.dumps(steps, indent=1) + "\n")
+    save_adapter(trainer.model, out / "final_adapter")
+    steps = save_steps(trainer, 3, out)
     shutil.rmtree(workdir, ignore_errors=True)
     for s in steps:
         print(f"apo_zero_unpaired step {s['step']}: loss {s['loss']:.8f} kl {s['kl']} grad_norm {s['grad_norm']:.6f}")
@@ -135,69 +75,12 @@ def train_apo_zero_unpaired(model_factory, tokenizer, dataset, initial):
 
 
 def main():
-    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-    transformers.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    logging.getLogger("trl").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet()
+    model, tokenizer, tok_config, info, n_checked = checked_model_and_tokenizer()
 
-    tokenizer, tok_config = load_tokenizer()
-    fresh, info = train_tokenizer("llama3")
-    assert fresh.to_str() == tokenizer.backend_tokenizer.to_str(), "tokenizer.json differs from train_tokenizer"
-
-    model = build_model("llama", info)
-    n_checked = check_model_against_onnx(model)
-
-    dataset = datasets.load_dataset("json", data_files=str(DATA), split="train")
-    assert len(dataset) >= MAX_STEPS * BATCH
-
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="reference_kto_"))
-    args = trl.KTOConfig(output_dir=str(workdir), **KTO_SETTINGS)
-    trainer = RecordingKTOTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft.LoraConfig(**LORA),
-    )
+    trainer, args, dataset, initial, steps = run_reference(trl.KTOTrainer, trl.KTOConfig, KTO_SETTINGS, model, tokenizer, DATA, OUT)
     pmodel = trainer.model
-    assert trainer.ref_model is None  # reference = the same model with the adapter disabled
-
-    generator = torch.Generator().manual_seed(B_SEED)
-    with torch.no_grad():
-        for name, p in sorted(pmodel.named_parameters()):
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * B_STD)
-
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
-
-    def save_adapter(folder):
-        pmodel.save_pretrained(str(OUT / folder))
-        (OUT / folder / "README.md").unlink(missing_ok=True)
-        config_path = OUT / folder / "adapter_config.json"
-        config = json.loads(config_path.read_text())
-        config["target_modules"] = sorted(config["target_modules"])
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-    save_adapter("initial_adapter")
-    initial = {n: p.detach().clone() for n, p in pmodel.named_parameters() if p.requires_grad}
-
-    trainer.train()
-    save_adapter("final_adapter")
-
-    steps = [entry for entry in trainer.state.log_history if "loss" in entry and "step" in entry]
-    assert [s["step"] for s in steps] == list(range(1, MAX_STEPS + 1)), trainer.state.log_history
-    (OUT / "metrics.json").write_text(json.dumps(steps, indent=1) + "\n")
-
-    assert trainer.step1_gradients is not None and len(trainer.batches) == MAX_STEPS
-    save_file(trainer.step1_gradients, str(OUT / "step1_gradients.safetensors"))
-    grad_norm1 = torch.sqrt(sum((g.double() ** 2).sum() for g in trainer.step1_gradients.values())).item()
-    assert abs(grad_norm1 - steps[0]["grad_norm"]) <= 1e-4 * steps[0]["grad_norm"], (grad_norm1, steps[0])
-
     # Reference (adapter off) log-probs per row, of the completion and of the KL completion.
-    pmodel.eval()
     ref_rows, step_batches = [], []
     for batch in trainer.batches:
         kl_batch = {k[3:]: v for k, v in batch.items() if k.startswith("KL_")}
@@ -208,17 +91,10 @@ def main():
         step_batches.append({k: v.tolist() for k, v in batch.items()})
 
     # Cross-check TRL's step-1 kl and rewards with the initial adapter.
-    trained = {n: p.detach().clone() for n, p in pmodel.named_parameters() if p.requires_grad}
     first = trainer.batches[0]
-    with torch.no_grad():
-        for n, p in pmodel.named_parameters():
-            if n in initial:
-                p.copy_(initial[n])
+    with adapter_values(pmodel, initial):
         pol = sequence_logps(pmodel, first)
         pol_kl = sequence_logps(pmodel, {k[3:]: v for k, v in first.items() if k.startswith("KL_")})
-        for n, p in pmodel.named_parameters():
-            if n in trained:
-                p.copy_(trained[n])
     ref0 = torch.tensor([r["completion"] for r in ref_rows[:BATCH]], dtype=torch.float64)
     ref0_kl = torch.tensor([r["kl"] for r in ref_rows[:BATCH]], dtype=torch.float64)
     labels = first["label"].bool()
@@ -257,21 +133,10 @@ def main():
     (OUT / "tokenized.json").write_text(json.dumps(tokenized, ensure_ascii=False, separators=(",", ":")) + "\n")
 
     settings = dict(
-        versions=dict(trl=trl.__version__, peft=peft.__version__, transformers=transformers.__version__,
-                      torch=torch.__version__, datasets=datasets.__version__, python=sys.version.split()[0]),
-        model=dict(source="tools/make_fixtures.py build_model('llama', ...)",
-                   onnx="fixtures/models/llama-dynamo/model.onnx", onnx_parameters_checked_bitwise=n_checked,
-                   dtype="float32", device="cpu"),
-        tokenizer=dict(file="fixtures/models/llama-dynamo/tokenizer.json", **{k: tok_config[k] for k in (
-            "bos_token", "eos_token", "pad_token", "padding_side", "model_max_length")}),
+        common_settings(n_checked, tok_config, "KTOTrainer"),
         data=dict(file="fixtures/kto/unpaired.jsonl", rows_in_file=len(dataset),
                   desirable=sum(dataset["label"]), rows_used=MAX_STEPS * BATCH,
                   order="dataset order (SequentialSampler via train_sampling_strategy='sequential')"),
-        lora=dict(LORA, init_lora_weights=True, use_rslora=False,
-                  B_init=f"after get_peft_model: every lora_B ~ N(0, {B_STD}^2) from "
-                         f"torch.Generator().manual_seed({B_SEED}), sorted parameter-name order",
-                  A_init="PEFT default (Kaiming-uniform a=sqrt(5)) under transformers.set_seed(42) inside KTOTrainer"),
-        reference_model="same model with the LoRA adapter disabled (peft_config given to KTOTrainer; ref_model None)",
         kto_config_non_default=dict(KTO_SETTINGS),
         kto_config_effective=dict(
             max_grad_norm=args.max_grad_norm, max_length=args.max_length, adam_beta1=args.adam_beta1,
@@ -282,17 +147,15 @@ def main():
         clipping_active_at_steps=[s["step"] for s in steps if s["grad_norm"] > args.max_grad_norm],
     )
     settings["apo_zero_unpaired"] = dict(
-        kto_config_non_default=train_apo_zero_unpaired(lambda: build_model("llama", info), tokenizer, dataset, initial),
+        kto_config_non_default=train_apo_zero_unpaired(build_model("llama", info), tokenizer, dataset, initial),
         note="a second trainer from build_model again, its adapter set to initial_adapter before training")
     (OUT / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(args.output_dir, ignore_errors=True)
 
     for s in steps:
         print(f"step {s['step']}: loss {s['loss']:.8f} kl {s['kl']:.6f} margins {s.get('rewards/margins', 0):.6f} "
               f"grad_norm {s['grad_norm']:.6f}")
-    total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
-    print(f"wrote {OUT} ({total} bytes)")
-    assert total < 1_000_000
+    report_size(OUT)
 
 
 if __name__ == "__main__":

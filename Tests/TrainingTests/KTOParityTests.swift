@@ -16,25 +16,42 @@ final class KTOParityTests: XCTestCase {
     static let data = fixturePath("kto/unpaired.jsonl")
     static let tokenizer = fixturePath("models/llama-dynamo/tokenizer.json")
 
-    static func options(output: String) -> DPOTrainingOptions {
+    /// The settings of TRL's run as `tools/reference_kto.py` wrote them (`settings.json`).
+    struct Settings: Decodable {
+        struct Config: Decodable {
+            var beta: Double, loss_type: String, desirable_weight: Double, undesirable_weight: Double
+            var learning_rate: Double, lr_scheduler_type: String, warmup_steps: Int, weight_decay: Double
+            var per_device_train_batch_size: Int, gradient_accumulation_steps: Int, max_steps: Int
+        }
+        struct Effective: Decodable { var max_grad_norm: Double, max_length: Int }
+        var kto_config_non_default: Config
+        var kto_config_effective: Effective
+    }
+
+    /// The options of TRL's run, read from its settings: the same run here.
+    static func options(output: String) throws -> DPOTrainingOptions {
+        let settings = try JSONDecoder().decode(
+            Settings.self, from: Data(contentsOf: URL(fileURLWithPath: "\(reference)/settings.json")))
+        let (config, effective) = (settings.kto_config_non_default, settings.kto_config_effective)
         var options = DPOTrainingOptions(
             modelPath: fixturePath("models/llama-dynamo/model.onnx"), tokenizerPath: tokenizer, dataPath: data,
             outputDirectory: output)
         options.initAdapter = "\(reference)/initial_adapter"
-        options.kto = KTOObjective(lossType: .kto, beta: 0.1, desirableWeight: 1, undesirableWeight: 1.25)
-        options.learningRate = 1e-3
-        options.schedule = .constant
-        options.warmupSteps = 0
-        options.weightDecay = 0
-        options.maxGradNorm = 1
-        options.batchSize = 4
-        options.maxSteps = 5
-        options.shuffle = false
+        options.kto = KTOObjective(lossType: try XCTUnwrap(KTOObjective.LossType(rawValue: config.loss_type)),
+                                   beta: config.beta, desirableWeight: config.desirable_weight,
+                                   undesirableWeight: config.undesirable_weight)
+        options.learningRate = config.learning_rate
+        options.schedule = try XCTUnwrap(LearningRateSchedule.Shape(rawValue: config.lr_scheduler_type))
+        (options.warmupSteps, options.weightDecay) = (config.warmup_steps, config.weight_decay)
+        (options.batchSize, options.gradientAccumulation) = (config.per_device_train_batch_size, config.gradient_accumulation_steps)
+        options.maxSteps = config.max_steps
+        (options.maxGradNorm, options.data.maxLength) = (effective.max_grad_norm, effective.max_length)
+        options.shuffle = false  // TRL's SequentialSampler
         return options
     }
 
     func testFiveKTOStepsMatchTRLAndPEFT() throws {
-        let steps = try assertRunMatchesTRL(Self.options(output: try temporaryDirectory(for: self).path),
+        let steps = try assertRunMatchesTRL(try Self.options(output: try temporaryDirectory(for: self).path),
                                             reference: Self.reference, label: "kto")
         XCTAssertEqual(steps.map { $0["kl"] == 0 }, [false, true, false, true, false],
                        "the KL estimate is clamped at 0 at steps 2 and 4, as in TRL")
@@ -42,7 +59,7 @@ final class KTOParityTests: XCTestCase {
 
     /// The unpaired APO-zero loss (no KL term, no KL rows), three steps from the same adapter.
     func testThreeAPOZeroUnpairedStepsMatchTRLAndPEFT() throws {
-        var options = Self.options(output: try temporaryDirectory(for: self).path)
+        var options = try Self.options(output: try temporaryDirectory(for: self).path)
         options.kto?.lossType = .apoZeroUnpaired
         options.maxSteps = 3
         let steps = try assertRunMatchesTRL(options, reference: "\(Self.reference)/apo_zero_unpaired", label: "apo_zero_unpaired")
@@ -100,7 +117,7 @@ final class KTOParityTests: XCTestCase {
     /// gradient norm (0.064) is below the clipping threshold.
     func testStepOneGradientsMatchTorch() throws {
         let output = try temporaryDirectory(for: self)
-        var options = Self.options(output: output.path)
+        var options = try Self.options(output: output.path)
         options.maxSteps = 1
         options.checkpointEvery = 1
         let trainer = try DPOTrainer(options: options)
