@@ -23,7 +23,8 @@ Writes, into fixtures/trl-kto/:
                      the KL completion, recomputed here with a plain log_softmax
   settings.json      versions and every setting that is not a default
   apo_zero_unpaired/ the same run with loss_type "apo_zero_unpaired" (no KL term; batch 4, 3 steps): metrics.json and
-                     final_adapter/ (the initial adapter is the one above: same seeds)
+                     final_adapter/ (the initial adapter is the one above)
+  grad_accum/        the kto run with micro-batches of 2 rows, 2 per step, 3 steps: metrics.json and final_adapter/
 
     /work/venv-builder/bin/python tools/reference_kto.py
 """
@@ -55,22 +56,31 @@ KTO_SETTINGS = dict(beta=0.1, loss_type="kto", desirable_weight=1.0, undesirable
                     per_device_train_batch_size=BATCH, max_steps=MAX_STEPS, **TRAINING_ARGUMENTS)
 
 
-def train_apo_zero_unpaired(model, tokenizer, dataset, initial):
-    """A second, shorter run with the unpaired APO-zero loss, from the same initial adapter; metrics and final adapter."""
-    out = OUT / "apo_zero_unpaired"
+# Shorter runs from the same initial adapter, each in OUT/<name>/ (metrics.json, final_adapter/): the unpaired APO-zero
+# loss (no KL term), and micro-batches of 2 rows accumulated over 2 (KL completions rotated within blocks of 2; a
+# micro-batch with desirable rows only, whose missing metrics TRL averages over the other micro-batch).
+VARIANTS = {
+    "apo_zero_unpaired": dict(loss_type="apo_zero_unpaired", max_steps=3),
+    "grad_accum": dict(per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=3),
+}
+
+
+def train_variant(name, model, tokenizer, dataset, initial):
+    out = OUT / name
     out.mkdir(parents=True)
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="reference_kto_apo_"))
-    settings = dict(KTO_SETTINGS, loss_type="apo_zero_unpaired", max_steps=3)
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"reference_kto_{name}_"))
+    settings = dict(KTO_SETTINGS, **VARIANTS[name])
     trainer = trl.KTOTrainer(model=model, args=trl.KTOConfig(output_dir=str(workdir), **settings),
                              train_dataset=dataset, processing_class=tokenizer, peft_config=peft.LoraConfig(**LORA))
     assert trainable_values(trainer.model).keys() == initial.keys()
     set_adapter_values(trainer.model, initial)
     trainer.train()
     save_adapter(trainer.model, out / "final_adapter")
-    steps = save_steps(trainer, 3, out)
+    steps = save_steps(trainer, settings["max_steps"], out)
     shutil.rmtree(workdir, ignore_errors=True)
     for s in steps:
-        print(f"apo_zero_unpaired step {s['step']}: loss {s['loss']:.8f} kl {s['kl']} grad_norm {s['grad_norm']:.6f}")
+        print(f"{name} step {s['step']}: loss {s['loss']:.8f} kl {s['kl']} grad_norm {s['grad_norm']:.6f} "
+              f"rewards/rejected {s.get('rewards/rejected')}")
     return settings
 
 
@@ -146,9 +156,10 @@ def main():
         grad_norms=[s["grad_norm"] for s in steps],
         clipping_active_at_steps=[s["step"] for s in steps if s["grad_norm"] > args.max_grad_norm],
     )
-    settings["apo_zero_unpaired"] = dict(
-        kto_config_non_default=train_apo_zero_unpaired(build_model("llama", info), tokenizer, dataset, initial),
-        note="a second trainer from build_model again, its adapter set to initial_adapter before training")
+    for name in VARIANTS:
+        settings[name] = dict(
+            kto_config_non_default=train_variant(name, build_model("llama", info), tokenizer, dataset, initial),
+            note="another trainer from build_model again, its adapter set to initial_adapter before training")
     (OUT / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     shutil.rmtree(args.output_dir, ignore_errors=True)
 

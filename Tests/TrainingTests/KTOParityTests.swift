@@ -24,15 +24,19 @@ final class KTOParityTests: XCTestCase {
             var per_device_train_batch_size: Int, gradient_accumulation_steps: Int, max_steps: Int
         }
         struct Effective: Decodable { var max_grad_norm: Double, max_length: Int }
+        struct Variant: Decodable { var kto_config_non_default: Config }
         var kto_config_non_default: Config
         var kto_config_effective: Effective
+        var apo_zero_unpaired: Variant
+        var grad_accum: Variant
     }
 
-    /// The options of TRL's run, read from its settings: the same run here.
-    static func options(output: String) throws -> DPOTrainingOptions {
+    /// The options of TRL's run, read from its settings (`variant`: one of its shorter runs): the same run here.
+    static func options(output: String, variant: KeyPath<Settings, Settings.Variant>? = nil) throws -> DPOTrainingOptions {
         let settings = try JSONDecoder().decode(
             Settings.self, from: Data(contentsOf: URL(fileURLWithPath: "\(reference)/settings.json")))
-        let (config, effective) = (settings.kto_config_non_default, settings.kto_config_effective)
+        let config = variant.map { settings[keyPath: $0].kto_config_non_default } ?? settings.kto_config_non_default
+        let effective = settings.kto_config_effective
         var options = DPOTrainingOptions(
             modelPath: fixturePath("models/llama-dynamo/model.onnx"), tokenizerPath: tokenizer, dataPath: data,
             outputDirectory: output)
@@ -59,11 +63,18 @@ final class KTOParityTests: XCTestCase {
 
     /// The unpaired APO-zero loss (no KL term, no KL rows), three steps from the same adapter.
     func testThreeAPOZeroUnpairedStepsMatchTRLAndPEFT() throws {
-        var options = try Self.options(output: try temporaryDirectory(for: self).path)
-        options.kto?.lossType = .apoZeroUnpaired
-        options.maxSteps = 3
+        let options = try Self.options(output: try temporaryDirectory(for: self).path, variant: \.apo_zero_unpaired)
+        XCTAssertEqual(options.kto?.lossType, .apoZeroUnpaired)
         let steps = try assertRunMatchesTRL(options, reference: "\(Self.reference)/apo_zero_unpaired", label: "apo_zero_unpaired")
         XCTAssertEqual(steps.map { $0["kl"] }, [0, 0, 0])
+    }
+
+    /// Micro-batches of 2 rows, 2 per step: KL completions rotated within blocks of 2, the KL estimate per micro-batch,
+    /// and a micro-batch of desirable rows only (step 2), whose missing metrics TRL averages over the other one.
+    func testGradientAccumulationMatchesTRLAndPEFT() throws {
+        let options = try Self.options(output: try temporaryDirectory(for: self).path, variant: \.grad_accum)
+        XCTAssertEqual([options.batchSize, options.gradientAccumulation], [2, 2])
+        try assertRunMatchesTRL(options, reference: "\(Self.reference)/grad_accum", label: "grad_accum")
     }
 
     /// Trains with `options` and compares every step's metrics and the final adapter with TRL's run in `reference`;
