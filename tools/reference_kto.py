@@ -21,6 +21,7 @@ Writes, into fixtures/trl-kto/:
   tokenized.json     per row: prompt_ids, completion_ids, KL_completion_ids, label (TRL's processed dataset); per
                      step: the collated batch; per row: reference (adapter-off) log-probs of the completion and of
                      the KL completion, recomputed here with a plain log_softmax
+  eval_metrics.json  KTOTrainer.evaluate of the final adapter on fixtures/kto/eval.jsonl (eval batch 4)
   settings.json      versions and every setting that is not a default
   apo_zero_unpaired/ the same run with loss_type "apo_zero_unpaired" (no KL term; batch 4, 3 steps): metrics.json and
                      final_adapter/ (the initial adapter is the one above)
@@ -34,6 +35,7 @@ import shutil
 import sys
 import tempfile
 
+import datasets
 import peft
 import torch
 import trl
@@ -46,6 +48,7 @@ from reference_trl import (  # noqa: E402
 )
 
 DATA = ROOT / "fixtures" / "kto" / "unpaired.jsonl"
+EVAL_DATA = ROOT / "fixtures" / "kto" / "eval.jsonl"
 OUT = ROOT / "fixtures" / "trl-kto"
 
 MAX_STEPS = 5
@@ -53,7 +56,8 @@ BATCH = 4
 
 # KTOConfig's own defaults differ from DPOConfig's (bf16, gradient checkpointing): TRAINING_ARGUMENTS sets both.
 KTO_SETTINGS = dict(beta=0.1, loss_type="kto", desirable_weight=1.0, undesirable_weight=1.25,
-                    per_device_train_batch_size=BATCH, max_steps=MAX_STEPS, **TRAINING_ARGUMENTS)
+                    per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH, max_steps=MAX_STEPS,
+                    **TRAINING_ARGUMENTS)
 
 
 # Shorter runs from the same initial adapter, each in OUT/<name>/ (metrics.json, final_adapter/): the unpaired APO-zero
@@ -90,6 +94,12 @@ def main():
 
     trainer, args, dataset, initial, steps = run_reference(trl.KTOTrainer, trl.KTOConfig, KTO_SETTINGS, model, tokenizer, DATA, OUT)
     pmodel = trainer.model
+
+    # The final adapter on the eval rows (14: batches of 4, 4, 4 and 2), as KTOTrainer.evaluate averages them.
+    trainer.evaluate(eval_dataset=datasets.load_dataset("json", data_files=str(EVAL_DATA), split="train"))
+    evaluation = trainer.state.log_history[-1]
+    assert "eval_kl" in evaluation and "eval_loss" in evaluation, evaluation
+    (OUT / "eval_metrics.json").write_text(json.dumps(evaluation, indent=1) + "\n")
     # Reference (adapter off) log-probs per row, of the completion and of the KL completion.
     ref_rows, step_batches = [], []
     for batch in trainer.batches:

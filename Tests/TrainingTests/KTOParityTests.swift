@@ -54,9 +54,11 @@ final class KTOParityTests: XCTestCase {
         return options
     }
 
+    /// Five steps, then the final adapter evaluated on fixtures/kto/eval.jsonl (14 rows: batches of 4, 4, 4 and 2).
     func testFiveKTOStepsMatchTRLAndPEFT() throws {
-        let steps = try assertRunMatchesTRL(try Self.options(output: try temporaryDirectory(for: self).path),
-                                            reference: Self.reference, label: "kto")
+        var options = try Self.options(output: try temporaryDirectory(for: self).path)
+        options.evalDataPath = fixturePath("kto/eval.jsonl")
+        let steps = try assertRunMatchesTRL(options, reference: Self.reference, label: "kto")
         XCTAssertEqual(steps.map { $0["kl"] == 0 }, [false, true, false, true, false],
                        "the KL estimate is clamped at 0 at steps 2 and 4, as in TRL")
     }
@@ -77,15 +79,17 @@ final class KTOParityTests: XCTestCase {
         try assertRunMatchesTRL(options, reference: "\(Self.reference)/grad_accum", label: "grad_accum")
     }
 
-    /// Trains with `options` and compares every step's metrics and the final adapter with TRL's run in `reference`;
-    /// returns our steps under TRL's names.
+    /// Trains with `options` and compares every step's metrics, the final adapter and (when `options` has eval data)
+    /// the evaluation after the last step with TRL's run in `reference`; returns our steps under TRL's names.
     @discardableResult
     func assertRunMatchesTRL(_ options: DPOTrainingOptions, reference: String, label: String,
                              file: StaticString = #filePath, line: UInt = #line) throws -> [[String: Double]] {
         var reported: [StepMetrics] = []
+        var evaluations: [EvalMetrics] = []
         let trainer = try DPOTrainer(options: options)
         try trainer.train { event in
             if case .step(let metrics) = event { reported.append(metrics) }
+            if case .evaluation(let metrics) = event { evaluations.append(metrics) }
         }
         // Under TRL's names, as metrics.jsonl writes them.
         let steps = try reported.map { try JSONSerialization.jsonObject(with: JSONEncoder().encode($0)) as? [String: Double] ?? [:] }
@@ -105,6 +109,23 @@ final class KTOParityTests: XCTestCase {
         }
         print("\(label) parity, max |ours − TRL| per metric: "
               + compared.map { "\($0) \(String(format: "%.2e", worst[$0] ?? .nan))" }.joined(separator: ", "))
+        if options.evalDataPath != nil {
+            // transformers weighs the eval loss by the batches' rows; KTOTrainer's metrics are plain batch means.
+            XCTAssertEqual(evaluations.count, 1, file: file, line: line)
+            let ours = try XCTUnwrap(try JSONSerialization.jsonObject(with: JSONEncoder().encode(XCTUnwrap(evaluations.first)))
+                as? [String: Double])
+            let evalData = try Data(contentsOf: URL(fileURLWithPath: "\(reference)/eval_metrics.json"))
+            let theirs = try XCTUnwrap(try JSONSerialization.jsonObject(with: evalData) as? [String: Double])
+            var evalWorst = 0.0
+            for key in compared.prefix(9).map({ "eval_\($0)" }) {
+                let (a, b) = (try XCTUnwrap(ours[key], key), try XCTUnwrap(theirs[key], key))
+                XCTAssertEqual(a, b, accuracy: 1e-6 + 1e-4 * abs(b), "\(label) \(key)", file: file, line: line)
+                evalWorst = max(evalWorst, abs(a - b))
+            }
+            XCTAssertNil(ours["eval_rewards/accuracies"], file: file, line: line)
+            print("\(label) parity, evaluation max |ours − TRL| over eval_loss, eval_kl, eval_rewards/*, eval_logps/*, "
+                  + "eval_logits/*: \(String(format: "%.2e", evalWorst))")
+        }
 
         let modules = trainer.adapted.modules
         let final = try trainer.currentAdapter()
