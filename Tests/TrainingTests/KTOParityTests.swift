@@ -212,10 +212,26 @@ final class KTOParityTests: XCTestCase {
         }
         XCTAssert(FileManager.default.fileExists(atPath: output.appendingPathComponent("adapter/adapter_config.json").path))
 
+        // eval on unpaired data: TRL's KTO metrics, as JSON.
+        let evaluated = try runOnnxDPO([
+            "eval", "--model", fixturePath("models/llama-dynamo/model.onnx"), "--tokenizer", Self.tokenizer,
+            "--data", fixturePath("kto/eval.jsonl"), "--adapter", output.appendingPathComponent("adapter").path,
+            "--output-dir", output.appendingPathComponent("eval").path, "--loss", "kto", "--batch-size", "4", "--json"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.standardError)
+        let metrics = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(evaluated.standardOutput.utf8)) as? [String: Double],
+                                    evaluated.standardOutput)
+        XCTAssertEqual(Set(metrics.keys), ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins",
+                                           "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"])
+
         let refused = try runOnnxDPO([
             "train", "--model", fixturePath("models/llama-dynamo/model.onnx"), "--tokenizer", Self.tokenizer,
             "--data", Self.data, "--output-dir", output.path, "--loss", "kto", "--batch-size", "1"])
         XCTAssertNotEqual(refused.status, 0)
         XCTAssert(refused.standardError.contains("--batch-size must be more than 1"), refused.standardError)
+        let mixed = try runOnnxDPO([
+            "train", "--model", fixturePath("models/llama-dynamo/model.onnx"), "--tokenizer", Self.tokenizer,
+            "--data", Self.data, "--output-dir", output.path, "--loss", "sigmoid,kto"])
+        XCTAssertNotEqual(mixed.status, 0)
+        XCTAssert(mixed.standardError.contains("kto and apo_zero_unpaired train alone"), mixed.standardError)
     }
 }
