@@ -12,9 +12,9 @@ public struct RunReport: Sendable {
     public var duration: Double?
 
     /// Charts come in this order (TRL's names), then any other metric by name; `epoch` and `eta_seconds` get none.
-    static let chartOrder = ["loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected",
-                             "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected", "grad_norm",
-                             "learning_rate", "tokens_per_second"]
+    static let chartOrder = ["loss", "kl", "rewards/accuracies", "rewards/margins", "rewards/chosen",
+                             "rewards/rejected", "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected",
+                             "grad_norm", "learning_rate", "tokens_per_second"]
     static let notCharted: Set<String> = ["epoch", "eta_seconds"]
     /// Metrics that follow a schedule rather than the data: their line joins the values, unsmoothed.
     static let unsmoothed: Set<String> = ["learning_rate"]

@@ -85,7 +85,10 @@ func fuzzTokenizer(_ scratch: ScratchFolder, _ bytes: [UInt8]) throws {
     _ = tokenizer.decode(ids, skipSpecialTokens: true)
 }
 
-/// A preference-data JSONL file (explicit, implicit or pre-tokenised rows, told from the keys).
+/// A preference-data JSONL file (explicit, implicit or pre-tokenised rows, told from the keys), also read as
+/// unpaired KTO rows (prompt, completion, label).
 func fuzzPreferenceData(_ scratch: ScratchFolder, _ bytes: [UInt8]) throws {
-    _ = try PreferenceDataset.load(path: try scratch.write(bytes, to: "preferences.jsonl"))
+    let path = try scratch.write(bytes, to: "preferences.jsonl")
+    _ = try? UnpairedDataset.load(path: path)
+    _ = try PreferenceDataset.load(path: path)
 }

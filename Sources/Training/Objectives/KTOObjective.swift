@@ -10,8 +10,9 @@ import Foundation
 /// gradient flows through it, as TRL computes it under `no_grad`):
 ///
 ///     kto                 desirable: w_d·(1 − σ(β·(r − z)))     undesirable: w_u·(1 − σ(β·(z − r)))
-///     apo_zero_unpaired   desirable: w_d·(1 − σ(β·r))           undesirable: w_u·σ(β·r)        (no KL term; D'Oosterlinck et al. 2024)
+///     apo_zero_unpaired   desirable: w_d·(1 − σ(β·r))           undesirable: w_u·σ(β·r)
 ///
+/// (`apo_zero_unpaired`: D'Oosterlinck et al. 2024, "Anchored Preference Optimization", without a KL term.)
 /// The loss is the mean over the B rows. Metrics, TRL's: `kl` (z), `rewards/chosen` and `logps/chosen` (means of `β·r`
 /// and `π` over the desirable rows), `rewards/rejected` and `logps/rejected` (over the undesirable ones),
 /// `rewards/margins` (their difference, when the batch has both), `logits/chosen` and `logits/rejected` (the mean
