@@ -42,7 +42,7 @@ import trl
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from reference_trl import (  # noqa: E402
-    ROOT, TRAINING_ARGUMENTS, adapter_values, checked_model_and_tokenizer, common_settings, quiet, report_size,
+    ROOT, TRAINING_ARGUMENTS, adapter_values, checked_model_and_tokenizer, common_settings, report_size,
     run_reference, sequence_logps,
 )
 
@@ -57,10 +57,10 @@ DPO_SETTINGS = dict(beta=0.1, loss_type=["sigmoid"], per_device_train_batch_size
 
 
 def main():
-    quiet()
     model, tokenizer, tok_config, _, n_checked = checked_model_and_tokenizer()
 
-    trainer, args, dataset, initial, steps = run_reference(trl.DPOTrainer, trl.DPOConfig, DPO_SETTINGS, model, tokenizer, DATA, OUT)
+    trainer, args, dataset, initial, steps = run_reference(
+        trl.DPOTrainer, trl.DPOConfig, DPO_SETTINGS, model, tokenizer, DATA, OUT)
     pmodel = trainer.model
 
     # Reference (adapter off) log-probs per pair, recomputed from the recorded batches with a plain log_softmax;

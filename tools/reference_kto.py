@@ -43,8 +43,8 @@ import trl
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from make_fixtures import build_model  # noqa: E402
 from reference_trl import (  # noqa: E402
-    LORA, ROOT, TRAINING_ARGUMENTS, adapter_values, checked_model_and_tokenizer, common_settings, quiet, report_size,
-    run_reference, save_adapter, save_steps, sequence_logps, set_adapter_values, trainable_values,
+    LORA, ROOT, TRAINING_ARGUMENTS, adapter_values, checked_model_and_tokenizer, common_settings, report_size,
+    run_reference, save_peft_adapter, save_steps, sequence_logps, set_adapter_values, trainable_values,
 )
 
 DATA = ROOT / "fixtures" / "kto" / "unpaired.jsonl"
@@ -79,7 +79,7 @@ def train_variant(name, model, tokenizer, dataset, initial):
     assert trainable_values(trainer.model).keys() == initial.keys()
     set_adapter_values(trainer.model, initial)
     trainer.train()
-    save_adapter(trainer.model, out / "final_adapter")
+    save_peft_adapter(trainer.model, out / "final_adapter")
     steps = save_steps(trainer, settings["max_steps"], out)
     shutil.rmtree(workdir, ignore_errors=True)
     for s in steps:
@@ -89,15 +89,16 @@ def train_variant(name, model, tokenizer, dataset, initial):
 
 
 def main():
-    quiet()
     model, tokenizer, tok_config, info, n_checked = checked_model_and_tokenizer()
 
-    trainer, args, dataset, initial, steps = run_reference(trl.KTOTrainer, trl.KTOConfig, KTO_SETTINGS, model, tokenizer, DATA, OUT)
+    trainer, args, dataset, initial, steps = run_reference(
+        trl.KTOTrainer, trl.KTOConfig, KTO_SETTINGS, model, tokenizer, DATA, OUT)
     pmodel = trainer.model
 
     # The final adapter on the eval rows (14: batches of 4, 4, 4 and 2), as KTOTrainer.evaluate averages them.
     trainer.evaluate(eval_dataset=datasets.load_dataset("json", data_files=str(EVAL_DATA), split="train"))
-    evaluation = trainer.state.log_history[-1]
+    # Without the timings, so that the file regenerates identically.
+    evaluation = {k: v for k, v in trainer.state.log_history[-1].items() if "runtime" not in k and "per_second" not in k}
     assert "eval_kl" in evaluation and "eval_loss" in evaluation, evaluation
     (OUT / "eval_metrics.json").write_text(json.dumps(evaluation, indent=1) + "\n")
     # Reference (adapter off) log-probs per row, of the completion and of the KL completion.

@@ -61,12 +61,20 @@ TRAINING_ARGUMENTS = dict(
 )
 
 
-def quiet():
+def quiet_setup_and_tokenizer():
+    """Threads, quiet libraries, and the tokenizer: the committed file, checked against a fresh
+    train_tokenizer("llama3"). Returns (tokenizer, its tokenizer_config.json, train_tokenizer's info)."""
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.getLogger("trl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    tokenizer, tok_config = load_tokenizer()
+    fresh, info = train_tokenizer("llama3")
+    assert fresh.to_str() == tokenizer.backend_tokenizer.to_str(), "tokenizer.json differs from train_tokenizer"
+    assert (info["bos_id"], info["eos_id"], info["pad_id"]) == (
+        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return tokenizer, tok_config, info
 
 
 def check_model_against_onnx(model):
@@ -107,13 +115,9 @@ def load_tokenizer():
 
 
 def checked_model_and_tokenizer():
-    """The tokenizer (the committed file, checked against a fresh train_tokenizer("llama3")), its config, the info
-    build_model needs, the model checked against the ONNX export, and how many parameters were checked."""
-    tokenizer, tok_config = load_tokenizer()
-    fresh, info = train_tokenizer("llama3")
-    assert fresh.to_str() == tokenizer.backend_tokenizer.to_str(), "tokenizer.json differs from train_tokenizer"
-    assert (info["bos_id"], info["eos_id"], info["pad_id"]) == (
-        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    """`quiet_setup_and_tokenizer`, then the model checked against the ONNX export: (model, tokenizer, its config,
+    train_tokenizer's info, how many parameters were checked)."""
+    tokenizer, tok_config, info = quiet_setup_and_tokenizer()
     model = build_model("llama", info)
     return model, tokenizer, tok_config, info, check_model_against_onnx(model)
 
@@ -141,11 +145,11 @@ def recording(trainer_class):
     return Recording
 
 
-def perturb_lora_b(pmodel):
-    """B ~ N(0, B_STD^2), deterministic, in sorted name order, so step 1 is not the trivial B = 0 step."""
+def perturb_lora_b(peft_model):
+    """B ~ N(0, B_STD^2), deterministic, in sorted parameter-name order, so step 1 is not the trivial B = 0 step."""
     generator = torch.Generator().manual_seed(B_SEED)
     with torch.no_grad():
-        for name, p in sorted(pmodel.named_parameters()):
+        for name, p in sorted(peft_model.named_parameters()):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=generator) * B_STD)
 
@@ -172,10 +176,11 @@ def adapter_values(pmodel, values):
     set_adapter_values(pmodel, kept)
 
 
-def save_adapter(pmodel, folder):
-    pmodel.save_pretrained(str(folder))
+def save_peft_adapter(peft_model, folder):
+    """PEFT's save_pretrained into `folder`, without its README, target_modules sorted (PEFT keeps them as a set,
+    so its saved order varies between runs)."""
+    peft_model.save_pretrained(str(folder))
     (folder / "README.md").unlink(missing_ok=True)
-    # PEFT keeps target_modules as a set, so its saved order varies between runs: sort it.
     config_path = folder / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["target_modules"] = sorted(config["target_modules"])
@@ -250,11 +255,11 @@ def run_reference(trainer_class, config_class, settings, model, tokenizer, data,
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    save_adapter(pmodel, out / "initial_adapter")
+    save_peft_adapter(pmodel, out / "initial_adapter")
     initial = trainable_values(pmodel)
 
     trainer.train()
-    save_adapter(pmodel, out / "final_adapter")
+    save_peft_adapter(pmodel, out / "final_adapter")
     steps = save_steps(trainer, max_steps, out)
     save_step1_gradients(trainer, steps, out)
     pmodel.eval()
