@@ -386,7 +386,7 @@ public final class DPOTrainer {
         for step in firstStep..<totalSteps {
             let stepStart = DispatchTime.now().uptimeNanoseconds
             var gradients: [String: Tensor] = [:]
-            var sums = ObjectiveMetrics.empty
+            var sums = noMetrics
             var logged: [String: Int] = [:]  // micro-batches that have each metric
             var tokens = 0
             var lines: [Int] = []
@@ -506,6 +506,10 @@ public final class DPOTrainer {
         return (evaluation, try pass.backward([logitsOutput: dLogits], profile: profile))
     }
 
+    /// The start of a sum of the objective's metrics: DPO's nine at 0, so that a process whose share of every batch
+    /// is empty still sums the same names as the others; KTO (one process) logs only the metrics its batches have.
+    private var noMetrics: ObjectiveMetrics { options.kto == nil ? .zero : .empty }
+
     /// The objective on `share`'s rows of `global`: DPO against the batch's `BatchTotals`, or with `options.kto`
     /// KTO against its `KTOObjective.Totals` (one process: the trainer refuses KTO under mpirun). `referenceChosen` and
     /// `referenceRejected` are the share's; `labels` are the whole batch's.
@@ -535,7 +539,7 @@ public final class DPOTrainer {
     /// the batches' pairs. Each process of `communicator` evaluates its share of every batch (all must call this).
     /// `labels`: the KTO labels of `pairs` (empty for DPO).
     public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double]), labels: [Bool] = []) throws -> ObjectiveMetrics {
-        var totals = ObjectiveMetrics.empty
+        var totals = noMetrics
         var batches: [String: Int] = [:]  // KTO: the batches that have each metric
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
             let end = min(start + options.batchSize, pairs.count)
