@@ -22,6 +22,7 @@ Writes, into fixtures/trl-kto/:
                      step: the collated batch; per row: reference (adapter-off) log-probs of the completion and of
                      the KL completion, recomputed here with a plain log_softmax
   eval_metrics.json  KTOTrainer.evaluate of the final adapter on fixtures/kto/eval.jsonl (eval batch 4)
+  unpaired_from_pairs.json  TRL's processed rows when KTOTrainer is given fixtures/dpo/preferences.jsonl (pairs)
   settings.json      versions and every setting that is not a default
   apo_zero_unpaired/ the same run with loss_type "apo_zero_unpaired" (no KL term; batch 4, 3 steps): metrics.json and
                      final_adapter/ (the initial adapter is the one above)
@@ -49,6 +50,7 @@ from reference_trl import (  # noqa: E402
 
 DATA = ROOT / "fixtures" / "kto" / "unpaired.jsonl"
 EVAL_DATA = ROOT / "fixtures" / "kto" / "eval.jsonl"
+PAIRS = ROOT / "fixtures" / "dpo" / "preferences.jsonl"
 OUT = ROOT / "fixtures" / "trl-kto"
 
 MAX_STEPS = 5
@@ -86,6 +88,21 @@ def train_variant(name, model, tokenizer, dataset, initial):
         print(f"{name} step {s['step']}: loss {s['loss']:.8f} kl {s['kl']} grad_norm {s['grad_norm']:.6f} "
               f"rewards/rejected {s.get('rewards/rejected')}")
     return settings
+
+
+def unpaired_from_pairs(model, tokenizer):
+    """TRL's processed dataset when KTOTrainer is given preference pairs (fixtures/dpo/preferences.jsonl): unpaired,
+    EOS appended, tokenised, KL completions rotated within blocks of BATCH rows."""
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="reference_kto_pairs_"))
+    trainer = trl.KTOTrainer(model=model, args=trl.KTOConfig(output_dir=str(workdir), **KTO_SETTINGS),
+                             train_dataset=datasets.load_dataset("json", data_files=str(PAIRS), split="train"),
+                             processing_class=tokenizer, peft_config=peft.LoraConfig(**LORA))
+    processed = trainer.train_dataset
+    rows = [dict(label=bool(row["label"]), prompt_ids=row["prompt_ids"], completion_ids=row["completion_ids"],
+                 KL_completion_ids=row["KL_completion_ids"]) for row in processed]
+    (OUT / "unpaired_from_pairs.json").write_text(
+        json.dumps(dict(data="fixtures/dpo/preferences.jsonl", rows=rows), separators=(",", ":")) + "\n")
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main():
@@ -171,6 +188,7 @@ def main():
         settings[name] = dict(
             kto_config_non_default=train_variant(name, build_model("llama", info), tokenizer, dataset, initial),
             note="another trainer from build_model again, its adapter set to initial_adapter before training")
+    unpaired_from_pairs(build_model("llama", info), tokenizer)
     (OUT / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     shutil.rmtree(args.output_dir, ignore_errors=True)
 

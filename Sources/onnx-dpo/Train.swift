@@ -39,7 +39,7 @@ struct DataOptions: ParsableArguments {
     @Option(help: "The Hugging Face tokenizer.json (tokenizer_config.json beside it gives BOS/EOS/pad).")
     var tokenizer: String
 
-    @Option(help: "Preference data: JSONL with prompt/chosen/rejected (or chosen/rejected, or pre-tokenised ids); with --loss kto or apo_zero_unpaired, unpaired prompt/completion/label records.")
+    @Option(help: "Preference data: JSONL with prompt/chosen/rejected (or chosen/rejected, or pre-tokenised ids); with --loss kto or apo_zero_unpaired, unpaired prompt/completion/label records (or pairs, unpaired as TRL does).")
     var data: String
 
     @Option(help: "Longest prompt + completion in tokens (TRL's max_length); 0 for no limit.")

@@ -48,12 +48,35 @@ final class KTODataTests: XCTestCase {
         let path = try write(#"{"prompt": "Q:", "completion": 3, "label": true}"#)
         XCTAssertEqual(message { _ = try UnpairedDataset.load(path: path) },
                        "\(path), line 1: 'completion' must be a string, found a number")
-        let paired = try write(#"{"prompt": "Q:", "chosen": " a", "rejected": " b"}"#)
-        assertThrows(["\(paired), line 1", "paired record", "boolean label"]) { try UnpairedDataset.load(path: paired) }
+        let pretokenized = try write(#"{"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3]}"#)
+        assertThrows(["\(pretokenized), line 1", "pre-tokenised pairs cannot be unpaired"]) {
+            try UnpairedDataset.load(path: pretokenized)
+        }
         let broken = try write("{\"prompt\": \"Q:\", \"completion\": \" a\", \"label\": true}\n{\"prompt\"")
         assertThrows(["\(broken), line 2", "not valid JSON"]) { try UnpairedDataset.load(path: broken) }
         let chat = try write(#"{"prompt": [{"role": "user", "content": "Q"}], "completion": " a", "label": true}"#)
         assertThrows(["line 1", "chat messages"]) { try UnpairedDataset.load(path: chat) }
+    }
+
+    /// TRL's `unpair_preference_dataset`: per chunk of pairs, the chosen completions (desirable), then the rejected.
+    func testPairsAreUnpairedAsTRLUnpairsThem() throws {
+        let path = try write("""
+            {"prompt": "Q1:", "chosen": " a", "rejected": " b"}
+            {"prompt": "Q2:", "chosen": " c", "rejected": " d"}
+            """)
+        XCTAssertEqual(try UnpairedDataset.load(path: path).examples, [
+            UnpairedExample(prompt: "Q1:", completion: " a", isDesirable: true, line: 1),
+            UnpairedExample(prompt: "Q2:", completion: " c", isDesirable: true, line: 2),
+            UnpairedExample(prompt: "Q1:", completion: " b", isDesirable: false, line: 1),
+            UnpairedExample(prompt: "Q2:", completion: " d", isDesirable: false, line: 2),
+        ])
+        let implicit = try write(#"{"chosen": "Q: yes", "rejected": "Q: no"}"#)
+        XCTAssertEqual(try UnpairedDataset.load(path: implicit).examples.map(\.prompt), ["Q:", "Q:"])
+        XCTAssertEqual(try UnpairedDataset.load(path: implicit).examples.map(\.completion), [" yes", " no"])
+        let pairs = (0..<1001).map { PreferencePair(content: .explicit(prompt: "Q\($0)", chosen: "c", rejected: "r"), line: $0 + 1) }
+        let unpaired = try UnpairedDataset(unpairing: PreferenceDataset(path: "p", format: .explicit, pairs: pairs))
+        XCTAssertEqual(unpaired.examples.map(\.isDesirable), [Bool](repeating: true, count: 1000)
+            + [Bool](repeating: false, count: 1000) + [true, false], "chunks of 1000 pairs")
     }
 
     func testAnEmptyDatasetIsAnError() throws {

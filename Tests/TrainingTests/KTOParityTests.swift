@@ -176,22 +176,25 @@ final class KTOParityTests: XCTestCase {
         print("KTO parity, step-1 gradients max |ours − torch|: \(String(format: "%.2e", worst))")
     }
 
-    /// TRL's processed dataset: prompt, completion and KL completion ids and the labels of every row.
+    /// TRL's processed dataset: prompt, completion and KL completion ids and the labels of every row, from unpaired
+    /// records and from preference pairs (unpaired as KTOTrainer unpairs them).
     func testTokenizedRowsEqualTRLs() throws {
         struct Row: Decodable {
             var prompt_ids: [Int], completion_ids: [Int], KL_completion_ids: [Int], label: Bool
         }
         struct File: Decodable { var rows: [Row] }
-        let file = try JSONDecoder().decode(
-            File.self, from: Data(contentsOf: URL(fileURLWithPath: "\(Self.reference)/tokenized.json")))
-        let rows = try UnpairedDataset.load(path: Self.data)
-            .tokenized(with: try Tokenizer(path: Self.tokenizer), klBlock: 4)
-        XCTAssertEqual(rows.rows.count, file.rows.count)
-        XCTAssertEqual(rows.labels, file.rows.map(\.label))
-        for (index, (ours, theirs)) in zip(rows.rows, file.rows).enumerated() {
-            XCTAssertEqual(ours.promptIDs, theirs.prompt_ids, "row \(index) prompt")
-            XCTAssertEqual(ours.chosenIDs, theirs.completion_ids, "row \(index) completion")
-            XCTAssertEqual(ours.rejectedIDs, theirs.KL_completion_ids, "row \(index) KL completion")
+        for (data, reference) in [(Self.data, "tokenized.json"), (fixturePath("dpo/preferences.jsonl"), "unpaired_from_pairs.json")] {
+            let file = try JSONDecoder().decode(
+                File.self, from: Data(contentsOf: URL(fileURLWithPath: "\(Self.reference)/\(reference)")))
+            let rows = try UnpairedDataset.load(path: data)
+                .tokenized(with: try Tokenizer(path: Self.tokenizer), klBlock: 4)
+            XCTAssertEqual(rows.rows.count, file.rows.count, reference)
+            XCTAssertEqual(rows.labels, file.rows.map(\.label), reference)
+            for (index, (ours, theirs)) in zip(rows.rows, file.rows).enumerated() {
+                XCTAssertEqual(ours.promptIDs, theirs.prompt_ids, "\(reference) row \(index) prompt")
+                XCTAssertEqual(ours.chosenIDs, theirs.completion_ids, "\(reference) row \(index) completion")
+                XCTAssertEqual(ours.rejectedIDs, theirs.KL_completion_ids, "\(reference) row \(index) KL completion")
+            }
         }
     }
 

@@ -18,7 +18,8 @@ public struct UnpairedExample: Sendable, Equatable {
 }
 
 /// An unpaired dataset read from JSONL: one `{"prompt": String, "completion": String, "label": Bool}` object per line
-/// (blank lines skipped). Conversational records are refused, as for preference data.
+/// (blank lines skipped), or preference pairs unpaired as TRL's `KTOTrainer` unpairs them. Conversational records are
+/// refused, as for preference data.
 public struct UnpairedDataset: Sendable {
     public let path: String
     public let examples: [UnpairedExample]
@@ -33,16 +34,16 @@ public struct UnpairedDataset: Sendable {
 
     /// Reads `path`. A line that is not a JSON object, a missing key, a prompt or completion that is not a string, a
     /// label that is not a JSON boolean (`true`/`false`; not 1, "yes" or null) and a file without records are errors
-    /// naming the file (and the line).
+    /// naming the file (and the line). A file whose first record is a preference pair (`chosen`, `rejected` or their
+    /// ids, no `completion`) is read as preference data (`PreferenceDataset.load`) and unpaired (`init(unpairing:)`).
     public static func load(path: String) throws(TrainingError) -> UnpairedDataset {
+        let objects = try jsonlObjects(path: path)
+        let pairKeys = ["chosen", "rejected", "chosen_ids", "rejected_ids", "chosen_input_ids", "rejected_input_ids"]
+        if let first = objects.first?.object, first[keys.completion] == nil, pairKeys.contains(where: { first[$0] != nil }) {
+            return try UnpairedDataset(unpairing: PreferenceDataset.load(path: path))
+        }
         var examples: [UnpairedExample] = []
-        for (line, object) in try jsonlObjects(path: path) {
-            if object[keys.completion] == nil, object["chosen"] != nil || object["rejected"] != nil {
-                throw .invalidDataRecord(
-                    path: path, line: line,
-                    reason: "a paired record (chosen/rejected); KTO reads unpaired records: prompt, completion and a "
-                        + "boolean label (write each pair as two records, the chosen labelled true, the rejected false)")
-            }
+        for (line, object) in objects {
             let prompt = try jsonlString(object, key: keys.prompt, path: path, line: line)
             let completion = try jsonlString(object, key: keys.completion, path: path, line: line)
             guard let label = object[keys.label] else { throw .missingDataKey(path: path, line: line, key: keys.label) }
@@ -56,6 +57,40 @@ public struct UnpairedDataset: Sendable {
         }
         guard !examples.isEmpty else { throw .emptyDataset(path: path, reason: "the file has no records") }
         return UnpairedDataset(path: path, examples: examples)
+    }
+
+    /// How many pairs TRL unpairs at a time: `datasets`' default batch for `Dataset.map(batched=True)`.
+    static let unpairingChunk = 1000
+
+    /// Preference pairs as unpaired rows, in the order of TRL's `unpair_preference_dataset`: each chunk of 1000 pairs
+    /// gives its chosen completions (desirable), then its rejected completions (undesirable), each after its pair's
+    /// prompt (an implicit prompt split off first, as TRL's `extract_prompt` does). Pre-tokenised pairs are refused.
+    public init(unpairing dataset: PreferenceDataset) throws(TrainingError) {
+        var split: [(prompt: String, chosen: String, rejected: String, line: Int)] = []
+        for pair in dataset.pairs {
+            switch pair.content {
+            case .explicit(let prompt, let chosen, let rejected):
+                split.append((prompt, chosen, rejected, pair.line))
+            case .implicit(let chosen, let rejected):
+                guard let parts = extractPrompt(chosen: chosen, rejected: rejected) else {
+                    throw .invalidDataRecord(
+                        path: dataset.path, line: pair.line,
+                        reason: "an implicit-prompt record needs non-empty 'chosen' and 'rejected' to find their shared prompt")
+                }
+                split.append((parts.prompt, parts.chosen, parts.rejected, pair.line))
+            case .pretokenized:
+                throw .invalidDataRecord(
+                    path: dataset.path, line: pair.line,
+                    reason: "pre-tokenised pairs cannot be unpaired for KTO: give prompt/completion/label records")
+            }
+        }
+        var examples: [UnpairedExample] = []
+        for start in stride(from: 0, to: split.count, by: Self.unpairingChunk) {
+            let chunk = split[start..<min(start + Self.unpairingChunk, split.count)]
+            examples += chunk.map { UnpairedExample(prompt: $0.prompt, completion: $0.chosen, isDesirable: true, line: $0.line) }
+            examples += chunk.map { UnpairedExample(prompt: $0.prompt, completion: $0.rejected, isDesirable: false, line: $0.line) }
+        }
+        self.init(path: dataset.path, examples: examples)
     }
 
     /// The training and eval datasets of `PreferenceDataOrder.split` (records keep their file order and lines).
