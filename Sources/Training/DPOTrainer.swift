@@ -494,8 +494,9 @@ public final class DPOTrainer {
         let logits = try logits(from: pass.outputs)
         let ids = batch.inputIDs.map(Int64.init)
         let policy = try logProbabilities(logits, batch)
-        let evaluation = try objectiveEvaluation(policy, share: share, of: global, referenceChosen: referenceChosen,
-                                                 referenceRejected: referenceRejected, labels: labels)
+        let evaluation = try objectiveEvaluation(policy, logits: logits, share: share, of: global,
+                                                 referenceChosen: referenceChosen, referenceRejected: referenceRejected,
+                                                 labels: labels)
         let pairs = batch.pairCount
         let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens,
                                                       length: batch.sequenceLength) { sequence, _ in
@@ -513,8 +514,9 @@ public final class DPOTrainer {
     /// The objective on `share`'s rows of `global`: DPO against the batch's `BatchTotals`, or with `options.kto`
     /// KTO against its `KTOObjective.Totals` (one process: the trainer refuses KTO under mpirun). `referenceChosen` and
     /// `referenceRejected` are the share's; `labels` are the whole batch's.
-    private func objectiveEvaluation(_ policy: SequenceLogProbs, share: BatchShare, of global: PreferenceBatch,
-                                     referenceChosen: [Double], referenceRejected: [Double], labels: [Bool]) throws
+    private func objectiveEvaluation(_ policy: SequenceLogProbs, logits: Tensor, share: BatchShare,
+                                     of global: PreferenceBatch, referenceChosen: [Double], referenceRejected: [Double],
+                                     labels: [Bool]) throws
         -> DPOObjective.Evaluation
     {
         guard let kto = options.kto else {
@@ -522,7 +524,8 @@ public final class DPOTrainer {
                                                   referenceRejected: referenceRejected, totals: BatchTotals(global))
         }
         return try kto.evaluate(policy: policy, labels: Array(labels[share.pairs]), reference: referenceChosen,
-                                referenceKL: referenceRejected, totals: KTOObjective.Totals(global, labels: labels))
+                                referenceKL: referenceRejected, totals: KTOObjective.Totals(global, labels: labels),
+                                entropySum: KTOObjective.entropySum(logits: logits, policy: policy, rows: share.pairs.count))
     }
 
     /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
@@ -550,7 +553,7 @@ public final class DPOTrainer {
             let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
             let logits = try logits(from: try session.run(feeds(batch)))
             let policy = try logProbabilities(logits, batch)
-            let evaluation = try objectiveEvaluation(policy, share: share, of: global,
+            let evaluation = try objectiveEvaluation(policy, logits: logits, share: share, of: global,
                                                      referenceChosen: Array(reference.0[mine]),
                                                      referenceRejected: Array(reference.1[mine]),
                                                      labels: labels.isEmpty ? [] : Array(labels[start..<end]))

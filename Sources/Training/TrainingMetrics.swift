@@ -36,7 +36,7 @@ public struct ObjectiveMetrics: Sendable, Equatable {
 
     /// The names of DPO's and KTO's metrics, TRL's spelling, in the order they are listed (any other name an objective
     /// logs follows them, sorted).
-    public static let knownNames = ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+    public static let knownNames = ["loss", "kl", "entropy", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
                                     "rewards/margins", "logps/chosen", "logps/rejected", "logits/chosen",
                                     "logits/rejected"]
 

@@ -112,6 +112,19 @@ final class KTOObjectiveTests: XCTestCase {
         XCTAssertEqual(gradients, whole.chosenSequenceGradients)
     }
 
+    func testEntropyIsLogVocabularyForUniformLogitsAndAveragedOverCompletionTokens() throws {
+        let uniform = Tensor(shape: DPOObjectiveTests.shape, floats: [Float](repeating: 0.3, count: 4 * 5 * 7))
+        let policy = try Self.policy(uniform)
+        // The completion rows (sequences 0 and 1) score 2 + 3 tokens.
+        XCTAssertEqual(KTOObjective.entropySum(logits: uniform, policy: policy, rows: 2), 5 * log(7), accuracy: 1e-5)
+        let evaluation = try KTOObjective().evaluate(policy: policy, labels: Self.labels, reference: [0, 0], referenceKL: [0, 0],
+                                                     entropySum: 5 * log(7))
+        XCTAssertEqual(try XCTUnwrap(evaluation.metrics["entropy"]), log(7), accuracy: 1e-12)
+        // Peaked logits have less entropy.
+        let peaked = DPOObjectiveTests.logits(seed: 0)
+        XCTAssertLessThan(KTOObjective.entropySum(logits: peaked, policy: try Self.policy(peaked), rows: 2), 5 * log(7))
+    }
+
     func testMismatchedInputsAreAnError() throws {
         let policy = try Self.policy(DPOObjectiveTests.logits(seed: 0))
         assertThrows(["4 sequences", "3 rows"]) {

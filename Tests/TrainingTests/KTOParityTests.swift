@@ -97,7 +97,7 @@ final class KTOParityTests: XCTestCase {
         let expected = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [[String: Double]])
         XCTAssertEqual(steps.count, expected.count, file: file, line: line)
         let compared = ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen",
-                        "logps/rejected", "logits/chosen", "logits/rejected", "grad_norm", "learning_rate"]
+                        "logps/rejected", "logits/chosen", "logits/rejected", "entropy", "grad_norm", "learning_rate"]
         var worst: [String: Double] = [:]
         for (index, (ours, theirs)) in zip(steps, expected).enumerated() {
             XCTAssertNil(ours["rewards/accuracies"], "KTOTrainer logs no reward accuracy", file: file, line: line)
@@ -117,14 +117,14 @@ final class KTOParityTests: XCTestCase {
             let evalData = try Data(contentsOf: URL(fileURLWithPath: "\(reference)/eval_metrics.json"))
             let theirs = try XCTUnwrap(try JSONSerialization.jsonObject(with: evalData) as? [String: Double])
             var evalWorst = 0.0
-            for key in compared.prefix(9).map({ "eval_\($0)" }) {
+            for key in compared.prefix(10).map({ "eval_\($0)" }) {
                 let (a, b) = (try XCTUnwrap(ours[key], key), try XCTUnwrap(theirs[key], key))
                 XCTAssertEqual(a, b, accuracy: 1e-6 + 1e-4 * abs(b), "\(label) \(key)", file: file, line: line)
                 evalWorst = max(evalWorst, abs(a - b))
             }
             XCTAssertNil(ours["eval_rewards/accuracies"], file: file, line: line)
             print("\(label) parity, evaluation max |ours − TRL| over eval_loss, eval_kl, eval_rewards/*, eval_logps/*, "
-                  + "eval_logits/*: \(String(format: "%.2e", evalWorst))")
+                  + "eval_logits/*, eval_entropy: \(String(format: "%.2e", evalWorst))")
         }
 
         let modules = trainer.adapted.modules
@@ -223,7 +223,7 @@ final class KTOParityTests: XCTestCase {
         XCTAssertEqual(evaluated.status, 0, evaluated.standardError)
         let metrics = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(evaluated.standardOutput.utf8)) as? [String: Double],
                                     evaluated.standardOutput)
-        XCTAssertEqual(Set(metrics.keys), ["loss", "kl", "rewards/chosen", "rewards/rejected", "rewards/margins",
+        XCTAssertEqual(Set(metrics.keys), ["loss", "kl", "entropy", "rewards/chosen", "rewards/rejected", "rewards/margins",
                                            "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"])
 
         let refused = try runOnnxDPO([

@@ -1,4 +1,6 @@
 import Foundation
+import Interpreter
+import ONNXGraph
 
 /// Kahneman–Tversky Optimisation on unpaired data (Ethayarajh et al., "KTO: Model Alignment as Prospect Theoretic
 /// Optimization", 2024, eq. 7) as TRL 1.16's `KTOTrainer` computes it, with its gradients with respect to the policy's
@@ -16,7 +18,8 @@ import Foundation
 /// The loss is the mean over the B rows. Metrics, TRL's: `kl` (z), `rewards/chosen` and `logps/chosen` (means of `β·r`
 /// and `π` over the desirable rows), `rewards/rejected` and `logps/rejected` (over the undesirable ones),
 /// `rewards/margins` (their difference, when the batch has both), `logits/chosen` and `logits/rejected` (the mean
-/// logit over the completion tokens of each kind). A kind the batch lacks has no metric, as in TRL.
+/// logit over the completion tokens of each kind), and `entropy` (the mean over every completion token of the entropy of
+/// the policy's next-token distribution) when the logits are given. A kind the batch lacks has no metric, as in TRL.
 public struct KTOObjective: Sendable, Equatable {
     public enum LossType: String, Sendable, CaseIterable, Codable {
         case kto
@@ -85,14 +88,47 @@ public struct KTOObjective: Sendable, Equatable {
         zip(policy.sums.suffix(referenceKL.count), referenceKL).map { $0 - $1 }.reduce(0, +)
     }
 
+    /// Σ over the completion tokens of the first `rows` sequences of `policy` (the completion rows; `logits` holds the
+    /// rows `policy.tokens` name) of the entropy of the next-token distribution,
+    /// `H(z) = log Σ_v exp z_v − Σ_v softmax(z)_v · z_v`.
+    public static func entropySum(logits: Tensor, policy: SequenceLogProbs, rows: Int) -> Double {
+        let vocabulary = logits.shape.last ?? 0
+        let values = logits.floats
+        let tokens = policy.tokens.filter { $0.sequence < rows }
+        var entropies = [Double](repeating: 0, count: tokens.count)
+        values.withUnsafeBufferPointer { source in
+            entropies.withUnsafeMutableBufferPointer { target in
+                let (input, output) = (source.baseAddress!, target.baseAddress!)
+                Parallel.forEachChunk(tokens.count, minimumPerThread: max(1, 65_536 / max(vocabulary, 1))) { range in
+                    for index in range {
+                        let row = input + tokens[index].row * vocabulary
+                        var maximum = -Float.infinity
+                        for v in 0..<vocabulary where row[v] > maximum { maximum = row[v] }
+                        var sum = 0.0, weighted = 0.0
+                        for v in 0..<vocabulary {
+                            let e = Double(fastExp(row[v] - maximum))
+                            sum += e
+                            weighted += e * Double(row[v])
+                        }
+                        output[index] = Double(maximum) + log(sum) - weighted / sum
+                    }
+                }
+            }
+        }
+        return entropies.reduce(0, +)
+    }
+
     /// Evaluates the objective for `policy` log-probabilities of `2·B` sequences (the B completion rows, then their B
     /// KL rows) against the cached reference sums of both. `klSum` is the whole batch's KL numerator (default: this
-    /// part's own, `klSum(policy:referenceKL:)`), `totals` its denominators (default: `policy`'s own).
+    /// part's own, `klSum(policy:referenceKL:)`), `totals` its denominators (default: `policy`'s own); `entropySum`
+    /// (`entropySum(logits:policy:rows:)`) gives the `entropy` metric.
     ///
     /// The result's `chosenSequenceGradients` are `dLoss/dπ(y|x)` per completion row; its `rejectedSequenceGradients`
     /// (the KL rows') are zero: the KL estimate is detached.
     public func evaluate(policy: SequenceLogProbs, labels: [Bool], reference: [Double], referenceKL: [Double],
-                         totals: Totals? = nil, klSum: Double? = nil) throws -> DPOObjective.Evaluation {
+                         totals: Totals? = nil, klSum: Double? = nil, entropySum: Double? = nil) throws
+        -> DPOObjective.Evaluation
+    {
         let rows = labels.count
         guard rows > 0, policy.sums.count == 2 * rows, reference.count == rows, referenceKL.count == rows else {
             throw TrainingError.invalidTrainingState(
@@ -150,6 +186,9 @@ public struct KTOObjective: Sendable, Equatable {
         }
         if totals.desirable > 0, totals.undesirable > 0 {
             metrics["rewards/margins"] = metrics["rewards/chosen"]! - metrics["rewards/rejected"]!
+        }
+        if let entropySum, totals.desirableTokens + totals.undesirableTokens > 0 {
+            metrics["entropy"] = entropySum / Double(totals.desirableTokens + totals.undesirableTokens)
         }
         if totals.desirableTokens > 0 { metrics["logits/chosen"] = logitSums.chosen / Double(totals.desirableTokens) }
         if totals.undesirableTokens > 0 { metrics["logits/rejected"] = logitSums.rejected / Double(totals.undesirableTokens) }
