@@ -34,12 +34,15 @@ public struct TokenizedPair: Sendable, Equatable {
     public var rejectedIDs: [Int]
     /// The record's line in its file.
     public var line: Int
+    /// The record's soft label (`PreferencePair.preference`), nil for a hard one.
+    public var preference: Double?
 
-    public init(promptIDs: [Int], chosenIDs: [Int], rejectedIDs: [Int], line: Int) {
+    public init(promptIDs: [Int], chosenIDs: [Int], rejectedIDs: [Int], line: Int, preference: Double? = nil) {
         self.promptIDs = promptIDs
         self.chosenIDs = chosenIDs
         self.rejectedIDs = rejectedIDs
         self.line = line
+        self.preference = preference
     }
 }
 
@@ -73,7 +76,8 @@ extension PreferencePair {
                             + "\(tokenizer.vocabularySize))")
                 }
             }
-            return TokenizedPair(promptIDs: promptIDs, chosenIDs: chosenIDs, rejectedIDs: rejectedIDs, line: line)
+            return TokenizedPair(promptIDs: promptIDs, chosenIDs: chosenIDs, rejectedIDs: rejectedIDs, line: line,
+                                 preference: preference)
         case .explicit(let explicitPrompt, let explicitChosen, let explicitRejected):
             (prompt, chosen, rejected) = (explicitPrompt, explicitChosen, explicitRejected)
         case .implicit(let fullChosen, let fullRejected):
@@ -102,7 +106,7 @@ extension PreferencePair {
             promptIDs: Array(promptIDs[..<promptLength]),
             chosenIDs: Array(promptChosenIDs[promptLength...]),
             rejectedIDs: Array(promptRejectedIDs[promptLength...]),
-            line: line)
+            line: line, preference: preference)
     }
 }
 
