@@ -38,7 +38,7 @@ from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from make_fixtures import build_model, train_tokenizer  # noqa: E402
 from reference_dpo import (  # noqa: E402
-    B_SEED, B_STD, BATCH, DATA, LORA, MAX_STEPS, ROOT, check_model_against_onnx, load_tokenizer)
+    BATCH, DATA, LORA, MAX_STEPS, ROOT, check_model_against_onnx, load_tokenizer, perturb_lora_b, save_peft_adapter)
 
 COMMON = dict(
     learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
@@ -84,26 +84,13 @@ def main():
                 assert row[f"{side}_input_ids"] == dpo["prompt_ids"] + dpo[f"{side}_ids"], (folder, i, side)
                 assert labels == [-100] * len(dpo["prompt_ids"]) + dpo[f"{side}_ids"], (folder, i, side)
 
-        generator = torch.Generator().manual_seed(B_SEED)
-        with torch.no_grad():
-            for name, p in sorted(pmodel.named_parameters()):
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=generator) * B_STD)
+        perturb_lora_b(pmodel)
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-
-        def save_adapter(name):
-            pmodel.save_pretrained(str(out / name))
-            (out / name / "README.md").unlink(missing_ok=True)
-            path = out / name / "adapter_config.json"
-            config = json.loads(path.read_text())
-            config["target_modules"] = sorted(config["target_modules"])
-            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-        save_adapter("initial_adapter")
+        save_peft_adapter(pmodel, out / "initial_adapter")
         trainer.train()
-        save_adapter("final_adapter")
+        save_peft_adapter(pmodel, out / "final_adapter")
         steps = [e for e in trainer.state.log_history if "loss" in e and "step" in e]
         assert [s["step"] for s in steps] == list(range(1, MAX_STEPS + 1)), trainer.state.log_history
         (out / "metrics.json").write_text(json.dumps(steps, indent=1) + "\n")

@@ -237,9 +237,24 @@ public struct DPOObjective: Sendable, Equatable {
         let chosenLogps = referenceFree ? chosenAverages : chosen, rejectedLogps = referenceFree ? rejectedAverages : rejected
         let chosenRewards = (referenceFree ? chosenAverages : chosenRatios).map { beta * $0 }
         let rejectedRewards = (referenceFree ? rejectedAverages : rejectedRatios).map { beta * $0 }
-        func mean(_ values: [Double]) -> Double { values.reduce(0, +) / n }
-        let chosenTokens = Double(totals.chosenTokens), rejectedTokens = Double(totals.rejectedTokens)
         let metrics = ObjectiveMetrics(
+            loss: loss, chosenRewards: chosenRewards, rejectedRewards: rejectedRewards, chosenLogps: chosenLogps,
+            rejectedLogps: rejectedLogps, policy: policy, totals: totals, extra: extra)
+        return Evaluation(loss: loss, metrics: metrics, chosenSequenceGradients: dChosen,
+                          rejectedSequenceGradients: dRejected, chosenTokenGradient: chosenTokenGradient,
+                          chosenPromptTokenGradient: chosenPromptTokenGradient)
+    }
+}
+
+extension ObjectiveMetrics {
+    /// A batch's metrics from its per-pair rewards and log-probs (this share's pairs, means over the whole batch's
+    /// `totals.pairs`), with the mean logits of `policy`'s completion tokens (over the batch's completion tokens).
+    init(loss: Double, chosenRewards: [Double], rejectedRewards: [Double], chosenLogps: some Collection<Double>,
+         rejectedLogps: some Collection<Double>, policy: SequenceLogProbs, totals: BatchTotals, extra: [String: Double]) {
+        let n = Double(totals.pairs), pairs = chosenRewards.count
+        func mean(_ values: some Sequence<Double>) -> Double { values.reduce(0, +) / n }
+        let chosenTokens = Double(totals.chosenTokens), rejectedTokens = Double(totals.rejectedTokens)
+        self.init(
             loss: loss,
             rewardsChosen: mean(chosenRewards),
             rewardsRejected: mean(rejectedRewards),
@@ -249,11 +264,7 @@ public struct DPOObjective: Sendable, Equatable {
             logpsRejected: mean(rejectedLogps),
             logitsChosen: chosenTokens > 0 ? policy.meanLogitSums[0..<pairs].reduce(0, +) / chosenTokens : 0,
             logitsRejected: rejectedTokens > 0 ? policy.meanLogitSums[pairs...].reduce(0, +) / rejectedTokens : 0)
-        var withExtra = metrics
-        withExtra.extra = extra
-        return Evaluation(loss: loss, metrics: withExtra, chosenSequenceGradients: dChosen,
-                          rejectedSequenceGradients: dRejected, chosenTokenGradient: chosenTokenGradient,
-                          chosenPromptTokenGradient: chosenPromptTokenGradient)
+        self.extra = extra
     }
 }
 

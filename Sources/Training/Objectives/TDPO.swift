@@ -40,20 +40,11 @@ public enum TDPO {
         let n = Double(totals.pairs), beta = objective.beta
         let weight = type.weight
 
-        // KL(q ‖ p) at every scored row, in parallel over tokens (each reads its own rows).
+        // KL(q ‖ p) at every scored row.
         var divergences = [Double](repeating: 0, count: tokens.count)
-        policyValues.withUnsafeBufferPointer { policyRows in
-            referenceValues.withUnsafeBufferPointer { referenceRows in
-                divergences.withUnsafeMutableBufferPointer { results in
-                    let (p, q, target) = (policyRows.baseAddress!, referenceRows.baseAddress!, results.baseAddress!)
-                    Parallel.forEachChunk(tokens.count, minimumPerThread: max(1, 65_536 / vocabulary)) { range in
-                        for index in range {
-                            let offset = tokens[index].row * vocabulary
-                            target[index] = divergence(reference: q + offset, policy: p + offset, vocabulary)
-                        }
-                    }
-                }
-            }
+        forEachToken(tokens, policyValues, referenceValues, vocabulary: vocabulary, results: &divergences, stride: 1) {
+            index, p, q, result in
+            result[0] = divergence(reference: q, policy: p, vocabulary)
         }
         var kl = [Double](repeating: 0, count: sequences)
         for (index, token) in tokens.enumerated() { kl[token.sequence] += divergences[index] }
@@ -75,51 +66,53 @@ public enum TDPO {
 
         // g·(onehot(y) − p) + k·(p − q) on every completion row.
         var gradient = [Float](repeating: 0, count: policyValues.count)
-        policyValues.withUnsafeBufferPointer { policyRows in
-            referenceValues.withUnsafeBufferPointer { referenceRows in
-                gradient.withUnsafeMutableBufferPointer { output in
+        forEachToken(tokens, policyValues, referenceValues, vocabulary: vocabulary, results: &gradient, stride: vocabulary) {
+            index, p, q, out in
+            let token = tokens[index]
+            let g = dMargin[token.sequence], k = dDivergence[token.sequence]
+            let (policyMaximum, policyLogSum) = logSumExp(p, vocabulary)
+            let (referenceMaximum, referenceLogSum) = logSumExp(q, vocabulary)
+            for v in 0..<vocabulary {
+                let policyProbability = exp(Double(p[v]) - policyMaximum - policyLogSum)
+                let referenceProbability = exp(Double(q[v]) - referenceMaximum - referenceLogSum)
+                out[v] = Float(-g * policyProbability + k * (policyProbability - referenceProbability))
+            }
+            out[Int(inputIDs[token.sequence * length + token.position])] += Float(g)
+        }
+
+        func mean(_ values: some Sequence<Double>) -> Double { values.reduce(0, +) / n }
+        let metrics = ObjectiveMetrics(
+            loss: loss, chosenRewards: (0..<pairs).map { beta * (margins[$0] + kl[$0]) },
+            rejectedRewards: (0..<pairs).map { beta * (margins[pairs + $0] + kl[pairs + $0]) },
+            chosenLogps: policy.sums[0..<pairs], rejectedLogps: policy.sums[pairs...], policy: policy, totals: totals,
+            extra: ["kl/chosen": mean(kl[0..<pairs]), "kl/rejected": mean(kl[pairs...]),
+                    "kl/margin": mean((0..<pairs).map { kl[$0] - kl[pairs + $0] })])
+        let evaluation = DPOObjective.Evaluation(
+            loss: loss, metrics: metrics, chosenSequenceGradients: Array(dMargin[0..<pairs]),
+            rejectedSequenceGradients: Array(dMargin[pairs...]), chosenTokenGradient: 0)
+        return (evaluation, Tensor(shape: policyLogits.shape, floats: gradient, dataType: policyLogits.dataType))
+    }
+
+    /// Calls `body` for every token, in parallel (tokens own disjoint rows), with its index, its policy and reference
+    /// logits rows, and its slot of `results`: `stride` values at `index` (stride 1) or at its row (stride V).
+    private static func forEachToken<Result>(
+        _ tokens: [SequenceLogProbs.Token], _ policy: [Float], _ reference: [Float], vocabulary: Int,
+        results: inout [Result], stride: Int,
+        _ body: (Int, UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Result>) -> Void
+    ) {
+        policy.withUnsafeBufferPointer { policyRows in
+            reference.withUnsafeBufferPointer { referenceRows in
+                results.withUnsafeMutableBufferPointer { output in
                     let (p, q, out) = (policyRows.baseAddress!, referenceRows.baseAddress!, output.baseAddress!)
                     Parallel.forEachChunk(tokens.count, minimumPerThread: max(1, 65_536 / vocabulary)) { range in
                         for index in range {
-                            let token = tokens[index], offset = token.row * vocabulary
-                            let g = dMargin[token.sequence], k = dDivergence[token.sequence]
-                            let (policyMaximum, policyLogSum) = logSumExp(p + offset, vocabulary)
-                            let (referenceMaximum, referenceLogSum) = logSumExp(q + offset, vocabulary)
-                            for v in 0..<vocabulary {
-                                let policyProbability = exp(Double(p[offset + v]) - policyMaximum - policyLogSum)
-                                let referenceProbability = exp(Double(q[offset + v]) - referenceMaximum - referenceLogSum)
-                                out[offset + v] = Float(-g * policyProbability + k * (policyProbability - referenceProbability))
-                            }
-                            out[offset + Int(inputIDs[token.sequence * length + token.position])] += Float(g)
+                            let offset = tokens[index].row * vocabulary
+                            body(index, p + offset, q + offset, out + (stride == 1 ? index : offset))
                         }
                     }
                 }
             }
         }
-
-        func mean(_ values: some Sequence<Double>) -> Double { values.reduce(0, +) / n }
-        let chosenRewards = (0..<pairs).map { beta * (margins[$0] + kl[$0]) }
-        let rejectedRewards = (0..<pairs).map { beta * (margins[pairs + $0] + kl[pairs + $0]) }
-        let chosenTokens = Double(totals.chosenTokens), rejectedTokens = Double(totals.rejectedTokens)
-        var metrics = ObjectiveMetrics(
-            loss: loss,
-            rewardsChosen: mean(chosenRewards),
-            rewardsRejected: mean(rejectedRewards),
-            rewardsAccuracies: mean(zip(chosenRewards, rejectedRewards).map { $0 > $1 ? 1 : 0 }),
-            rewardsMargins: mean(zip(chosenRewards, rejectedRewards).map { $0 - $1 }),
-            logpsChosen: mean(policy.sums[0..<pairs]),
-            logpsRejected: mean(policy.sums[pairs...]),
-            logitsChosen: chosenTokens > 0 ? policy.meanLogitSums[0..<pairs].reduce(0, +) / chosenTokens : 0,
-            logitsRejected: rejectedTokens > 0 ? policy.meanLogitSums[pairs...].reduce(0, +) / rejectedTokens : 0)
-        metrics.extra = [
-            "kl/chosen": mean(kl[0..<pairs]),
-            "kl/rejected": mean(kl[pairs...]),
-            "kl/margin": mean((0..<pairs).map { kl[$0] - kl[pairs + $0] }),
-        ]
-        let evaluation = DPOObjective.Evaluation(
-            loss: loss, metrics: metrics, chosenSequenceGradients: Array(dMargin[0..<pairs]),
-            rejectedSequenceGradients: Array(dMargin[pairs...]), chosenTokenGradient: 0)
-        return (evaluation, Tensor(shape: policyLogits.shape, floats: gradient, dataType: policyLogits.dataType))
     }
 
     /// `(max, log Σ exp(row − max))` of a logits row, in Double.
