@@ -181,19 +181,24 @@ def sequence_logps(model, batch):
     return (per_token * mask).sum(dim=1)
 
 
-def main():
+def quiet_setup_and_tokenizer():
+    """Threads, quiet libraries, and the tokenizer: the committed file, checked against a fresh
+    train_tokenizer("llama3"). Returns (tokenizer, its tokenizer_config.json, train_tokenizer's info)."""
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.getLogger("trl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-
-    # Tokenizer: the committed file, checked against a fresh train_tokenizer("llama3").
     tokenizer, tok_config = load_tokenizer()
     fresh, info = train_tokenizer("llama3")
     assert fresh.to_str() == tokenizer.backend_tokenizer.to_str(), "tokenizer.json differs from train_tokenizer"
     assert (info["bos_id"], info["eos_id"], info["pad_id"]) == (
         tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return tokenizer, tok_config, info
+
+
+def main():
+    tokenizer, tok_config, info = quiet_setup_and_tokenizer()
 
     model = build_model("llama", info)
     n_checked = check_model_against_onnx(model)

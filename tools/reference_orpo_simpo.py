@@ -16,13 +16,11 @@ settings.json.
     /work/venv-builder/bin/python tools/reference_orpo_simpo.py
 """
 import json
-import logging
 import os
 import pathlib
 import shutil
 import sys
 import tempfile
-import warnings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -36,9 +34,10 @@ from trl.experimental.cpo import CPOConfig, CPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from make_fixtures import build_model, train_tokenizer  # noqa: E402
+from make_fixtures import build_model  # noqa: E402
 from reference_dpo import (  # noqa: E402
-    BATCH, DATA, LORA, MAX_STEPS, ROOT, check_model_against_onnx, load_tokenizer, perturb_lora_b, save_peft_adapter)
+    BATCH, DATA, LORA, MAX_STEPS, ROOT, check_model_against_onnx, perturb_lora_b, quiet_setup_and_tokenizer,
+    save_peft_adapter)
 
 COMMON = dict(
     learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
@@ -54,14 +53,7 @@ RUNS = {
 
 
 def main():
-    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-    transformers.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    logging.getLogger("trl").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    tokenizer, _ = load_tokenizer()
-    fresh, info = train_tokenizer("llama3")
-    assert fresh.to_str() == tokenizer.backend_tokenizer.to_str()
+    tokenizer, _, info = quiet_setup_and_tokenizer()
     dpo_rows = json.loads((ROOT / "fixtures" / "trl" / "tokenized.json").read_text())["pairs"]
 
     for folder, (trainer_class, config_class, settings) in RUNS.items():

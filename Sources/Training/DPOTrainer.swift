@@ -314,7 +314,7 @@ public final class DPOTrainer {
         defer { lock?.release() }
         if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
         let (referenceChosen, referenceRejected) = try cachedReference(trainPairs, name: "train", report: report)
-        let evalReference = evalPairs.isEmpty ? ([], []) : try cachedReference(evalPairs, name: "eval", report: { _ in })
+        let evalReference = evalPairs.isEmpty ? ([], []) : try cachedReference(evalPairs, name: "eval", report: report)
 
         var firstStep = 0
         if options.resume, let (step, path) = try agreedCheckpoint() {
@@ -474,12 +474,13 @@ public final class DPOTrainer {
         -> ([Double], [Double])
     {
         guard !options.objective.usesReferenceCache else { return try referenceLogProbs(pairs, name: name, report: report) }
+        let zeros = [Double](repeating: 0, count: pairs.count)
+        guard name == "train" else { return (zeros, zeros) }  // said once, for the training data
         let loss = options.objective.terms[0].type.rawValue
         report(.referenceNotCached(reason: options.objective.isTokenLevel
             ? "\(loss) reads the reference's whole next-token distribution, which the reference cache does not hold: "
                 + "the reference (adapters off) runs forward at every step"
             : "\(loss) needs no reference model: no reference pass"))
-        let zeros = [Double](repeating: 0, count: pairs.count)
         return (zeros, zeros)
     }
 
