@@ -157,38 +157,39 @@ final class PreferenceLossTests: XCTestCase {
         return options
     }
 
-    /// Soft labels end to end: the data's preferences reach the loss. With the TRL fixture's initial adapter, step 1's
-    /// policy is the same whatever the labels, so its rewards equal the hard-label run's and its loss is the soft one.
+    /// Soft labels end to end: the data's preferences reach the loss. `preference: 1` on every record is the hard label,
+    /// bit for bit; other values change the loss but not step 1's policy (the TRL fixture's initial adapter), so step
+    /// 1's rewards equal the hard-label run's.
     func testSoftLabelledTrainingRun() throws {
         let folder = try temporaryDirectory(for: self)
         let lines = try String(contentsOfFile: fixturePath("dpo/preferences.jsonl"), encoding: .utf8)
             .split(separator: "\n").prefix(8)
-        let soft = folder.appendingPathComponent("soft.jsonl").path
-        try lines.enumerated().map { index, line in
-            String(line.dropLast()) + ", \"preference\": \([0.9, 0.6, 0.5, 0.2][index % 4])}"
-        }.joined(separator: "\n").write(toFile: soft, atomically: true, encoding: .utf8)
-        let hard = folder.appendingPathComponent("hard.jsonl").path
-        try lines.joined(separator: "\n").write(toFile: hard, atomically: true, encoding: .utf8)
-
-        var runs: [[StepMetrics]] = []
-        for data in [hard, soft] {
+        func write(_ name: String, _ preference: (Int) -> Double?) throws -> String {
+            let path = folder.appendingPathComponent(name).path
+            try lines.enumerated().map { index, line in
+                preference(index).map { String(line.dropLast()) + ", \"preference\": \($0)}" } ?? String(line)
+            }.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let files = [try write("hard.jsonl") { _ in nil }, try write("ones.jsonl") { _ in 1 },
+                     try write("soft.jsonl") { [0.9, 0.6, 0.5, 0.2][$0 % 4] }]
+        var runs: [[ObjectiveMetrics]] = []
+        for data in files {
             var options = try Self.options(self, data: data, objective: DPOObjective(beta: 0.1), steps: 2)
             options.initAdapter = fixturePath("trl/initial_adapter")
             options.outputDirectory += "-\((data as NSString).lastPathComponent)"
-            var steps: [StepMetrics] = []
-            try DPOTrainer(options: options).train { if case .step(let metrics) = $0 { steps.append(metrics) } }
+            var steps: [ObjectiveMetrics] = []
+            try DPOTrainer(options: options).train { if case .step(let metrics) = $0 { steps.append(metrics.objective) } }
             XCTAssert(FileManager.default.fileExists(atPath: "\(options.adapterDirectory)/adapter_model.safetensors"))
             let logged = try String(contentsOfFile: "\(options.outputDirectory)/metrics.jsonl", encoding: .utf8)
             XCTAssertEqual(logged.split(separator: "\n").count, 2)
             runs.append(steps)
         }
-        let (hardStep, softStep) = (runs[0][0].objective, runs[1][0].objective)
-        XCTAssertEqual(hardStep.rewardsMargins, softStep.rewardsMargins, accuracy: 1e-12)
-        XCTAssertNotEqual(hardStep.loss, softStep.loss)
-        // Pairs 0..3 of step 1 have p = 0.9, 0.6, 0.5, 0.2: the soft loss is at least log 2 · (its 0.5 pair) / 4 and
-        // the gradient pushes less than the hard label's.
-        XCTAssertGreaterThan(softStep.loss, log(2) / 4)
-        XCTAssertNotEqual(runs[0][1].objective.loss, runs[1][1].objective.loss)
+        let (hard, ones, soft) = (runs[0], runs[1], runs[2])
+        XCTAssertEqual(ones, hard, "preference 1 is the hard label")
+        XCTAssertEqual(soft[0].rewardsMargins, hard[0].rewardsMargins, accuracy: 1e-12)
+        XCTAssertNotEqual(soft[0].loss, hard[0].loss)
+        XCTAssertNotEqual(soft[1].rewardsMargins, hard[1].rewardsMargins, "the soft labels moved the adapter differently")
     }
 
     /// TDPO end to end: with a fresh adapter (B = 0) the policy is the reference, so step 1 has KL 0, log-ratios 0
