@@ -147,10 +147,11 @@ public final class DPOTrainer {
         if let evalPath = options.evalDataPath { try hash.add(file: evalPath) }
         try hash.add(file: options.tokenizerPath)
         hash.add("\(options.data.maxLength ?? -1) \(options.data.truncationMode.rawValue) \(options.evalFraction) \(options.seed) v1")
+        let style = options.objective.tokenizationStyle
         try self.init(
             options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
-            trainPairs: try train.tokenized(with: tokenizer, options: options.data).pairs,
-            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data).pairs,
+            trainPairs: try train.tokenized(with: tokenizer, options: options.data, style: style).pairs,
+            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data, style: style).pairs,
             cacheKey: hash.hex, communicator: communicator)
     }
 

@@ -1,5 +1,6 @@
 import Training
 import Adapters
+import Tokenizers
 import Foundation
 import ONNXGraph
 import TestSupport
@@ -105,6 +106,45 @@ final class PreferenceLossTests: XCTestCase {
             """.write(toFile: bad, atomically: true, encoding: .utf8)
             assertThrows(["\(bad), line 2", "'preference'", fragment]) { try PreferenceDataset.load(path: bad) }
         }
+    }
+
+    /// ORPO's and SimPO's data as TRL's ORPOTrainer/CPOTrainer `tokenize_row` makes it (tools/make_cpo_data_references.py):
+    /// prompts without special tokens, BOS and EOS ids added (GPT-2's too), a completion boundary per completion.
+    func testCPOTokenizationMatchesTRL() throws {
+        let url = URL(fileURLWithPath: fixturePath("data/expected_cpo.json"))
+        let expected = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        var asymmetric = 0, compared = 0
+        for item in try XCTUnwrap(expected["cases"] as? [[String: Any]]) {
+            let tokenizer = try Tokenizer(path: repositoryPath(item["tokenizer"] as! String))
+            let maxLength = item["max_length"] as! Int
+            let dataset = try PreferenceDataset.load(path: fixturePath("data/\(item["dataset"] as! String)"))
+            let ours = try dataset.tokenized(with: tokenizer, options: PreferenceDataOptions(maxLength: maxLength), style: .cpo)
+            let context = "\(item["dataset"]!) \(item["tokenizer"]!) max_length \(maxLength)"
+            for pair in item["pairs"] as! [[String: Any]] {
+                let line = pair["line"] as! Int
+                let ids = { (key: String) in pair[key] as! [Int] }
+                guard let mine = ours.pairs.first(where: { $0.line == line }) else {
+                    // Dropped: a prompt fills max_length, where TRL leaves that completion empty.
+                    XCTAssert(ours.droppedLines.contains(line), "\(context) line \(line)")
+                    XCTAssert(ids("chosen_ids").isEmpty || ids("rejected_ids").isEmpty, "\(context) line \(line)")
+                    continue
+                }
+                XCTAssertEqual(mine.promptIDs, ids("chosen_prompt_ids"), "\(context) line \(line)")
+                XCTAssertEqual(mine.rejectedPromptIDs ?? mine.promptIDs, ids("rejected_prompt_ids"), "\(context) line \(line)")
+                if mine.rejectedPromptIDs != nil { asymmetric += 1 }
+                // TRL cuts the completion to max_length − prompt; the batch's keep-start truncation does the same.
+                let batch = PreferenceBatch(pairs: [mine], padTokenID: 0, maxLength: maxLength)
+                for (row, prompt, completion) in [(0, "chosen_prompt_ids", "chosen_ids"), (1, "rejected_prompt_ids", "rejected_ids")] {
+                    let expectedRow = ids(prompt) + ids(completion)
+                    XCTAssertEqual(Array(batch.row(row, of: batch.inputIDs).prefix(expectedRow.count)), expectedRow, "\(context) line \(line)")
+                    XCTAssertEqual(Array(batch.row(row, of: batch.completionMask).prefix(expectedRow.count)),
+                                   ids(prompt).map { _ in 0 } + ids(completion).map { _ in 1 }, "\(context) line \(line) mask")
+                }
+                compared += 1
+            }
+        }
+        XCTAssertGreaterThan(asymmetric, 0, "the fixtures include prompts split differently before chosen and rejected")
+        print("CPO tokenisation: \(compared) pairs equal TRL's, \(asymmetric) with a different rejected prompt")
     }
 
     func testTDPOMatchesPyTorch() throws {

@@ -70,6 +70,9 @@ public struct DPOObjective: Sendable, Equatable {
     /// Whether the objective reads the log-probs of the chosen rows' prompt tokens (ORPO's NLL).
     public var scoresChosenPrompts: Bool { terms.contains { $0.type == .orpo } }
 
+    /// How the data is tokenised: ORPO and SimPO as TRL's ORPOTrainer and CPOTrainer do, the others as DPOTrainer.
+    public var tokenizationStyle: PreferenceTokenizationStyle { terms.contains { $0.type.isReferenceFree } ? .cpo : .dpo }
+
     /// The `ObjectiveMetrics.extra` names this objective logs.
     public var extraMetricNames: [String] {
         switch terms.first(where: { $0.type.standsAlone })?.type {
