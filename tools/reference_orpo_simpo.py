@@ -7,8 +7,9 @@ Neither trainer has a reference model. ORPO: beta (lambda) 0.1. SimPO: beta 2.0,
 (the NLL term's weight, so that it is exercised), label_smoothing 0.
 
 Both trainers tokenise differently from DPOTrainer (prompt and prompt + completion without special tokens, BOS and
-EOS ids added, a completion boundary per completion); this script checks that, on this data and tokenizer, every
-collated row equals the row DPOTrainer made (fixtures/trl/tokenized.json), so onnx-dpo's DPO tokenisation serves.
+EOS ids added, a completion boundary per completion), as onnx-dpo does for these losses (`tokenizedAsCPO`, checked
+against TRL's tokenize_row by tools/make_cpo_data_references.py). On this data and tokenizer the two agree: this
+script asserts that every row equals the one DPOTrainer made (fixtures/trl/tokenized.json).
 
 Writes, into each folder: initial_adapter/, final_adapter/ (PEFT), metrics.json (log_history, one object per step),
 settings.json.
