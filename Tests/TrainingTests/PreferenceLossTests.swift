@@ -232,6 +232,16 @@ final class PreferenceLossTests: XCTestCase {
         XCTAssertNotEqual(soft[1].rewardsMargins, hard[1].rewardsMargins, "the soft labels moved the adapter differently")
     }
 
+    /// TDPO2 through the whole model against a PyTorch + PEFT run of the paper's formulas (`tools/reference_tdpo.py`:
+    /// the TRL fixture's model, LoRA, B perturbation and first three batches; reference = adapter disabled): the
+    /// metrics of every step, and the final adapter, which the full-vocabulary KL gradient moved.
+    func testThreeTDPO2StepsMatchPyTorchAndPEFT() throws {
+        var objective = DPOObjective(beta: 0.1, terms: [(.tdpo2, 1)])
+        objective.tdpoAlpha = 0.5
+        try TRLParityTests.assertMatchesReference(self, folder: "tdpo/run", objective: objective,
+                                                  extraKeys: ["kl/chosen", "kl/rejected", "kl/margin"], steps: 3)
+    }
+
     /// TDPO end to end: with a fresh adapter (B = 0) the policy is the reference, so step 1 has KL 0, log-ratios 0
     /// and loss log 2 exactly; no reference cache is written, and a second step moves the policy away.
     func testTDPOTrainingRunStartsAtLog2() throws {

@@ -35,11 +35,11 @@ final class TRLParityTests: XCTestCase {
     }
 
     /// Trains as the reference run in `fixtures/<folder>/` did (its initial adapter, AdamW lr 1e-3 constant, clipping at
-    /// 1, batch 4, 5 steps in dataset order) and compares every step's metrics (TRL's names, plus `extraKeys`) and the
+    /// 1, batch 4, `steps` steps in dataset order) and compares every step's metrics (TRL's names, plus `extraKeys`) and the
     /// final adapter. `logits/*` are not compared: ORPO's and CPO's average over every position and padding.
     @discardableResult
     static func assertMatchesReference(_ test: XCTestCase, folder: String, objective: DPOObjective,
-                                       extraKeys: [String] = []) throws -> DPOTrainer {
+                                       extraKeys: [String] = [], steps: Int = 5) throws -> DPOTrainer {
         let reference = fixturePath(folder)
         let output = try temporaryDirectory(for: test)
         var options = DPOTrainingOptions(
@@ -54,7 +54,7 @@ final class TRLParityTests: XCTestCase {
         options.weightDecay = 0
         options.maxGradNorm = 1
         options.batchSize = 4
-        options.maxSteps = 5
+        options.maxSteps = steps
         options.shuffle = false
         var reported: [StepMetrics] = []
         let trainer = try DPOTrainer(options: options)
@@ -77,7 +77,7 @@ final class TRLParityTests: XCTestCase {
                 largest[key] = max(largest[key] ?? 0, abs(a - b))
             }
         }
-        print("\(folder): max |ours − TRL| per metric over the steps: "
+        print("\(folder): max |ours − reference| per metric over the steps: "
               + largest.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.2e", $0.value))" }.joined(separator: ", "))
 
         let modules = trainer.adapted.modules
@@ -91,7 +91,7 @@ final class TRLParityTests: XCTestCase {
                 adapterDifference = max(adapterDifference, zip(a.floats, b.floats).map { abs($0 - $1) }.max() ?? 0)
             }
         }
-        print("\(folder): max |ours − PEFT| over the final adapter: \(adapterDifference)")
+        print("\(folder): max |ours − reference| over the final adapter: \(adapterDifference)")
         return trainer
     }
 }
