@@ -71,6 +71,7 @@ public struct DPOTrainingOptions: Sendable {
         try check(lora.alpha > 0, "lora.alpha", "must be positive, got \(lora.alpha)")
         try check(lora.dropout >= 0 && lora.dropout < 1, "lora.dropout", "must be in [0, 1), got \(lora.dropout)")
         try check(objective.beta > 0, "objective.beta", "must be positive, got \(objective.beta)")
+        try objective.validate()
         try check(learningRate > 0 && learningRate.isFinite, "learningRate", "must be positive, got \(learningRate)")
         try check(weightDecay >= 0, "weightDecay", "must be non-negative, got \(weightDecay)")
         try check(warmupSteps >= 0, "warmupSteps", "must be non-negative, got \(warmupSteps)")
@@ -108,6 +109,8 @@ public enum TrainingEvent: Sendable {
     case resumed(step: Int)
     /// The output folder's lock file named process `pid`, which is gone (killed): its lock was taken over.
     case staleLockTakenOver(pid: Int32)
+    /// The objective reads no cached reference log-probs (`reason` says why: no reference, or one every step).
+    case referenceNotCached(reason: String)
 }
 
 /// DPO training of LoRA adapters on an ONNX model (Rafailov et al. 2023, as TRL's `DPOTrainer` runs it): the policy
@@ -186,10 +189,11 @@ public final class DPOTrainer {
         }
         guard let paired else { preconditionFailure("no dataset was read") }
         let (train, eval) = paired
+        let style = options.objective.tokenizationStyle
         try self.init(
             options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
-            trainPairs: try train.tokenized(with: tokenizer, options: options.data).pairs,
-            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data).pairs,
+            trainPairs: try train.tokenized(with: tokenizer, options: options.data, style: style).pairs,
+            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data, style: style).pairs,
             cacheKey: hash.hex, communicator: communicator)
     }
 
@@ -278,9 +282,6 @@ public final class DPOTrainer {
             report(.reference(done: pairs.count, total: pairs.count, cached: true))
             return (cached.chosen, cached.rejected)
         }
-        try session.setInitializer(AdaptedModel.scaleName, Tensor(shape: [], floats: [0]))
-        let policyScale = adapted.initializers[AdaptedModel.scaleName] ?? Tensor(shape: [], floats: [1])
-        defer { try? session.setInitializer(AdaptedModel.scaleName, policyScale) }
         var chosen: [Double] = [], rejected: [Double] = []
         let starts = Array(stride(from: 0, to: pairs.count, by: options.batchSize))
         for start in starts {
@@ -289,7 +290,7 @@ public final class DPOTrainer {
             let share = communicator.share(ofBatch: slice.count)
             guard !share.pairs.isEmpty else { continue }
             let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
-            let logits = try logits(from: try session.run(feeds(batch)))
+            let logits = try referenceLogits(batch)
             let logProbs = try logProbabilities(logits, batch)
             chosen += logProbs.sums[0..<batch.pairCount]
             rejected += logProbs.sums[batch.pairCount...]
@@ -313,7 +314,7 @@ public final class DPOTrainer {
 
     /// The completion log-probabilities of `batch` from the session's logits (scored rows or full).
     private func logProbabilities(_ logits: Tensor, _ batch: PreferenceBatch) throws -> SequenceLogProbs {
-        let ids = batch.inputIDs.map(Int64.init), mask = batch.completionMask.map { $0 != 0 }
+        let ids = batch.inputIDs.map(Int64.init), mask = scoredMask(batch)
         return scoresCompletionsOnly
             ? try SequenceLogProbs(scoredLogits: logits, sequences: batch.rowCount, length: batch.sequenceLength,
                                    inputIDs: ids, completionMask: mask)
@@ -340,7 +341,7 @@ public final class DPOTrainer {
         var generator = dropoutSeed.map { SeededGenerator(seed: $0) }
         feeds.merge(adapted.dropoutFeeds(rows: batch.rowCount, tokens: batch.sequenceLength, generator: &generator)) { a, _ in a }
         if scoresCompletionsOnly {
-            let rows = SequenceLogProbs.scoredRows(completionMask: batch.completionMask.map { $0 != 0 },
+            let rows = SequenceLogProbs.scoredRows(completionMask: scoredMask(batch),
                                                    sequences: batch.rowCount, length: batch.sequenceLength)
             feeds[ScoredPositions.inputName] = Tensor(shape: [rows.count], int64s: rows)
         }
@@ -365,8 +366,8 @@ public final class DPOTrainer {
         let lock = communicator.isRoot ? try OutputLock.folder(output) : nil
         defer { lock?.release() }
         if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
-        let (referenceChosen, referenceRejected) = try referenceLogProbs(trainPairs, name: "train", report: report)
-        let evalReference = evalPairs.isEmpty ? ([], []) : try referenceLogProbs(evalPairs, name: "eval", report: report)
+        let (referenceChosen, referenceRejected) = try cachedReference(trainPairs, name: "train", report: report)
+        let evalReference = evalPairs.isEmpty ? ([], []) : try cachedReference(evalPairs, name: "eval", report: report)
 
         var firstStep = 0
         if options.resume, let (step, path) = try agreedCheckpoint() {
@@ -404,6 +405,7 @@ public final class DPOTrainer {
                     share.isWhole ? batch : PreferenceBatch(rowsOf: share, in: batch), share: share, of: batch,
                     referenceChosen: mine.map { referenceChosen[$0] },
                     referenceRejected: mine.map { referenceRejected[$0] },
+                    preferences: mine.map { trainPairs[$0].preference },
                     labels: trainLabels.isEmpty ? [] : indices.map { trainLabels[$0] }, dropoutSeed: dropoutSeed)
                 lines += batch.lines
                 // NaN or infinity anywhere stops the run before it is logged or stepped on (`nonFinite`); a share's
@@ -478,10 +480,12 @@ public final class DPOTrainer {
     /// `batch` is `share`'s rows of the micro-batch `global` (all of them alone), whose totals the objective divides by.
     /// `labels` are the KTO labels of `global`'s rows (empty for DPO).
     private func policyStep(_ batch: PreferenceBatch, share: BatchShare, of global: PreferenceBatch,
-                            referenceChosen: [Double], referenceRejected: [Double], labels: [Bool],
+                            referenceChosen: [Double], referenceRejected: [Double], preferences: [Double?], labels: [Bool],
                             dropoutSeed: UInt64) throws
         -> (DPOObjective.Evaluation, [String: Tensor])
     {
+        // TDPO's reference distributions, before the policy's pass holds the tape.
+        let reference = options.objective.isTokenLevel ? try referenceLogits(batch) : nil
         var inputs = feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil)
         if options.lora.dropout > 0, !share.isWhole {
             // The masks one process would draw for the whole micro-batch, cut to this share's rows.
@@ -492,40 +496,40 @@ public final class DPOTrainer {
                                        trainable: Set(adapted.parameterNames), outputNames: [logitsOutput],
                                        profile: profile)
         let logits = try logits(from: pass.outputs)
-        let ids = batch.inputIDs.map(Int64.init)
-        let policy = try logProbabilities(logits, batch)
-        let evaluation = try objectiveEvaluation(policy, logits: logits, share: share, of: global,
-                                                 referenceChosen: referenceChosen, referenceRejected: referenceRejected,
-                                                 labels: labels)
-        let pairs = batch.pairCount
-        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens,
-                                                      length: batch.sequenceLength) { sequence, _ in
-            Float(sequence < pairs
-                  ? evaluation.chosenSequenceGradients[sequence] + evaluation.chosenTokenGradient
-                  : evaluation.rejectedSequenceGradients[sequence - pairs])
-        }
+        let (evaluation, dLogits) = try options.kto.map {
+            try applyKTO($0, batch, logits: logits, share: share, of: global, reference: referenceChosen,
+                         referenceKL: referenceRejected, labels: labels)
+        } ?? applyObjective(
+            batch, logits: logits, referenceLogits: reference, referenceChosen: referenceChosen,
+            referenceRejected: referenceRejected, preferences: preferences, totals: BatchTotals(global))
         return (evaluation, try pass.backward([logitsOutput: dLogits], profile: profile))
     }
 
-    /// The start of a sum of the objective's metrics: DPO's nine at 0, so that a process whose share of every batch
-    /// is empty still sums the same names as the others; KTO (one process) logs only the metrics its batches have.
-    private var noMetrics: ObjectiveMetrics { options.kto == nil ? .zero : .empty }
+    /// The start of a sum of the objective's metrics: DPO's nine and the objective's extra ones at 0, so that a
+    /// process whose share of every batch is empty still sums the same names as the others; KTO (one process) logs
+    /// only the metrics its batches have.
+    private var noMetrics: ObjectiveMetrics {
+        options.kto == nil ? .zero(extra: options.objective.extraMetricNames) : .empty
+    }
 
-    /// The objective on `share`'s rows of `global`: DPO against the batch's `BatchTotals`, or with `options.kto`
-    /// KTO against its `KTOObjective.Totals` (one process: the trainer refuses KTO under mpirun). `referenceChosen` and
-    /// `referenceRejected` are the share's; `labels` are the whole batch's.
-    private func objectiveEvaluation(_ policy: SequenceLogProbs, logits: Tensor, share: BatchShare,
-                                     of global: PreferenceBatch, referenceChosen: [Double], referenceRejected: [Double],
-                                     labels: [Bool]) throws
-        -> DPOObjective.Evaluation
+    /// KTO on `share`'s rows of `global` (one process: the trainer refuses KTO under mpirun): the completion rows'
+    /// log-probs against `reference`, the KL rows' against `referenceKL` (both the share's), `labels` the whole
+    /// batch's; the loss's logits gradient, zero on the KL rows (the KL estimate is detached).
+    private func applyKTO(_ kto: KTOObjective, _ batch: PreferenceBatch, logits: Tensor, share: BatchShare,
+                          of global: PreferenceBatch, reference: [Double], referenceKL: [Double], labels: [Bool]) throws
+        -> (DPOObjective.Evaluation, Tensor)
     {
-        guard let kto = options.kto else {
-            return try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
-                                                  referenceRejected: referenceRejected, totals: BatchTotals(global))
+        let policy = try logProbabilities(logits, batch)
+        let rows = batch.pairCount
+        let evaluation = try kto.evaluate(
+            policy: policy, labels: Array(labels[share.pairs]), reference: reference, referenceKL: referenceKL,
+            totals: KTOObjective.Totals(global, labels: labels),
+            entropySum: KTOObjective.entropySum(logits: logits, policy: policy, rows: rows))
+        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: batch.inputIDs.map(Int64.init),
+                                                      tokens: policy.tokens, length: batch.sequenceLength) { sequence, _ in
+            Float(sequence < rows ? evaluation.chosenSequenceGradients[sequence] : 0)
         }
-        return try kto.evaluate(policy: policy, labels: Array(labels[share.pairs]), reference: referenceChosen,
-                                referenceKL: referenceRejected, totals: KTOObjective.Totals(global, labels: labels),
-                                entropySum: KTOObjective.entropySum(logits: logits, policy: policy, rows: share.pairs.count))
+        return (evaluation, dLogits)
     }
 
     /// Loss, reward accuracy and margins of the adapter on the whole training dataset (`onnx-dpo eval`), its
@@ -534,7 +538,7 @@ public final class DPOTrainer {
         let lock = communicator.isRoot ? try OutputLock.folder(options.outputDirectory) : nil
         defer { lock?.release() }
         if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
-        return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report),
+        return try evaluate(trainPairs, reference: try cachedReference(trainPairs, name: "train", report: report),
                             labels: trainLabels)
     }
 
@@ -552,20 +556,23 @@ public final class DPOTrainer {
             let mine = (start + share.pairs.lowerBound)..<(start + share.pairs.upperBound)
             let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
             let logits = try logits(from: try session.run(feeds(batch)))
-            let policy = try logProbabilities(logits, batch)
-            let evaluation = try objectiveEvaluation(policy, logits: logits, share: share, of: global,
-                                                     referenceChosen: Array(reference.0[mine]),
-                                                     referenceRejected: Array(reference.1[mine]),
-                                                     labels: labels.isEmpty ? [] : Array(labels[start..<end]))
-            if options.kto != nil {
+            if let kto = options.kto {
                 // As transformers and KTOTrainer average them: the loss weighted by the batch's rows, the other
                 // metrics a plain mean over the batches that have them.
+                let (evaluation, _) = try applyKTO(kto, batch, logits: logits, share: share, of: global,
+                                                   reference: Array(reference.0[mine]), referenceKL: Array(reference.1[mine]),
+                                                   labels: Array(labels[start..<end]))
                 for name in evaluation.metrics.names {
                     totals[name] = (totals[name] ?? 0) + evaluation.metrics[name]! * (name == "loss" ? Double(end - start) : 1)
                     batches[name, default: 0] += 1
                 }
                 continue
             }
+            let referenceLogits = options.objective.isTokenLevel ? try referenceLogits(batch) : nil
+            let (evaluation, _) = try applyObjective(
+                batch, logits: logits, referenceLogits: referenceLogits,
+                referenceChosen: Array(reference.0[mine]), referenceRejected: Array(reference.1[mine]),
+                preferences: pairs[mine].map(\.preference), totals: BatchTotals(global))
             totals = totals.combined(with: evaluation.metrics) { $0 + $1 * Double(end - start) }
         }
         if options.kto != nil {
@@ -574,6 +581,67 @@ public final class DPOTrainer {
             }))
         }
         return try communicator.sum(totals).map { $0 / Double(max(pairs.count, 1)) }
+    }
+
+    // MARK: - Objectives beyond sequence-level DPO (ORPO, SimPO, soft labels, TDPO)
+
+    /// The reference log-prob sums the objective reads from the cache; zeros, without a reference pass, for the
+    /// objectives that read none from it (ORPO and SimPO have no reference; TDPO runs the reference every step).
+    private func cachedReference(_ pairs: [TokenizedPair], name: String, report: (TrainingEvent) -> Void) throws
+        -> ([Double], [Double])
+    {
+        guard !options.objective.usesReferenceCache else { return try referenceLogProbs(pairs, name: name, report: report) }
+        let zeros = [Double](repeating: 0, count: pairs.count)
+        guard name == "train" else { return (zeros, zeros) }  // said once, for the training data
+        let loss = options.objective.terms[0].type.rawValue
+        report(.referenceNotCached(reason: options.objective.isTokenLevel
+            ? "\(loss) reads the reference's whole next-token distribution, which the reference cache does not hold: "
+                + "the reference (adapters off) runs forward at every step"
+            : "\(loss) needs no reference model: no reference pass"))
+        return (zeros, zeros)
+    }
+
+    /// The reference's logits for `batch`: the session run with the adapters' scale at 0.
+    private func referenceLogits(_ batch: PreferenceBatch) throws -> Tensor {
+        try session.setInitializer(AdaptedModel.scaleName, Tensor(shape: [], floats: [0]))
+        let policyScale = adapted.initializers[AdaptedModel.scaleName] ?? Tensor(shape: [], floats: [1])
+        defer { try? session.setInitializer(AdaptedModel.scaleName, policyScale) }
+        return try logits(from: try session.run(feeds(batch)))
+    }
+
+    /// The tokens whose log-probabilities the objective reads: the completions, and for ORPO every chosen token after
+    /// the first (its NLL covers the prompt too).
+    private func scoredMask(_ batch: PreferenceBatch) -> [Bool] {
+        let completion = batch.completionMask.map { $0 != 0 }
+        guard options.objective.scoresChosenPrompts else { return completion }
+        let chosenEnd = batch.pairCount * batch.sequenceLength
+        return completion.indices.map { $0 < chosenEnd ? batch.attentionMask[$0] != 0 : completion[$0] }
+    }
+
+    /// The objective on `batch` from the policy's logits (and, for TDPO, the reference's): its evaluation and
+    /// `dLoss/dLogits`.
+    private func applyObjective(_ batch: PreferenceBatch, logits: Tensor, referenceLogits: Tensor?,
+                                referenceChosen: [Double], referenceRejected: [Double], preferences: [Double?],
+                                totals: BatchTotals) throws -> (DPOObjective.Evaluation, Tensor) {
+        let ids = batch.inputIDs.map(Int64.init), length = batch.sequenceLength
+        let scored = try logProbabilities(logits, batch)
+        if let referenceLogits {
+            return try TDPO.evaluate(options.objective, policyLogits: logits, referenceLogits: referenceLogits,
+                                     policy: scored, reference: try logProbabilities(referenceLogits, batch),
+                                     inputIDs: ids, length: length, totals: totals)
+        }
+        let completion = batch.completionMask.map { $0 != 0 }
+        let (policy, promptSums) = options.objective.scoresChosenPrompts
+            ? scored.restricted(to: completion, length: length) : (scored, [])
+        let evaluation = try options.objective.evaluate(
+            policy: policy, referenceChosen: referenceChosen, referenceRejected: referenceRejected, totals: totals,
+            preferences: preferences, chosenPromptSums: Array(promptSums.prefix(batch.pairCount)))
+        let pairs = batch.pairCount
+        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: scored.tokens,
+                                                      length: length) { sequence, position in
+            Float(evaluation.tokenGradient(sequence: sequence, pairs: pairs, isCompletion: completion[sequence * length + position]))
+        }
+        return (evaluation, dLogits)
     }
 
     /// The adapter as it is now, in PEFT's orientation.

@@ -65,6 +65,32 @@ public struct ObjectiveMetrics: Sendable, Equatable {
     /// Mean logit of the rejected completions.
     public var logitsRejected: Double { get { values["logits/rejected"] ?? 0 } set { values["logits/rejected"] = newValue } }
 
+    /// DPO's nine metrics: `init(loss:...)`'s.
+    static let dpoNames: Set = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                                "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"]
+
+    /// The metrics beyond DPO's nine, by TRL's name: ORPO's `nll_loss`, `log_odds_ratio` and `log_odds_chosen`,
+    /// SimPO's `nll_loss`, TDPO's `kl/chosen`, `kl/rejected` and `kl/margin`, KTO's `kl` and `entropy`.
+    public var extra: [String: Double] {
+        get { values.filter { !Self.dpoNames.contains($0.key) } }
+        set {
+            values = values.filter { Self.dpoNames.contains($0.key) }
+            values.merge(newValue) { _, new in new }
+        }
+    }
+
+    /// The names `extra` may hold for the DPO-family objectives (TRL's `ORPOTrainer` and `CPOTrainer` names, and the
+    /// TDPO paper code's `kl/*`).
+    public static let extraNames = ["nll_loss", "log_odds_ratio", "log_odds_chosen", "kl/chosen", "kl/rejected", "kl/margin"]
+
+    /// Every DPO metric at 0, with `extra` holding `names` at 0: the start of a sum that every process and micro-batch
+    /// shares, so the sums line up even for a share with no rows.
+    public static func zero(extra names: [String]) -> ObjectiveMetrics {
+        var metrics = ObjectiveMetrics.zero
+        for name in names { metrics.values[name] = 0 }
+        return metrics
+    }
+
     /// The names present, in `knownNames` order (then any other, sorted).
     public var names: [String] {
         Self.knownNames.filter { values[$0] != nil } + values.keys.filter { !Self.knownNames.contains($0) }.sorted()

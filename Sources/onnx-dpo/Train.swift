@@ -45,17 +45,27 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Longest prompt + completion in tokens (TRL's max_length); 0 for no limit.")
     var maxLength = defaults.data.maxLength ?? 0
 
-    @Option(help: "DPO β.")
+    @Option(help: "DPO β (ORPO's λ, SimPO's and TDPO's β).")
     var beta = defaults.objective.beta
 
-    @Option(help: "Loss, or a comma list of losses (e.g. sigmoid,sft for RPO). kto (or apo_zero_unpaired) trains on unpaired data, as TRL's KTOTrainer, in dataset order.")
+    @Option(help: ArgumentHelp("Loss, or a comma list of losses (e.g. sigmoid,sft for RPO).",
+                               discussion: "orpo and simpo need no reference model (no reference pass); tdpo1 and tdpo2 run the reference every step. These four stand alone. kto (or apo_zero_unpaired) trains on unpaired data, as TRL's KTOTrainer, in dataset order, alone too."))
     var loss = CommaList(defaults.objective.terms.map { LossChoice.paired($0.type) })
 
     @Option(help: "Weights of the --loss terms, comma-separated (default 1 each).")
     var lossWeights: CommaList<Double>?
 
-    @Option(help: "Label smoothing ε of the robust loss.")
+    @Option(help: "Label smoothing ε: of the robust loss; for sigmoid and simpo the target 1−ε (cDPO), replaced by a record's \"preference\".")
     var labelSmoothing = defaults.objective.labelSmoothing
+
+    @Option(help: "SimPO's target reward margin γ (TRL's simpo_gamma).")
+    var simpoGamma = defaults.objective.simpoGamma
+
+    @Option(help: "Weight of SimPO's NLL term on the chosen completions (TRL's cpo_alpha; 0 for SimPO as in the paper).")
+    var cpoAlpha = defaults.objective.cpoAlpha
+
+    @Option(help: "TDPO2's weight α of the sequential KL term.")
+    var tdpoAlpha = defaults.objective.tdpoAlpha
 
     @Option(help: "With --loss kto or apo_zero_unpaired: the weight of the desirable rows' losses (TRL's desirable_weight).")
     var desirableWeight = defaultKTO.desirableWeight
@@ -89,6 +99,9 @@ struct DataOptions: ParsableArguments {
         let weights = lossWeights?.values ?? loss.values.map { _ in 1 }
         let paired = loss.values.compactMap { if case .paired(let type) = $0 { type } else { nil } }
         options.objective = DPOObjective(beta: beta, terms: Array(zip(paired, weights)), labelSmoothing: labelSmoothing)
+        options.objective.simpoGamma = simpoGamma
+        options.objective.cpoAlpha = cpoAlpha
+        options.objective.tdpoAlpha = tdpoAlpha
         if let unpairedLoss {
             options.kto = KTOObjective(lossType: unpairedLoss, beta: beta, desirableWeight: desirableWeight,
                                        undesirableWeight: undesirableWeight)
@@ -267,6 +280,8 @@ final class ProgressPrinter {
             emit("checkpoint: \(path)", final: true)
         case .resumed(let step):
             print("resumed from step \(step)")
+        case .referenceNotCached(let reason):
+            print("reference log-probs: \(reason)")
         case .staleLockTakenOver(let pid):
             print("the output folder was locked by process \(pid), which is gone; its lock was taken over")
         }

@@ -87,23 +87,49 @@ public struct PreferenceDataset: Sendable {
             return result
         }
 
+        let preference = try self.preference(object, path: path, line: line)
         switch format {
         case .explicit:
             return PreferencePair(
                 content: .explicit(
                     prompt: try string(textKeys.prompt), chosen: try string(textKeys.chosen),
                     rejected: try string(textKeys.rejected)),
-                line: line)
+                line: line, preference: preference)
         case .implicit, .auto:
             return PreferencePair(
                 content: .implicit(chosen: try string(textKeys.chosen), rejected: try string(textKeys.rejected)),
-                line: line)
+                line: line, preference: preference)
         case .pretokenized:
             let keys = idKeys.first { object[$0.prompt] != nil || object[$0.chosen] != nil } ?? idKeys[0]
             return PreferencePair(
                 content: .pretokenized(
                     prompt: try ids(keys.prompt), chosen: try ids(keys.chosen), rejected: try ids(keys.rejected)),
-                line: line)
+                line: line, preference: preference)
+        }
+    }
+}
+
+extension PreferenceDataset {
+    /// The key of a record's optional soft label (`PreferencePair.preference`), in every format.
+    static let preferenceKey = "preference"
+
+    /// A record's `preference`: absent or null gives nil; anything but a number in [0, 1] is an error naming the line.
+    static func preference(_ object: JSONValue, path: String, line: Int) throws(TrainingError) -> Double? {
+        guard let value = object[preferenceKey] else { return nil }
+        switch value {
+        case .null:
+            return nil
+        case .number(let number) where (0...1).contains(number):
+            return number
+        case .number(let number):
+            throw .invalidDataRecord(
+                path: path, line: line,
+                reason: "'\(preferenceKey)' must be a probability in [0, 1] that chosen is better, found \(number)")
+        default:
+            throw .invalidDataRecord(
+                path: path, line: line,
+                reason: "'\(preferenceKey)' must be a number in [0, 1] (the probability that chosen is better), found "
+                    + value.kindName)
         }
     }
 }

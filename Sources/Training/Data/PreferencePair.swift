@@ -24,10 +24,14 @@ public struct PreferencePair: Sendable, Equatable {
     public let content: Content
     /// The line of the file the record is on (1-based), for error messages.
     public let line: Int
+    /// The record's optional `preference`: the probability in [0, 1] that `chosen` is better than `rejected` (a soft
+    /// label, read by the sigmoid and SimPO losses); nil when the record has none (a hard label, 1).
+    public let preference: Double?
 
-    public init(content: Content, line: Int) {
+    public init(content: Content, line: Int, preference: Double? = nil) {
         self.content = content
         self.line = line
+        self.preference = preference
     }
 
     /// The record's format (never `.auto`).

@@ -34,12 +34,20 @@ public struct TokenizedPair: Sendable, Equatable {
     public var rejectedIDs: [Int]
     /// The record's line in its file.
     public var line: Int
+    /// The record's soft label (`PreferencePair.preference`), nil for a hard one.
+    public var preference: Double?
+    /// The prompt of the rejected row when it differs from the chosen row's (`PreferencePair.tokenizedAsCPO`: TRL's
+    /// ORPO/CPO tokenisation splits each completion from its prompt apart); nil: `promptIDs`.
+    public var rejectedPromptIDs: [Int]?
 
-    public init(promptIDs: [Int], chosenIDs: [Int], rejectedIDs: [Int], line: Int) {
+    public init(promptIDs: [Int], chosenIDs: [Int], rejectedIDs: [Int], line: Int, preference: Double? = nil,
+                rejectedPromptIDs: [Int]? = nil) {
         self.promptIDs = promptIDs
         self.chosenIDs = chosenIDs
         self.rejectedIDs = rejectedIDs
         self.line = line
+        self.preference = preference
+        self.rejectedPromptIDs = rejectedPromptIDs
     }
 }
 
@@ -73,17 +81,12 @@ extension PreferencePair {
                             + "\(tokenizer.vocabularySize))")
                 }
             }
-            return TokenizedPair(promptIDs: promptIDs, chosenIDs: chosenIDs, rejectedIDs: rejectedIDs, line: line)
+            return TokenizedPair(promptIDs: promptIDs, chosenIDs: chosenIDs, rejectedIDs: rejectedIDs, line: line,
+                                 preference: preference)
         case .explicit(let explicitPrompt, let explicitChosen, let explicitRejected):
             (prompt, chosen, rejected) = (explicitPrompt, explicitChosen, explicitRejected)
         case .implicit(let fullChosen, let fullRejected):
-            guard let split = extractPrompt(chosen: fullChosen, rejected: fullRejected) else {
-                throw .invalidDataRecord(
-                    path: path, line: line,
-                    reason: "an implicit-prompt record needs non-empty 'chosen' and 'rejected' to find their shared "
-                        + "prompt")
-            }
-            (prompt, chosen, rejected) = split
+            (prompt, chosen, rejected) = try implicitSplit(chosen: fullChosen, rejected: fullRejected, path: path)
         }
         guard let eos = tokenizer.eosToken else {
             throw .invalidDataOption(
@@ -102,7 +105,7 @@ extension PreferencePair {
             promptIDs: Array(promptIDs[..<promptLength]),
             chosenIDs: Array(promptChosenIDs[promptLength...]),
             rejectedIDs: Array(promptRejectedIDs[promptLength...]),
-            line: line)
+            line: line, preference: preference)
     }
 }
 
@@ -115,7 +118,11 @@ extension PreferenceDataset {
     /// Every pair tokenised (`PreferencePair.tokenized(with:path:)`), then, with a `maxLength` and keep-start
     /// truncation, the pairs whose prompt has `maxLength` or more tokens dropped, as TRL's `_prepare_dataset` does.
     /// Fails with `TrainingError.emptyDataset` when every pair is dropped.
-    public func tokenized(with tokenizer: Tokenizer, options: PreferenceDataOptions = PreferenceDataOptions())
+    ///
+    /// `style` `.cpo` tokenises as TRL's ORPOTrainer and CPOTrainer do (`PreferencePair.tokenizedAsCPO`); a pair is
+    /// then dropped when either of its prompts fills `maxLength`.
+    public func tokenized(with tokenizer: Tokenizer, options: PreferenceDataOptions = PreferenceDataOptions(),
+                          style: PreferenceTokenizationStyle = .dpo)
         throws(TrainingError) -> TokenizedPreferences
     {
         try options.validate()
@@ -123,9 +130,10 @@ extension PreferenceDataset {
         var dropped: [Int] = []
         kept.reserveCapacity(pairs.count)
         for pair in pairs {
-            let tokenized = try pair.tokenized(with: tokenizer, path: path)
+            let tokenized = style == .cpo ? try pair.tokenizedAsCPO(with: tokenizer, path: path)
+                : try pair.tokenized(with: tokenizer, path: path)
             if let maxLength = options.maxLength, options.truncationMode == .keepStart,
-               tokenized.promptIDs.count >= maxLength {
+               max(tokenized.promptIDs.count, tokenized.rejectedPromptIDs?.count ?? 0) >= maxLength {
                 dropped.append(pair.line)
             } else {
                 kept.append(tokenized)
