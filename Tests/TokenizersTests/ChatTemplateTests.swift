@@ -174,6 +174,7 @@ final class ChatTemplateEngineTests: XCTestCase {
         assertRenders("{% macro box() %}[{{ caller() }}]{% endmacro %}{% call box() %}inside{% endcall %}", "[inside]")
         assertRenders("{% filter upper %}shout {{ 'this' }}{% endfilter %}", "SHOUT THIS")
         assertRenders("{% generation %}kept{% endgeneration %}", "kept")
+        assertRenders("a\n  {% raw -%}\n  {{ y }}  {%- endraw %}\nb", "a\n{{ y }}b")
     }
 
     func testFiltersTestsAndMethods() {
@@ -203,6 +204,8 @@ final class ChatTemplateEngineTests: XCTestCase {
             + "{{ [] is iterable }} {{ 'x' is sequence }} {{ 3 is integer }} {{ none is none }} {{ false is false }} "
             + "{{ 2 is divisibleby 2 }} {{ 'a' is in 'abc' }} {{ 1 is equalto 1 }}",
             "True True True True True True True True True True True True")
+        assertRenders("{{ 2.5|round }} {{ 3.5|round }} {{ 1.26|round(1, 'floor') }} {{ m|attr('role') }}|",
+                      "2.0 4.0 1.2 |", ["m": .dictionary(TemplateDictionary([("role", .string("user"))]))])
         assertRenders("{{ '{} and {name}'.format(1, name='x') }} {{ '%s-%d' % ('a', 2) }} {{ 'a b c'|wordcount }}",
                       "1 and x a-2 3")
     }
@@ -216,6 +219,7 @@ final class ChatTemplateEngineTests: XCTestCase {
         assertFails("\n\n  {{ x|nosuchfilter }}", line: 3, column: 8, mentioning: "nosuchfilter")
         assertFails("{{ 'a' + 1 }}", line: 1, column: 8, mentioning: "unsupported operand")
         assertFails("{{ 'x' ", line: 1, column: 1, mentioning: "not closed")
+        assertFails("x\n {% endif %}", line: 2, column: 5, mentioning: "no open block")
     }
 
     func testStrftimeNowAndMessageNormalisation() throws {

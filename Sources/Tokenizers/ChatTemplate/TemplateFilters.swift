@@ -118,8 +118,9 @@ enum TemplateFilters {
                 let precision = TemplateOperators.integer(arguments.value(0, "precision") ?? .int(0)) ?? 0
                 let scale = pow(10, Double(precision))
                 let method = (arguments.value(1, "method") ?? .string("common")).pythonString
+                // "common" is Python's round(): halves to even.
                 let rule: FloatingPointRoundingRule = method == "ceil" ? .up : method == "floor" ? .down
-                    : .toNearestOrAwayFromZero
+                    : .toNearestOrEven
                 return .double((number * scale).rounded(rule) / scale)
             },
             "sum": { value, arguments in
@@ -152,7 +153,13 @@ enum TemplateFilters {
             "format": { value, arguments in
                 .string(try TemplateOperators.percentFormat(value.pythonString, .list(arguments.positional)))
             },
-            "attr": { value, arguments in try attribute(of: value, (arguments.value(0, "name") ?? .none).pythonString) },
+            // Python attributes only (methods, a namespace's attributes), never a dict's items, as jinja2's `attr`.
+            "attr": { value, arguments in
+                let name = (arguments.value(0, "name") ?? .none).pythonString
+                if case .namespace = value { return try attribute(of: value, name) }
+                return TemplateMethods.method(of: value, name)
+                    ?? .undefined(hint: "'\(value.typeName) object' has no attribute '\(name)'")
+            },
             "map": { value, arguments in
                 let items = try iterate(value)
                 if let attributeName = arguments.keyword.first(where: { $0.name == "attribute" })?.value {

@@ -127,6 +127,10 @@ struct TemplateLexer {
             case "#":
                 lineStarting = try skipComment(from: tagStart)
             case "%":
+                if let rawEnd = rawBlockEnd(after: position) {
+                    lineStarting = try lexRaw(from: rawEnd, begin: tagStart)
+                    continue
+                }
                 tokens.append(Token(kind: .blockBegin, location: location(tagStart)))
                 lineStarting = try lexTag(closer: "%", begin: tagStart)
             default:
@@ -224,6 +228,53 @@ struct TemplateLexer {
                 tokens.append(Token(kind: .symbol(symbol), location: location(start)))
             }
         }
+    }
+
+    /// When `{%` is followed by `raw %}` (or `raw -%}`), where its text starts.
+    private func rawBlockEnd(after offset: Int) -> Int? {
+        var index = offset
+        while index < scalars.count, isPythonWhitespace(scalars[index]) { index += 1 }
+        guard matches("raw", at: index) else { return nil }
+        index += 3
+        while index < scalars.count, isPythonWhitespace(scalars[index]) { index += 1 }
+        if matches("-%}", at: index) {
+            index += 3
+            while index < scalars.count, isPythonWhitespace(scalars[index]) { index += 1 }
+            return index
+        }
+        return matches("%}", at: index) ? index + 2 : nil
+    }
+
+    /// `{% raw %}...{% endraw %}`: the text in between as it is (`{%- endraw` strips its trailing whitespace, and
+    /// the first newline after `%}` goes, as after any block tag).
+    private mutating func lexRaw(from start: Int, begin: Int) throws(ChatTemplateError) -> Bool {
+        var index = start
+        while index + 1 < scalars.count {
+            if scalars[index] == "{", scalars[index + 1] == "%" {
+                var cursor = index + 2
+                let sign = cursor < scalars.count && (scalars[cursor] == "-" || scalars[cursor] == "+")
+                    ? scalars[cursor] : nil
+                if sign != nil { cursor += 1 }
+                while cursor < scalars.count, isPythonWhitespace(scalars[cursor]) { cursor += 1 }
+                if matches("endraw", at: cursor) {
+                    cursor += 6
+                    while cursor < scalars.count, isPythonWhitespace(scalars[cursor]) { cursor += 1 }
+                    var closeSign: Unicode.Scalar?
+                    if cursor < scalars.count, scalars[cursor] == "-" || scalars[cursor] == "+" {
+                        closeSign = scalars[cursor]
+                        cursor += 1
+                    }
+                    guard matches("%}", at: cursor) else { throw error("malformed '{% endraw %}'", at: index) }
+                    var text = Array(scalars[start..<index])
+                    if sign == "-" { while let last = text.last, isPythonWhitespace(last) { text.removeLast() } }
+                    appendText(text, at: start)
+                    position = cursor + 2
+                    return skipAfterTag(stripSign: closeSign, trimBlock: true)
+                }
+            }
+            index += 1
+        }
+        throw error("'{% raw %}' is not closed ('{% endraw %}' missing)", at: begin)
     }
 
     private func string(_ start: Int, _ end: Int) -> String {

@@ -151,9 +151,13 @@ struct TemplateParser {
             try expectBlockEnd()
             return body
         default:
-            let known = ["include", "import", "from", "extends", "block", "raw", "with", "do", "autoescape", "trans"]
+            let known = ["include", "import", "from", "extends", "block", "with", "do", "autoescape", "trans"]
             if known.contains(name) {
                 throw ChatTemplateError.unsupported(construct: "the '{% \(name) %}' tag", location: location)
+            }
+            if name.hasPrefix("end") || name == "else" || name == "elif" {
+                throw ChatTemplateError.syntax(message: "unexpected '{% \(name) %}': no open block it closes",
+                                               location: location)
             }
             throw ChatTemplateError.syntax(message: "unknown tag '\(name)'", location: location)
         }
