@@ -38,6 +38,8 @@ from transformers import PreTrainedTokenizerFast
 from trl.data_utils import extract_prompt
 from trl.trainer.dpo_trainer import DPOTrainer
 
+from make_data_references import read_jsonl  # the records, each with its 1-based line as "__line"
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "fixtures" / "conversational"
 PAIRINGS = [("fixtures/models/qwen2-dynamo", "fixtures/chat_templates/qwen2_5.jinja"),
@@ -45,16 +47,6 @@ PAIRINGS = [("fixtures/models/qwen2-dynamo", "fixtures/chat_templates/qwen2_5.ji
 # What the records' `chat_template_kwargs` say (fixed so that the Llama 3.1 template does not print today's date);
 # used here only to render the texts saved beside the ids.
 CHAT_TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
-
-
-def read_jsonl(path):
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if line.strip():
-            record = json.loads(line)
-            record["__line"] = number
-            records.append(record)
-    return records
 
 
 def case(file, tokenizer_path, template_path):

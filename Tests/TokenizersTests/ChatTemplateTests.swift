@@ -220,6 +220,13 @@ final class ChatTemplateEngineTests: XCTestCase {
         assertFails("{{ 'a' + 1 }}", line: 1, column: 8, mentioning: "unsupported operand")
         assertFails("{{ 'x' ", line: 1, column: 1, mentioning: "not closed")
         assertFails("x\n {% endif %}", line: 2, column: 5, mentioning: "no open block")
+        assertFails("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", line: 1, column: 19,
+                    mentioning: "maximum recursion depth")
+        assertThrows(["syntax error at line 1", "nested more than 200"]) {
+            try ChatTemplate(source: "{{ " + String(repeating: "(", count: 500) + "1" + String(repeating: ")", count: 500)
+                + " }}")
+        }
+        assertFails("{{ 'x' * 100000000 }}", line: 1, column: 8, mentioning: "repeating")
     }
 
     func testStrftimeNowAndMessageNormalisation() throws {

@@ -47,25 +47,25 @@ func pythonFloatRepr(_ number: Double) -> String {
 /// Python's `repr(str)`: single quotes unless the text holds a single quote and no double quote.
 func pythonStringRepr(_ text: String) -> String {
     let quote: Unicode.Scalar = text.unicodeScalars.contains("'") && !text.unicodeScalars.contains("\"") ? "\"" : "'"
+    return quoted(text, quote: quote) { scalar in
+        if let shared = sharedEscapes[scalar] { return shared }
+        if scalar == quote { return "\\" + String(quote) }
+        if isPythonPrintable(scalar) { return nil }
+        let value = scalar.value
+        return value < 0x100 ? String(format: "\\x%02x", value)
+            : value < 0x10000 ? String(format: "\\u%04x", value) : String(format: "\\U%08x", value)
+    }
+}
+
+/// The escapes Python's `repr` and `json.dumps` write alike.
+private let sharedEscapes: [Unicode.Scalar: String] = ["\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"]
+
+/// `text` between two `quote`s, each character as `escape` writes it (nil: as it is).
+private func quoted(_ text: String, quote: Unicode.Scalar, escape: (Unicode.Scalar) -> String?) -> String {
     var result = String.UnicodeScalarView()
     result.append(quote)
     for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\\": result.append(contentsOf: "\\\\".unicodeScalars)
-        case "\n": result.append(contentsOf: "\\n".unicodeScalars)
-        case "\r": result.append(contentsOf: "\\r".unicodeScalars)
-        case "\t": result.append(contentsOf: "\\t".unicodeScalars)
-        case quote: result.append("\\"); result.append(quote)
-        default:
-            if isPythonPrintable(scalar) {
-                result.append(scalar)
-            } else {
-                let value = scalar.value
-                let escape = value < 0x100 ? String(format: "\\x%02x", value)
-                    : value < 0x10000 ? String(format: "\\u%04x", value) : String(format: "\\U%08x", value)
-                result.append(contentsOf: escape.unicodeScalars)
-            }
-        }
+        if let escaped = escape(scalar) { result.append(contentsOf: escaped.unicodeScalars) } else { result.append(scalar) }
     }
     result.append(quote)
     return String(result)
@@ -142,25 +142,13 @@ private func wrap(_ parts: [String], open: String, close: String, options: JSOND
 
 /// A JSON string as json.dumps writes it with `ensure_ascii=False`: only `"`, `\` and control characters escaped.
 func jsonQuoted(_ text: String) -> String {
-    var result = String.UnicodeScalarView()
-    result.append("\"")
-    for scalar in text.unicodeScalars {
+    quoted(text, quote: "\"") { scalar in
+        if let shared = sharedEscapes[scalar] { return shared }
         switch scalar {
-        case "\"": result.append(contentsOf: "\\\"".unicodeScalars)
-        case "\\": result.append(contentsOf: "\\\\".unicodeScalars)
-        case "\n": result.append(contentsOf: "\\n".unicodeScalars)
-        case "\r": result.append(contentsOf: "\\r".unicodeScalars)
-        case "\t": result.append(contentsOf: "\\t".unicodeScalars)
-        case "\u{08}": result.append(contentsOf: "\\b".unicodeScalars)
-        case "\u{0C}": result.append(contentsOf: "\\f".unicodeScalars)
-        default:
-            if scalar.value < 0x20 {
-                result.append(contentsOf: String(format: "\\u%04x", scalar.value).unicodeScalars)
-            } else {
-                result.append(scalar)
-            }
+        case "\"": return "\\\""
+        case "\u{08}": return "\\b"
+        case "\u{0C}": return "\\f"
+        default: return scalar.value < 0x20 ? String(format: "\\u%04x", scalar.value) : nil
         }
     }
-    result.append("\"")
-    return String(result)
 }

@@ -31,6 +31,10 @@ private enum ControlFlow {
 /// Renders a parsed template: statements write into `output`, expressions evaluate to `TemplateValue`s.
 final class TemplateEvaluator {
     private var output = ""
+    /// Macro calls under way: a template that recurses without end fails (as Python's RecursionError) instead of
+    /// overflowing the stack.
+    private var callDepth = 0
+    private static let maximumCallDepth = 100
 
     static func render(_ statements: [Statement], scope: TemplateScope) throws(ChatTemplateError) -> String {
         let evaluator = TemplateEvaluator()
@@ -200,6 +204,11 @@ final class TemplateEvaluator {
                 throw TemplateFailure("macro '\(definition.name)' takes no keyword argument '\(unknown.name)'")
             }
             if let caller = arguments.caller { callScope.set("caller", caller) }
+            guard self.callDepth < Self.maximumCallDepth else {
+                throw TemplateFailure("maximum recursion depth exceeded (\(Self.maximumCallDepth) nested macro calls)")
+            }
+            self.callDepth += 1
+            defer { self.callDepth -= 1 }
             return .string(try self.capture(definition.body, scope: callScope))
         }
     }

@@ -172,7 +172,7 @@ enum TemplateMethods {
 
 extension String {
     /// A string of exactly these scalars (no normalisation).
-    init(scalars: some Sequence<Unicode.Scalar>) {
+    public init(scalars: some Sequence<Unicode.Scalar>) {
         var view = String.UnicodeScalarView()
         view.append(contentsOf: scalars)
         self = String(view)

@@ -24,6 +24,9 @@ enum TemplateOperators {
         }
     }
 
+    /// The most copies `'text' * n` and `[items] * n` make (a template is untrusted input).
+    private static let maximumRepetition = 1_000_000
+
     static func negate(_ value: TemplateValue) throws -> TemplateValue {
         if let failure = undefinedFailure(value) { throw failure }
         if let number = integer(value) { return .int(-number) }
@@ -36,6 +39,9 @@ enum TemplateOperators {
         if let failure = undefinedFailure(left, right) { throw failure }
         let unsupported = TemplateFailure(
             "unsupported operand type(s) for \(symbol): '\(left.typeName)' and '\(right.typeName)'")
+        if symbol == "*", let count = integer(left) ?? integer(right), count > maximumRepetition {
+            throw TemplateFailure("repeating a value \(count) times is more than the \(maximumRepetition) allowed")
+        }
         switch (symbol, left, right) {
         case ("+", .string(let a), .string(let b)): return .string(a + b)
         case ("+", .list(let a), .list(let b)): return .list(a + b)

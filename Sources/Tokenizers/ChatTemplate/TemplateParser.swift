@@ -4,6 +4,17 @@
 struct TemplateParser {
     private let tokens: [Token]
     private var index = 0
+    /// How deeply blocks and expressions nest here: past `maximumNesting` the template is refused rather than the
+    /// recursive descent overflowing the stack.
+    private var nesting = 0
+    private static let maximumNesting = 200
+
+    private mutating func enterNesting() throws(ChatTemplateError) {
+        nesting += 1
+        if nesting > Self.maximumNesting {
+            throw error("blocks or expressions nested more than \(Self.maximumNesting) deep")
+        }
+    }
 
     static func parse(_ tokens: [Token]) throws(ChatTemplateError) -> [Statement] {
         var parser = TemplateParser(tokens: tokens)
@@ -127,6 +138,8 @@ struct TemplateParser {
     }
 
     private mutating func parseStatement() throws(ChatTemplateError) -> [Statement] {
+        try enterNesting()
+        defer { nesting -= 1 }
         let location = current.location
         let name = try expectIdentifier()
         switch name {
@@ -312,6 +325,8 @@ struct TemplateParser {
     }
 
     private mutating func parseExpression() throws(ChatTemplateError) -> Expression {
+        try enterNesting()
+        defer { nesting -= 1 }
         var expression = try parseOr()
         while isName("if") {
             let location = current.location
@@ -343,6 +358,8 @@ struct TemplateParser {
     }
 
     private mutating func parseNot() throws(ChatTemplateError) -> Expression {
+        try enterNesting()
+        defer { nesting -= 1 }
         if isName("not") {
             let location = advance().location
             return Expression(kind: .not(try parseNot()), location: location)
@@ -400,6 +417,8 @@ struct TemplateParser {
     }
 
     private mutating func parseUnary(withFilters: Bool = true) throws(ChatTemplateError) -> Expression {
+        try enterNesting()
+        defer { nesting -= 1 }
         var expression: Expression
         if isSymbol("-") || isSymbol("+") {
             let token = advance()

@@ -4,7 +4,7 @@ import Foundation
 /// `chat_template.jinja` beside tokenizer_config.json wins over the config's `chat_template`, which is a string or a
 /// list of `{"name", "template"}` (the one named `tool_use` when tools are given and it exists, else `default`);
 /// `bos_token`, `eos_token`, `unk_token`, `sep_token`, `pad_token`, `cls_token`, `mask_token` are strings or
-/// AddedToken objects (`{"content": ...}`).
+/// AddedToken objects (`{"content": ...}`), read from special_tokens_map.json when the config lacks them.
 public struct TokenizerChatTemplate: Sendable {
     /// The tokenizer_config.json read (or the folder's, when a folder or tokenizer.json was named).
     public let configPath: String
@@ -39,33 +39,39 @@ public struct TokenizerChatTemplate: Sendable {
             throw .invalidConfiguration(path: configPath, reason: "no such file")
         }
 
+        // Older saves keep the special tokens in special_tokens_map.json; the config's win.
+        var sources = [config]
+        let mapPath = (folder as NSString).appendingPathComponent("special_tokens_map.json")
+        if FileManager.default.fileExists(atPath: mapPath) { sources.append(try readJSON(mapPath)) }
         var specialTokens: [String: String] = [:]
         for key in specialTokenKeys {
-            switch config[key] {
-            case .string(let token)?: specialTokens[key] = token
-            case .object(let entries)?:
-                if case .string(let token)? = JSONValue.object(entries)["content"] { specialTokens[key] = token }
-            default: break
+            for source in sources where specialTokens[key] == nil {
+                switch source[key] {
+                case .string(let token)?: specialTokens[key] = token
+                case .object(let entries)?:
+                    if case .string(let token)? = JSONValue.object(entries)["content"] { specialTokens[key] = token }
+                default: break
+                }
             }
         }
 
-        var sources: [String: String] = [:]
+        var templateSources: [String: String] = [:]
         let jinjaPath = (folder as NSString).appendingPathComponent("chat_template.jinja")
         if let templatePath {
-            sources["default"] = try readText(templatePath)
+            templateSources["default"] = try readText(templatePath)
         } else if FileManager.default.fileExists(atPath: jinjaPath) {
-            sources["default"] = try readText(jinjaPath)
+            templateSources["default"] = try readText(jinjaPath)
         } else {
             switch config["chat_template"] {
             case .string(let text)?:
-                sources["default"] = text
+                templateSources["default"] = text
             case .array(let entries)?:
                 for entry in entries {
                     guard case .string(let name)? = entry["name"], case .string(let text)? = entry["template"] else {
                         throw .invalidConfiguration(
                             path: configPath, reason: "chat_template list entries need string 'name' and 'template'")
                     }
-                    sources[name] = text
+                    templateSources[name] = text
                 }
             case nil, .null?:
                 throw .invalidConfiguration(
@@ -78,7 +84,16 @@ public struct TokenizerChatTemplate: Sendable {
             }
         }
         var templates: [String: ChatTemplate] = [:]
-        for (name, source) in sources { templates[name] = try ChatTemplate(source: source) }
+        let templateOrigin = templatePath ?? (FileManager.default.fileExists(atPath: jinjaPath) ? jinjaPath : configPath)
+        for (name, source) in templateSources {
+            do {
+                templates[name] = try ChatTemplate(source: source)
+            } catch {
+                // The error names the template's line and column; this names the file (and the template).
+                throw .invalidConfiguration(
+                    path: templateOrigin, reason: (templateSources.count > 1 ? "template '\(name)': " : "") + "\(error)")
+            }
+        }
         return TokenizerChatTemplate(configPath: configPath, templates: templates, specialTokens: specialTokens)
     }
 

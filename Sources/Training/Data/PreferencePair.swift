@@ -131,13 +131,6 @@ private func pythonSlice(_ array: [Unicode.Scalar], to end: Int) -> ArraySlice<U
 }
 
 extension String {
-    /// A string of exactly these scalars (no normalisation).
-    init(scalars: some Sequence<Unicode.Scalar>) {
-        var view = String.UnicodeScalarView()
-        view.append(contentsOf: scalars)
-        self = String(view)
-    }
-
     /// Python's `str.endswith`: compares Unicode scalars, where Swift's `hasSuffix` compares canonically equivalent
     /// characters.
     func hasScalarSuffix(_ suffix: String) -> Bool {
