@@ -11,6 +11,7 @@ public struct ChatTemplate: @unchecked Sendable {
     public let source: String
     private let statements: [Statement]
 
+    /// Parses `source`; fails with `.syntax` or `.unsupported`, naming the line and column.
     public init(source: String) throws(ChatTemplateError) {
         self.source = source
         statements = try TemplateParser.parse(try TemplateLexer.tokenize(source))

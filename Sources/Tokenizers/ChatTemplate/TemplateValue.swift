@@ -74,10 +74,12 @@ public indirect enum TemplateValue: Sendable {
 
 /// An insertion-ordered dictionary with string keys compared by Unicode scalars (as Python compares `str`).
 public struct TemplateDictionary: Sendable {
+    /// The entries in insertion order.
     public private(set) var entries: [(key: String, value: TemplateValue)] = []
 
     public init() {}
 
+    /// A dictionary of these entries; a repeated key keeps its first place and its last value, as a dict literal.
     public init(_ entries: [(String, TemplateValue)]) {
         for (key, value) in entries { self[key] = value }
     }
@@ -86,6 +88,7 @@ public struct TemplateDictionary: Sendable {
     public var count: Int { entries.count }
     public var keys: [String] { entries.map(\.key) }
 
+    /// The value under `key`; setting nil removes it, setting a new key appends it.
     public subscript(key: String) -> TemplateValue? {
         get { index(of: key).map { entries[$0].value } }
         set {

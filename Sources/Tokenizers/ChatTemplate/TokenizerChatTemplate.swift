@@ -97,6 +97,7 @@ public struct TokenizerChatTemplate: Sendable {
         return TokenizerChatTemplate(configPath: configPath, templates: templates, specialTokens: specialTokens)
     }
 
+    /// A tokenizer's templates and special tokens given directly (`load(path:templatePath:)` reads them from files).
     public init(configPath: String, templates: [String: ChatTemplate], specialTokens: [String: String]) {
         self.configPath = configPath
         self.templates = templates
