@@ -174,6 +174,7 @@ final class ChatTemplateEngineTests: XCTestCase {
         assertRenders("{% macro box() %}[{{ caller() }}]{% endmacro %}{% call box() %}inside{% endcall %}", "[inside]")
         assertRenders("{% filter upper %}shout {{ 'this' }}{% endfilter %}", "SHOUT THIS")
         assertRenders("{% generation %}kept{% endgeneration %}", "kept")
+        assertRenders("{% with a = 1, b = a %}{{ a }}{% endwith %}{{ a is defined }}", "1False")
         assertRenders("a\n  {% raw -%}\n  {{ y }}  {%- endraw %}\nb", "a\n{{ y }}b")
     }
 
@@ -206,6 +207,8 @@ final class ChatTemplateEngineTests: XCTestCase {
             "True True True True True True True True True True True True")
         assertRenders("{{ 2.5|round }} {{ 3.5|round }} {{ 1.26|round(1, 'floor') }} {{ m|attr('role') }}|",
                       "2.0 4.0 1.2 |", ["m": .dictionary(TemplateDictionary([("role", .string("user"))]))])
+        assertRenders("[{{ 'ab'.center(5) }}][{{ 'x'.ljust(3, '.') }}][{{ 'x'.rjust(3) }}][{{ '-5'.zfill(4) }}][{{ 'x'|center(4) }}]",
+                      "[  ab ][x..][  x][-005][ x  ]")
         assertRenders("{{ '{} and {name}'.format(1, name='x') }} {{ '%s-%d' % ('a', 2) }} {{ 'a b c'|wordcount }}",
                       "1 and x a-2 3")
     }

@@ -105,6 +105,12 @@ final class TemplateEvaluator {
                                         location: filter.location)
             }
             output += value.pythonString
+        case .scoped(let assignments, let body, let location):
+            let inner = TemplateScope(parent: scope)
+            for (name, value) in assignments {
+                try bind(.name(name), try evaluate(value, scope: scope), scope: inner, location: location)
+            }
+            return try execute(body, scope: inner)
         case .breakLoop:
             return .breakLoop
         case .continueLoop:

@@ -143,11 +143,9 @@ enum TemplateFilters {
                                            blank: arguments.value(2, "blank")?.isTruthy ?? false))
             },
             "center": { value, arguments in
-                let text = value.pythonString
-                let width = TemplateOperators.integer(arguments.value(0, "width") ?? .int(80)) ?? 80
-                let padding = max(0, width - text.unicodeScalars.count)
-                let left = padding / 2 + (padding & width & 1)
-                return .string(String(repeating: " ", count: left) + text + String(repeating: " ", count: padding - left))
+                guard case .function(let center)? = TemplateMethods.method(of: .string(value.pythonString), "center")
+                else { return value }
+                return try center.call(arguments)
             },
             "wordcount": { value, _ in .int(try pythonSplit(value.pythonString, separator: nil, limit: -1, fromRight: false).count) },
             "format": { value, arguments in

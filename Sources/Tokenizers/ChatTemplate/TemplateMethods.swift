@@ -164,6 +164,20 @@ enum TemplateMethods {
             }
         case "format":
             return { arguments in .string(try pythonFormat(text, arguments)) }
+        case "ljust", "rjust", "center", "zfill":
+            return { arguments in
+                let width = TemplateOperators.integer(arguments.value(0, "width") ?? .int(0)) ?? 0
+                let fill = name == "zfill" ? "0" : (try stringArgument(arguments, 1, "fillchar") ?? " ")
+                let padding = max(0, width - scalars.count)
+                // Python's center puts the odd space on the right, except for odd widths of even text.
+                let left = name == "ljust" ? 0 : name == "center" ? padding / 2 + (padding & width & 1) : padding
+                if name == "zfill", let sign = scalars.first, sign == "-" || sign == "+" {
+                    return .string(String(sign) + String(repeating: "0", count: padding)
+                        + String(scalars: scalars.dropFirst()))
+                }
+                return .string(String(repeating: fill, count: left) + text
+                    + String(repeating: fill, count: padding - left))
+            }
         default:
             return nil
         }

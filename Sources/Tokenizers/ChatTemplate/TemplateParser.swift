@@ -154,6 +154,18 @@ struct TemplateParser {
             let (body, _) = try parseBody(until: ["endfilter"], opener: ("filter", location))
             try expectBlockEnd()
             return [.filterBlock(filters: filters, body: body)]
+        case "with":
+            var assignments: [(name: String, value: Expression)] = []
+            while current.kind != .blockEnd {
+                if !assignments.isEmpty { try expect(symbol: ",") }
+                let name = try expectIdentifier()
+                try expect(symbol: "=")
+                assignments.append((name, try parseExpression()))
+            }
+            try expectBlockEnd()
+            let (body, _) = try parseBody(until: ["endwith"], opener: ("with", location))
+            try expectBlockEnd()
+            return [.scoped(assignments: assignments, body: body, location: location)]
         case "break", "continue":
             try expectBlockEnd()
             return [name == "break" ? .breakLoop(location: location) : .continueLoop(location: location)]
@@ -164,7 +176,7 @@ struct TemplateParser {
             try expectBlockEnd()
             return body
         default:
-            let known = ["include", "import", "from", "extends", "block", "with", "do", "autoescape", "trans"]
+            let known = ["include", "import", "from", "extends", "block", "do", "autoescape", "trans"]
             if known.contains(name) {
                 throw ChatTemplateError.unsupported(construct: "the '{% \(name) %}' tag", location: location)
             }

@@ -68,6 +68,8 @@ indirect enum Statement {
     /// `{% call(parameters) callee(arguments) %}body{% endcall %}`: the callee gets `caller`, a macro of the body.
     case callBlock(call: Expression, callerParameters: [(name: String, defaultValue: Expression?)], body: [Statement])
     case filterBlock(filters: [FilterApplication], body: [Statement])
+    /// `{% with a = x, b = y %}body{% endwith %}`: the names exist only inside the body.
+    case scoped(assignments: [(name: String, value: Expression)], body: [Statement], location: SourceLocation)
     case breakLoop(location: SourceLocation)
     case continueLoop(location: SourceLocation)
 }
