@@ -8,8 +8,8 @@ unbound as tools/make_data_references.py does: `extract_prompt` on the message l
 add_generation_prompt=True)`, `apply_chat_template(prompt + chosen)` and `apply_chat_template(prompt + rejected)`,
 tokenised by transformers with `add_special_tokens=False`, split at `common_prefix_length`.
 
-Inputs: fixtures/conversational/preferences.jsonl (explicit prompt, multi-turn, unicode) and implicit.jsonl (implicit
-prompt). Each tokenizer is a fixture model's tokenizer.json with a chat template of fixtures/chat_templates/ set on it
+Inputs: fixtures/conversational/preferences.jsonl (explicit prompt, multi-turn, unicode), implicit.jsonl (implicit
+prompt) and tools.jsonl (`tools` as JSON text, as TRL reads it with `json.loads`, and an assistant tool call). Each tokenizer is a fixture model's tokenizer.json with a chat template of fixtures/chat_templates/ set on it
 (qwen2-dynamo + qwen2_5: `<|im_start|>` and `<|im_end|>` are plain text there; llama-dynamo + llama3_1: `{{ bos_token
 }}` renders `<s>`, which must come out as the one special id).
 
@@ -61,8 +61,9 @@ def case(file, tokenizer_path, template_path):
     pairs = []
     for record, row in zip(records, processed):
         split = record if "prompt" in record else extract_prompt(record)
+        tools = json.loads(record["tools"]) if "tools" in record else None
         render = lambda messages, **kw: tokenizer.apply_chat_template(  # noqa: E731
-            messages, tokenize=False, **CHAT_TEMPLATE_KWARGS, **kw)
+            messages, tokenize=False, tools=tools, **CHAT_TEMPLATE_KWARGS, **kw)
         pairs.append({"line": row["__line"], "prompt_ids": row["prompt_ids"], "chosen_ids": row["chosen_ids"],
                       "rejected_ids": row["rejected_ids"],
                       "prompt_text": render(split["prompt"], add_generation_prompt=True),
@@ -74,7 +75,7 @@ def main():
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     cases = [case(file, tokenizer, template) for tokenizer, template in PAIRINGS
-             for file in ("preferences.jsonl", "implicit.jsonl")]
+             for file in ("preferences.jsonl", "implicit.jsonl", "tools.jsonl")]
     output = {"versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                            "datasets": datasets.__version__, "python": sys.version.split()[0]},
               "chat_template_kwargs": CHAT_TEMPLATE_KWARGS, "cases": cases}

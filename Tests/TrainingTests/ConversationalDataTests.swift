@@ -30,12 +30,12 @@ final class ConversationalDataTests: XCTestCase {
 
     private static func fixture(_ name: String) -> String { fixturePath("conversational/\(name)") }
 
-    func testIdsAreTRLsForExplicitAndImplicitPromptsOnTwoTemplates() throws {
+    func testIdsAreTRLsForExplicitAndImplicitPromptsAndToolsOnTwoTemplates() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: Self.fixture("expected.json")))
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         let expected = try decoder.decode(Expected.self, from: data)
-        XCTAssertEqual(expected.cases.count, 4)
+        XCTAssertEqual(expected.cases.count, 6)
         for referenceCase in expected.cases {
             let label = "\(referenceCase.dataset) with \(referenceCase.chatTemplate)"
             let dataset = try PreferenceDataset.load(path: Self.fixture(referenceCase.dataset))
@@ -59,9 +59,10 @@ final class ConversationalDataTests: XCTestCase {
                 let split = conversation.prompt.map { ($0, conversation.chosen) }
                     ?? extractPrompt(chosen: conversation.chosen, rejected: conversation.rejected).map { ($0.prompt, $0.chosen) }
                 guard let (prompt, chosen) = split else { return XCTFail("\(label): no prompt found") }
-                XCTAssertEqual(try template.render(messages: prompt, addGenerationPrompt: true,
+                XCTAssertEqual(try template.render(messages: prompt, addGenerationPrompt: true, tools: conversation.tools,
                                                    context: conversation.templateVariables), reference.promptText, label)
-                XCTAssertEqual(try template.render(messages: prompt + chosen, context: conversation.templateVariables),
+                XCTAssertEqual(try template.render(messages: prompt + chosen, tools: conversation.tools,
+                                                   context: conversation.templateVariables),
                                reference.chosenText, label)
             }
         }
