@@ -10,8 +10,8 @@ import Foundation
 /// Known differences from jinja2, none used by TRL's 72 bundled templates: no `{% include %}`, `{% import %}`,
 /// `{% extends %}`, `{% block %}`, recursive loops, `*args`; filters beyond the ones chat templates use
 /// (`groupby`, `batch`, `slice`, `urlencode`, ... fail as unsupported); tuples print as lists (`[1, 2]`, not
-/// `(1, 2)`); `is sameas` is false for lists and dicts (values are copies); integers are 64-bit; a JSON number written `2.0` reaches
-/// the template as the int 2 (the JSON reader keeps doubles only), so `tojson` writes it `2`.
+/// `(1, 2)`); `is sameas` is false for lists and dicts (values are copies); integers are 64-bit; a JSON number
+/// written `2.0` reaches the template as the int 2 (the JSON reader keeps doubles only), so `tojson` writes `2`.
 public struct ChatTemplate: @unchecked Sendable {
     /// The template text.
     public let source: String
