@@ -15,6 +15,9 @@ public struct DPOTrainingOptions: Sendable {
     public var tokenizerPath: String
     public var dataPath: String
     public var outputDirectory: String
+    /// A Jinja chat template for conversational data, instead of the one of the tokenizer_config.json beside
+    /// `tokenizerPath` (whose special tokens the template still gets).
+    public var chatTemplatePath: String?
     /// A separate eval dataset; otherwise `evalFraction` of the training data is held out.
     public var evalDataPath: String?
     public var evalFraction: Double = 0
@@ -146,12 +149,23 @@ public final class DPOTrainer {
         try hash.add(file: options.dataPath)
         if let evalPath = options.evalDataPath { try hash.add(file: evalPath) }
         try hash.add(file: options.tokenizerPath)
+        // Conversational data is rendered with the chat template, read only when the data needs it.
+        var chatTemplate: TokenizerChatTemplate?
+        if [train.format, eval.format].contains(where: \.isConversational) {
+            chatTemplate = try TokenizerChatTemplate.load(path: options.tokenizerPath,
+                                                          templatePath: options.chatTemplatePath)
+            for (name, template) in (chatTemplate?.templates ?? [:]).sorted(by: { $0.key < $1.key }) {
+                hash.add("chat template \(name): \(template.source)")
+            }
+            hash.add("special tokens: \(chatTemplate?.specialTokens.sorted { $0.key < $1.key } ?? [])")
+        }
         hash.add("\(options.data.maxLength ?? -1) \(options.data.truncationMode.rawValue) \(options.evalFraction) \(options.seed) v1")
         let style = options.objective.tokenizationStyle
         try self.init(
             options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
-            trainPairs: try train.tokenized(with: tokenizer, options: options.data, style: style).pairs,
-            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data, style: style).pairs,
+            trainPairs: try train.tokenized(with: tokenizer, options: options.data, style: style, chatTemplate: chatTemplate).pairs,
+            evalPairs: eval.pairs.isEmpty ? []
+                : try eval.tokenized(with: tokenizer, options: options.data, style: style, chatTemplate: chatTemplate).pairs,
             cacheKey: hash.hex, communicator: communicator)
     }
 

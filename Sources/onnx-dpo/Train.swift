@@ -17,8 +17,11 @@ struct DataOptions: ParsableArguments {
     @Option(help: "The Hugging Face tokenizer.json (tokenizer_config.json beside it gives BOS/EOS/pad).")
     var tokenizer: String
 
-    @Option(help: "Preference data: JSONL with prompt/chosen/rejected (or chosen/rejected, or pre-tokenised ids).")
+    @Option(help: "Preference data: JSONL with prompt/chosen/rejected strings or message lists (or chosen/rejected, or pre-tokenised ids).")
     var data: String
+
+    @Option(help: "A Jinja chat template for conversational data (default: the chat_template of the tokenizer_config.json beside --tokenizer).")
+    var chatTemplate: String?
 
     @Option(help: "Longest prompt + completion in tokens (TRL's max_length); 0 for no limit.")
     var maxLength = defaults.data.maxLength ?? 0
@@ -69,6 +72,7 @@ struct DataOptions: ParsableArguments {
         options.batchSize = batchSize
         options.seed = seed
         options.logitsOutput = logitsOutput
+        options.chatTemplatePath = chatTemplate
         return options
     }
 }
