@@ -49,6 +49,10 @@ public struct DPOTrainingOptions: Sendable {
     public var initAdapter: String?
     /// The graph output holding the logits; nil finds it by structure (`LogitsOutput.find`).
     public var logitsOutput: String?
+    /// Keep activations only at block boundaries and recompute each block in the backward pass
+    /// (`Session.forward(gradientCheckpointing:)`): far less memory for long sequences, one more forward of the
+    /// blocks per step, the same gradients.
+    public var gradientCheckpointing = false
 
     /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
     public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
@@ -444,7 +448,7 @@ public final class DPOTrainer {
         }
         let pass = try session.forward(inputs,
                                        trainable: Set(adapted.parameterNames), outputNames: [logitsOutput],
-                                       profile: profile)
+                                       profile: profile, gradientCheckpointing: options.gradientCheckpointing)
         let (evaluation, dLogits) = try applyObjective(
             batch, logits: try logits(from: pass.outputs), referenceLogits: reference, referenceChosen: referenceChosen,
             referenceRejected: referenceRejected, preferences: preferences, totals: BatchTotals(global))

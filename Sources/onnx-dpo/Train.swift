@@ -134,6 +134,8 @@ struct Train: ParsableCommand {
     var resume = false
     @Flag(help: "Do not write TensorBoard event files to <output-dir>/runs.")
     var noTensorboard = false
+    @Flag(help: "Keep activations only at block boundaries and recompute each block in the backward pass: far less memory for long sequences, about one more forward pass per step, the same gradients.")
+    var gradientCheckpointing = false
 
     @OptionGroup var processes: ProcessOptions
 
@@ -160,6 +162,7 @@ struct Train: ParsableCommand {
         options.initAdapter = initAdapter
         options.resume = resume
         options.tensorBoard = !noTensorboard
+        options.gradientCheckpointing = gradientCheckpointing
         return options
     }
 
