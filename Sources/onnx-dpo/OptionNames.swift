@@ -16,7 +16,7 @@ let flagsByOption: [String: String] = [
     "maxNewTokens": "--max-new-tokens", "temperature": "--temperature", "topK": "--top-k", "topP": "--top-p",
     "minP": "--min-p", "repetitionPenalty": "--repetition-penalty", "numReturnSequences": "--num-return-sequences",
     "prompt": "--prompt", "promptFile": "--prompt-file", "stop": "--stop", "tokenizer": "--tokenizer",
-    "promptTokens": "--prompt-tokens", "newTokens": "--new-tokens", "batch": "--batch",
+    "promptTokens": "--prompt-tokens", "adapter": "--adapter", "newTokens": "--new-tokens", "batch": "--batch",
 ]
 
 /// The flag for a library option name (the name itself when no flag sets it).

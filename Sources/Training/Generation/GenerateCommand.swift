@@ -1,3 +1,4 @@
+import Adapters
 import Foundation
 import ONNXGraph
 import Tokenizers
@@ -121,7 +122,13 @@ public enum GenerateCommand {
         let tokenizer = needsTokenizer ? try Tokenizer(path: tokenizerPath) : nil
         let prompts = try parameters.prompts.enumerated().map { try $1.tokenIDs(tokenizer: tokenizer, index: $0) }
         let writer = try parameters.outputPath.map { try JSONLinesWriter(path: $0) }
-        let generator = try Generator.open(modelPath: parameters.modelPath, adapterPath: parameters.adapterPath)
+        let generator: Generator
+        do {
+            generator = try Generator.open(modelPath: parameters.modelPath, adapterPath: parameters.adapterPath)
+        } catch let error as AdapterError where parameters.adapterPath != nil {
+            throw TrainingError.invalidOption(option: "adapter", reason:
+                "'\(parameters.adapterPath!)' does not fit the model '\(parameters.modelPath)': \(error)")
+        }
         let rowCount = prompts.count * parameters.options.numReturnSequences
         var decoder = tokenizer.map(IncrementalDecoder.init)
         let sequences = try generator.generate(prompts, options: parameters.options, tokenizer: tokenizer) { _, token in
