@@ -77,17 +77,21 @@ final class GenerationTests: XCTestCase {
         }
     }
 
-    /// On a builder graph the cached decode equals the whole-prefix recomputation, tokens and each token's
+    /// On builder graphs (GroupQueryAttention) and on the optimum-layout export (general mask with holes, positions
+    /// per row) the cached decode equals the whole-prefix recomputation, tokens and each token's
     /// log-probability (within 1e-4), for a batch of two prompts of different lengths.
-    func testCachedLogitsEqualRecomputedLogitsOnBuilderGraphs() throws {
-        for name in ["llama-fp32", "qwen2-int4"] {
-            let session = try Session(model: try Model.load(path: fixturePath("builder/\(name)/model.onnx")))
+    func testCachedDecodeEqualsRecomputation() throws {
+        let cases = [("builder/llama-fp32", [[510, 20, 31, 45, 7, 99, 3], [510, 300, 12]]),
+                     ("builder/qwen2-int4", [[510, 20, 31, 45, 7, 99, 3], [510, 300, 12]]),
+                     ("generation/llama-with-past", [[51, 16, 6, 18, 25, 50, 9], [27, 5, 20]])]
+        for (name, prompts) in cases {
+            let session = try Session(model: try Model.load(path: fixturePath("\(name)/model.onnx")))
             let generator = try Generator(session: session)
             var runs: [Bool: [GeneratedSequence]] = [:]
             for useCache in [true, false] {
                 let options = GenerationOptions(maxNewTokens: 6, sampling: .greedy(repetitionPenalty: 1.5),
                                                 eosTokenIDs: [], useKVCache: useCache)
-                runs[useCache] = try generator.generate([[510, 20, 31, 45, 7, 99, 3], [510, 300, 12]], options: options)
+                runs[useCache] = try generator.generate(prompts, options: options)
             }
             let cached = runs[true]!, recomputed = runs[false]!
             XCTAssertEqual(cached.map(\.outputIDs), recomputed.map(\.outputIDs), name)
