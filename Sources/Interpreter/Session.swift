@@ -20,7 +20,9 @@ public final class Session: @unchecked Sendable {
         var releases: [Int]
     }
 
-    private let steps: [Step]
+    private var steps: [Step]
+    /// Initializers read by nodes `foldConstants` precomputed: training them would not reach those nodes.
+    private var foldedSources: Set<String> = []
 
     /// The nodes the session runs, in order: the graph's, after `GraphOptimizer`'s rewrites when enabled.
     public var nodes: [Node] { steps.map(\.node) }
@@ -114,6 +116,9 @@ public final class Session: @unchecked Sendable {
                         profile: OpProfile? = nil) throws -> ForwardPass {
         var slots: [String: Int] = [:]
         for name in trainable.sorted() {
+            guard !foldedSources.contains(name) else {
+                throw InterpreterError.invalidInput(name: name, reason: "feeds a node foldConstants precomputed, so it cannot be trained")
+            }
             guard let slot = slotByName[name],
                   constants.contains(where: { $0.slot == slot }) || inputs.contains(where: { $0.name == name }) else {
                 throw InterpreterError.invalidInput(name: name, reason: "is not an initializer or graph input, so it cannot be trained")
@@ -123,6 +128,42 @@ public final class Session: @unchecked Sendable {
         let tape = Tape(slotCount: slotCount, trainable: slots)
         let outputs = try execute(feeds, outputNames: outputNames, profile: profile, tape: tape)
         return ForwardPass(outputs: outputs, session: self, tape: tape)
+    }
+
+    /// Precomputes, once, every node whose inputs are all initializers (or outputs of nodes already precomputed),
+    /// keeping its outputs as constants and dropping it from the run: for sessions that only run inference many
+    /// times, as generation does (onnxruntime-genai's builder graphs transpose the whole `[hidden, vocabulary]`
+    /// lm_head weight before the embedding Gather on every run). Nodes without inputs are left alone. Afterwards
+    /// `setInitializer` on a folded node's source no longer reaches it, and `forward` refuses to train one.
+    /// Returns the number of nodes folded.
+    @discardableResult
+    public func foldConstants() throws -> Int {
+        var constantSlots = Dictionary(uniqueKeysWithValues: constants.map { ($0.slot, $0.tensor) })
+        let names = Dictionary(uniqueKeysWithValues: slotByName.map { ($1, $0) })
+        var kept: [Step] = []
+        var folded = 0
+        for step in steps {
+            let inputs = step.inputSlots.compactMap { $0 }
+            guard !inputs.isEmpty, inputs.allSatisfy({ constantSlots[$0] != nil }) else {
+                kept.append(step)
+                continue
+            }
+            let arguments = step.inputSlots.map { $0.flatMap { constantSlots[$0] } }
+            let results: [Tensor]
+            do {
+                results = try step.op.run(arguments)
+            } catch let error as KernelError {
+                throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType, reason: error.message)
+            }
+            for (slot, result) in zip(step.outputSlots, results) where slot != nil {
+                constantSlots[slot!] = result
+                constants.append((slot!, result))
+            }
+            foldedSources.formUnion(inputs.compactMap { names[$0] })
+            folded += 1
+        }
+        steps = kept
+        return folded
     }
 
     /// Replaces the values of initializer `name` (same shape and type), for parameters that change between runs.

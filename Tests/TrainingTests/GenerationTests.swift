@@ -101,6 +101,23 @@ final class GenerationTests: XCTestCase {
         }
     }
 
+    /// `Generator.open` precomputes the constant nodes (the builder's Transpose of the lm_head weight before the
+    /// embedding Gather) and generates exactly what the unfolded session does; a folded source cannot be trained.
+    func testFoldedConstantsChangeNothing() throws {
+        let path = fixturePath("builder/llama-fp32/model.onnx")
+        let folded = try Generator.open(modelPath: path)
+        let plain = try Generator(session: try Session(model: try Model.load(path: path)))
+        XCTAssert(plain.session.nodes.contains { $0.opType == "Transpose" })
+        XCTAssertFalse(folded.session.nodes.contains { $0.opType == "Transpose" })
+        let options = GenerationOptions(maxNewTokens: 4, sampling: .greedy(repetitionPenalty: 1.5), eosTokenIDs: [])
+        let prompts = [[510, 20, 31, 45], [510, 300]]
+        let a = try folded.generate(prompts, options: options), b = try plain.generate(prompts, options: options)
+        XCTAssertEqual(a, b)
+        assertThrows(["lm_head.MatMul.weight", "foldConstants"]) {
+            try folded.session.forward([:], trainable: ["lm_head.MatMul.weight"])
+        }
+    }
+
     /// Sampling: the same seed gives the same tokens, another seed other tokens, a row's tokens do not depend on
     /// the rows beside it, and every token drawn under top-k 1 is the greedy one.
     func testSamplingIsReproducibleFromTheSeed() throws {
