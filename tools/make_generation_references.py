@@ -3,8 +3,8 @@
 builder fixtures) produce on the fixture models, and what transformers' logits processors compute, for the
 generation tests (Tests/TrainingTests/GenerationTests.swift, interop/test_generate.py).
 
-  * Every export of fixtures/models/fixtures.json plus gemma3-torchscript: the Hugging Face model rebuilt exactly as
-    tools/make_fixtures.py (`build_model`) or tools/make_gemma3_fixture.py builds it, checked bit for bit against
+  * Every export of fixtures/models/fixtures.json plus gemma3-torchscript: the Hugging Face model rebuilt by
+    tools/make_fixtures.py's or tools/make_gemma3_fixture.py's `build_model`, checked bit for bit against
     the export's ONNX initializers (each parameter equals some initializer, as is or transposed, as
     tools/reference_dpo.py checks), then per prompt `generate(do_sample=False, max_new_tokens=N)` on the prompt alone
     (batch 1, no padding): the new ids, and per step the margin between the two largest logits; again with
@@ -39,6 +39,7 @@ import transformers
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import make_fixtures as fx  # noqa: E402
+import make_gemma3_fixture  # noqa: E402
 
 OUT = ROOT / "fixtures" / "generation"
 MAX_NEW_TOKENS = 8
@@ -53,24 +54,6 @@ CANDIDATES = [
     "In the beginning",
     "Data",
 ]
-
-
-def gemma3_model(info):
-    """make_gemma3_fixture.py's model, built in the same order from the same seed."""
-    torch.manual_seed(0)
-    config = transformers.Gemma3TextConfig(
-        vocab_size=fx.VOCAB_SIZE, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
-        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
-        bos_token_id=info["bos_id"], eos_token_id=info["eos_id"], pad_token_id=info["pad_id"],
-        attn_implementation="eager", tie_word_embeddings=True,
-    )
-    model = transformers.Gemma3ForCausalLM(config).eval().to(torch.float32)
-    with torch.no_grad():
-        for _, parameter in sorted(model.named_parameters()):
-            if parameter.dim() == 1:
-                parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
 
 
 def check_against_onnx(model, path, folded_norms=False):
@@ -318,7 +301,7 @@ def main():
         arch = export["architecture"]
         style = "llama3" if arch == "gemma3" else fx.ARCHS[arch][0]
         tok, info = tokenizers[style]
-        model = gemma3_model(info) if arch == "gemma3" else fx.build_model(arch, info)
+        model = make_gemma3_fixture.build_model(info) if arch == "gemma3" else fx.build_model(arch, info)
         check_against_onnx(model, ROOT / export["path"], folded_norms=arch == "gemma3")
         if arch not in cache:
             cache[arch] = pick_prompts(model, tok)
