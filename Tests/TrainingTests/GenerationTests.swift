@@ -214,6 +214,19 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(rows[0].finishReason, .contextLength)
     }
 
+    /// A cached batch whose longest row would pass the context runs its rows one at a time: each equals its own run,
+    /// and the long row stops at the context.
+    func testBatchReachingTheContextEqualsRowsAlone() throws {
+        let generator = try Generator.open(modelPath: fixturePath("builder/llama-fp32/model.onnx"))
+        let long = (0..<100).map { ($0 * 7) % 500 }, short = Array(long.prefix(50))
+        let options = GenerationOptions(maxNewTokens: 40, sampling: .greedy(repetitionPenalty: 1.5), eosTokenIDs: [])
+        let batch = try generator.generate([long, short], options: options)
+        let alone = try [long, short].map { try generator.generate([$0], options: options)[0] }
+        XCTAssertEqual(batch.map(\.outputIDs), alone.map(\.outputIDs))
+        XCTAssertEqual(batch.map(\.outputIDs.count), [28, 40])
+        XCTAssertEqual(batch.map(\.finishReason), [.contextLength, .maxNewTokens])
+    }
+
     /// Bad input is refused naming it.
     func testBadInputIsRefusedNamingIt() throws {
         let generator = try Generator.open(modelPath: fixturePath("builder/llama-fp32/model.onnx"))
