@@ -15,6 +15,9 @@ public struct DPOTrainingOptions: Sendable {
     public var tokenizerPath: String
     public var dataPath: String
     public var outputDirectory: String
+    /// A Jinja chat template for conversational data, instead of the one of the tokenizer_config.json beside
+    /// `tokenizerPath` (whose special tokens the template still gets).
+    public var chatTemplatePath: String?
     /// A separate eval dataset; otherwise `evalFraction` of the training data is held out.
     public var evalDataPath: String?
     public var evalFraction: Double = 0
@@ -49,6 +52,10 @@ public struct DPOTrainingOptions: Sendable {
     public var initAdapter: String?
     /// The graph output holding the logits; nil finds it by structure (`LogitsOutput.find`).
     public var logitsOutput: String?
+    /// Keep activations only at block boundaries and recompute each block in the backward pass
+    /// (`Session.forward(gradientCheckpointing:)`): far less memory for long sequences, one more forward of the
+    /// blocks per step, the same gradients.
+    public var gradientCheckpointing = false
 
     /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
     public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
@@ -172,6 +179,16 @@ public final class DPOTrainer {
         try hash.add(file: options.dataPath)
         if let evalPath = options.evalDataPath { try hash.add(file: evalPath) }
         try hash.add(file: options.tokenizerPath)
+        // Conversational data is rendered with the chat template, read only when the data needs it.
+        var chatTemplate: TokenizerChatTemplate?
+        if let paired, [paired.train.format, paired.eval.format].contains(where: \.isConversational) {
+            chatTemplate = try TokenizerChatTemplate.load(path: options.tokenizerPath,
+                                                          templatePath: options.chatTemplatePath)
+            for (name, template) in (chatTemplate?.templates ?? [:]).sorted(by: { $0.key < $1.key }) {
+                hash.add("chat template \(name): \(template.source)")
+            }
+            hash.add("special tokens: \(chatTemplate?.specialTokens.sorted { $0.key < $1.key } ?? [])")
+        }
         hash.add("\(options.data.maxLength ?? -1) \(options.data.truncationMode.rawValue) \(options.evalFraction) \(options.seed) v1")
         if let kto = options.kto, let unpaired {
             let (train, eval) = unpaired
@@ -192,8 +209,9 @@ public final class DPOTrainer {
         let style = options.objective.tokenizationStyle
         try self.init(
             options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
-            trainPairs: try train.tokenized(with: tokenizer, options: options.data, style: style).pairs,
-            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data, style: style).pairs,
+            trainPairs: try train.tokenized(with: tokenizer, options: options.data, style: style, chatTemplate: chatTemplate).pairs,
+            evalPairs: eval.pairs.isEmpty ? []
+                : try eval.tokenized(with: tokenizer, options: options.data, style: style, chatTemplate: chatTemplate).pairs,
             cacheKey: hash.hex, communicator: communicator)
     }
 
@@ -494,7 +512,7 @@ public final class DPOTrainer {
         }
         let pass = try session.forward(inputs,
                                        trainable: Set(adapted.parameterNames), outputNames: [logitsOutput],
-                                       profile: profile)
+                                       profile: profile, gradientCheckpointing: options.gradientCheckpointing)
         let logits = try logits(from: pass.outputs)
         let (evaluation, dLogits) = try options.kto.map {
             try applyKTO($0, batch, logits: logits, share: share, of: global, reference: referenceChosen,

@@ -16,6 +16,10 @@ let flagsByOption: [String: String] = [
     "objective.labelSmoothing": "--label-smoothing", "objective.simpoGamma": "--simpo-gamma",
     "objective.cpoAlpha": "--cpo-alpha", "objective.tdpoAlpha": "--tdpo-alpha", "objective.terms": "--loss",
     "pairs": "--pairs", "seq": "--seq", "steps": "--steps", "warmup": "--warmup",
+    "maxNewTokens": "--max-new-tokens", "temperature": "--temperature", "topK": "--top-k", "topP": "--top-p",
+    "minP": "--min-p", "repetitionPenalty": "--repetition-penalty", "numReturnSequences": "--num-return-sequences",
+    "prompt": "--prompt", "promptFile": "--prompt-file", "stop": "--stop", "tokenizer": "--tokenizer",
+    "promptTokens": "--prompt-tokens", "adapter": "--adapter", "newTokens": "--new-tokens", "batch": "--batch",
 ]
 
 /// The flag for a library option name (the name itself when no flag sets it).

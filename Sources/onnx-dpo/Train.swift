@@ -39,8 +39,11 @@ struct DataOptions: ParsableArguments {
     @Option(help: "The Hugging Face tokenizer.json (tokenizer_config.json beside it gives BOS/EOS/pad).")
     var tokenizer: String
 
-    @Option(help: "Preference data: JSONL with prompt/chosen/rejected (or chosen/rejected, or pre-tokenised ids); with --loss kto or apo_zero_unpaired, unpaired prompt/completion/label records (or pairs, unpaired as TRL does).")
+    @Option(help: "Preference data: JSONL with prompt/chosen/rejected strings or message lists (or chosen/rejected, or pre-tokenised ids); with --loss kto or apo_zero_unpaired, unpaired prompt/completion/label records (or pairs, unpaired as TRL does).")
     var data: String
+
+    @Option(help: "A Jinja chat template for conversational data (default: the chat_template of the tokenizer_config.json beside --tokenizer).")
+    var chatTemplate: String?
 
     @Option(help: "Longest prompt + completion in tokens (TRL's max_length); 0 for no limit.")
     var maxLength = defaults.data.maxLength ?? 0
@@ -112,6 +115,7 @@ struct DataOptions: ParsableArguments {
         options.batchSize = batchSize
         options.seed = seed
         options.logitsOutput = logitsOutput
+        options.chatTemplatePath = chatTemplate
         return options
     }
 }
@@ -173,6 +177,8 @@ struct Train: ParsableCommand {
     var resume = false
     @Flag(help: "Do not write TensorBoard event files to <output-dir>/runs.")
     var noTensorboard = false
+    @Flag(help: "Keep activations only at block boundaries and recompute each block in the backward pass: far less memory for long sequences, about one more forward pass per step, the same gradients.")
+    var gradientCheckpointing = false
 
     @OptionGroup var processes: ProcessOptions
 
@@ -199,6 +205,7 @@ struct Train: ParsableCommand {
         options.initAdapter = initAdapter
         options.resume = resume
         options.tensorBoard = !noTensorboard
+        options.gradientCheckpointing = gradientCheckpointing
         return options
     }
 

@@ -22,6 +22,11 @@ extension PreferencePair {
     public func tokenizedAsCPO(with tokenizer: Tokenizer, path: String) throws(TrainingError) -> TokenizedPair {
         let prompt: String, chosen: String, rejected: String
         switch content {
+        case .conversational:
+            throw .invalidDataRecord(
+                path: path, line: line,
+                reason: "ORPO and SimPO do not read conversational records yet (TRL's ORPO/CPO tokenisation of them is "
+                    + "not reproduced): render them with `onnx-dpo chat-template` and write prompt/chosen/rejected strings")
         case .pretokenized:
             return try tokenized(with: tokenizer, path: path)
         case .explicit(let explicitPrompt, let explicitChosen, let explicitRejected):

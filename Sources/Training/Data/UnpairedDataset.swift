@@ -64,7 +64,8 @@ public struct UnpairedDataset: Sendable {
 
     /// Preference pairs as unpaired rows, in the order of TRL's `unpair_preference_dataset`: each chunk of 1000 pairs
     /// gives its chosen completions (desirable), then its rejected completions (undesirable), each after its pair's
-    /// prompt (an implicit prompt split off first, as TRL's `extract_prompt` does). Pre-tokenised pairs are refused.
+    /// prompt (an implicit prompt split off first, as TRL's `extract_prompt` does). Pre-tokenised and conversational
+    /// pairs are refused.
     public init(unpairing dataset: PreferenceDataset) throws(TrainingError) {
         var split: [(prompt: String, chosen: String, rejected: String, line: Int)] = []
         for pair in dataset.pairs {
@@ -82,6 +83,11 @@ public struct UnpairedDataset: Sendable {
                 throw .invalidDataRecord(
                     path: dataset.path, line: pair.line,
                     reason: "pre-tokenised pairs cannot be unpaired for KTO: give prompt/completion/label records")
+            case .conversational:
+                throw .invalidDataRecord(
+                    path: dataset.path, line: pair.line,
+                    reason: "conversational (message list) records are not supported with KTO yet: apply the chat "
+                        + "template and write the prompt and completion as plain strings")
             }
         }
         var examples: [UnpairedExample] = []
