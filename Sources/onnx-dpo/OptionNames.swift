@@ -13,6 +13,8 @@ let flagsByOption: [String: String] = [
     "maxLength": "--max-length", "evalFraction": "--eval-fraction",
     "form": "--form", "logitsOutput": "--logits-output",
     "pairs": "--pairs", "seq": "--seq", "steps": "--steps", "warmup": "--warmup",
+    "modelPath": "--model", "tokenizerPath": "--tokenizer", "judgeModel": "--judge", "judgeTemplate": "--judge-template",
+    "judgeChoices": "--judge-choices", "command": "--command", "margin": "--margin",
 ]
 
 /// The flag for a library option name (the name itself when no flag sets it).
