@@ -21,10 +21,24 @@ public struct ModelInspection: Encodable, Sendable {
     public var loraTargets: [Target]
     /// Why no target was found, when none was (a model without attention, or an unfamiliar structure).
     public var loraError: String?
+    /// How `generate` decodes it: `kv_cache` or `recompute`, and why.
+    public var generation: GenerationPlan
+
+    /// `Generator`'s decode strategy for the model, as `inspect` reports it.
+    public struct GenerationPlan: Encodable, Sendable {
+        public var strategy: DecodeStrategy
+        public var reason: String
+    }
 
     public init(model: Model) {
         report = ModelReport(model: model)
         format = ModelFormat(model: model)
+        do {
+            let plan = Generator.plan(model: model, cache: try KVCacheInputs(model: model))
+            generation = GenerationPlan(strategy: plan.strategy, reason: plan.reason)
+        } catch {
+            generation = GenerationPlan(strategy: .recompute, reason: "\(error): the whole prefix is recomputed each step")
+        }
         do {
             loraTargets = try LoRATargets.find(in: model).map {
                 Target(modulePath: $0.modulePath, kind: $0.kind.rawValue, node: $0.node, weight: $0.weight,
@@ -37,7 +51,7 @@ public struct ModelInspection: Encodable, Sendable {
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case format, loraTargets, loraError }
+    private enum CodingKeys: String, CodingKey { case format, loraTargets, loraError, generation }
 
     /// The report's keys and `lora_targets` (and `lora_error`) side by side in one object.
     public func encode(to encoder: any Encoder) throws {
@@ -46,11 +60,12 @@ public struct ModelInspection: Encodable, Sendable {
         try container.encode(format, forKey: .format)
         try container.encode(loraTargets, forKey: .loraTargets)
         try container.encodeIfPresent(loraError, forKey: .loraError)
+        try container.encode(generation, forKey: .generation)
     }
 
     /// The report's text followed by the LoRA targets, one line each.
     public var text: String {
-        var lines = [report.text, format.text]
+        var lines = [report.text, format.text, "Generation: \(generation.strategy.rawValue) (\(generation.reason))"]
         if let loraError {
             lines.append("LoRA targets: none (\(loraError))")
         } else {

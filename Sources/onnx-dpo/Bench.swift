@@ -9,7 +9,7 @@ import Training
 /// its result's `BenchResult.line`.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed and memory.", subcommands: [Forward.self, TrainStep.self, GEMM.self])
+        abstract: "Measure speed and memory.", subcommands: [Forward.self, TrainStep.self, GenerateTokens.self, GEMM.self])
 }
 
 /// The flags every bench command takes.

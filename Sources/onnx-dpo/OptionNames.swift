@@ -15,6 +15,10 @@ let flagsByOption: [String: String] = [
     "pairs": "--pairs", "seq": "--seq", "steps": "--steps", "warmup": "--warmup",
     "modelPath": "--model", "tokenizerPath": "--tokenizer", "judgeModel": "--judge", "judgeTemplate": "--judge-template",
     "judgeChoices": "--judge-choices", "command": "--command", "margin": "--margin",
+    "maxNewTokens": "--max-new-tokens", "temperature": "--temperature", "topK": "--top-k", "topP": "--top-p",
+    "minP": "--min-p", "repetitionPenalty": "--repetition-penalty", "numReturnSequences": "--num-return-sequences",
+    "prompt": "--prompt", "promptFile": "--prompt-file", "stop": "--stop", "tokenizer": "--tokenizer",
+    "promptTokens": "--prompt-tokens", "adapter": "--adapter", "newTokens": "--new-tokens", "batch": "--batch",
 ]
 
 /// The flag for a library option name (the name itself when no flag sets it).

@@ -1,0 +1,151 @@
+import Adapters
+import Foundation
+import ONNXGraph
+import Tokenizers
+
+/// Text decoded as tokens arrive, handing out only complete characters: a byte-level token can end inside a
+/// multi-byte UTF-8 character, which decodes to U+FFFD until the next token completes it.
+public struct IncrementalDecoder: Sendable {
+    public let tokenizer: Tokenizer
+    public private(set) var ids: [Int] = []
+    private var emitted = 0
+
+    public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
+
+    /// Adds `token` and returns the text that became complete (possibly empty). Special tokens are skipped.
+    public mutating func append(_ token: Int) -> String {
+        ids.append(token)
+        let scalars = Array(tokenizer.decode(ids, skipSpecialTokens: true).unicodeScalars)
+        var end = scalars.count
+        while end > emitted, scalars[end - 1] == "\u{FFFD}" { end -= 1 }
+        guard end > emitted else { return "" }
+        var text = String.UnicodeScalarView()
+        text.append(contentsOf: scalars[emitted..<end])
+        emitted = end
+        return String(text)
+    }
+}
+
+/// Appends JSON lines to a file, each line with a single `write(2)` of the whole line and an `fsync`, so a killed
+/// run leaves only whole lines.
+public final class JSONLinesWriter {
+    public let path: String
+    private let descriptor: Int32
+
+    /// Creates (or truncates) `path`.
+    public init(path: String) throws {
+        self.path = path
+        descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
+        guard descriptor >= 0 else {
+            throw TrainingError.cannotWrite(path: path, reason: String(cString: strerror(errno)))
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    /// Writes `object` (JSON-serialisable, keys sorted) and a newline as one write, then flushes it to disk.
+    public func write(_ object: [String: Any]) throws {
+        var line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        line.append(0x0A)
+        let written = line.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+        guard written == line.count else {
+            throw TrainingError.cannotWrite(path: path, reason: written < 0 ? String(cString: strerror(errno))
+                                            : "only \(written) of \(line.count) bytes written")
+        }
+        fsync(descriptor)
+    }
+}
+
+/// `onnx-dpo generate`: what the command line asks for.
+public struct GenerateParameters: Sendable {
+    public var modelPath: String
+    public var adapterPath: String?
+    /// tokenizer.json; nil: the one beside the model.
+    public var tokenizerPath: String?
+    public var prompts: [Prompt]
+    public var options: GenerationOptions
+    /// A JSONL file to write one line per row to.
+    public var outputPath: String?
+
+    public init(modelPath: String, adapterPath: String? = nil, tokenizerPath: String? = nil, prompts: [Prompt],
+                options: GenerationOptions, outputPath: String? = nil) {
+        self.modelPath = modelPath
+        self.adapterPath = adapterPath
+        self.tokenizerPath = tokenizerPath
+        self.prompts = prompts
+        self.options = options
+        self.outputPath = outputPath
+    }
+
+    /// The prompts of a JSONL file: one object per line with `prompt` (text) or `prompt_ids` (ids); blank lines
+    /// are skipped. Errors name the line.
+    public static func prompts(fromFile path: String) throws -> [Prompt] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TrainingError.invalidOption(option: "promptFile", reason: "'\(path)' cannot be read")
+        }
+        var prompts: [Prompt] = []
+        for (offset, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                throw TrainingError.invalidDataRecord(path: path, line: offset + 1, reason: "not a JSON object")
+            }
+            if let text = object["prompt"] as? String {
+                prompts.append(.text(text))
+            } else if let ids = object["prompt_ids"] as? [Int] {
+                prompts.append(.ids(ids))
+            } else {
+                throw TrainingError.missingDataKey(path: path, line: offset + 1, key: "prompt (text) or prompt_ids (a list of ids)")
+            }
+        }
+        guard !prompts.isEmpty else { throw TrainingError.emptyDataset(path: path, reason: "no prompt lines") }
+        return prompts
+    }
+}
+
+/// The rows of a `generate` run, as `--json` prints them.
+public struct GenerationOutput: Encodable, Sendable {
+    /// The new tokens of each row (prompt i's K rows at i·K ..< (i+1)·K).
+    public var outputIds: [[Int]]
+    /// Each row's new tokens decoded, special tokens skipped (empty without a tokenizer).
+    public var text: [String]
+    public var finishReasons: [FinishReason]
+}
+
+public enum GenerateCommand {
+    /// Loads the model (with the adapter unmerged) and tokenizer, generates, writes `outputPath` line by line, and
+    /// returns the rows. With exactly one row, `stream` receives its text as it becomes complete.
+    public static func run(_ parameters: GenerateParameters, stream: ((String) -> Void)? = nil) throws -> GenerationOutput {
+        let tokenizerPath = parameters.tokenizerPath ?? ((parameters.modelPath as NSString).deletingLastPathComponent as NSString)
+            .appendingPathComponent("tokenizer.json")
+        let needsTokenizer = parameters.tokenizerPath != nil || parameters.prompts.contains { if case .text = $0 { true } else { false } }
+            || !parameters.options.stopStrings.isEmpty || FileManager.default.fileExists(atPath: tokenizerPath)
+        let tokenizer = needsTokenizer ? try Tokenizer(path: tokenizerPath) : nil
+        let prompts = try parameters.prompts.enumerated().map { try $1.tokenIDs(tokenizer: tokenizer, index: $0) }
+        let writer = try parameters.outputPath.map { try JSONLinesWriter(path: $0) }
+        let generator: Generator
+        do {
+            generator = try Generator.open(modelPath: parameters.modelPath, adapterPath: parameters.adapterPath)
+        } catch let error as AdapterError where parameters.adapterPath != nil {
+            throw TrainingError.invalidOption(option: "adapter", reason:
+                "'\(parameters.adapterPath!)' does not fit the model '\(parameters.modelPath)': \(error)")
+        }
+        let rowCount = prompts.count * parameters.options.numReturnSequences
+        var decoder = tokenizer.map(IncrementalDecoder.init)
+        let sequences = try generator.generate(prompts, options: parameters.options, tokenizer: tokenizer) { _, token in
+            guard rowCount == 1, let stream, decoder != nil else { return }
+            let text = decoder!.append(token)
+            if !text.isEmpty { stream(text) }
+        }
+        var output = GenerationOutput(outputIds: [], text: [], finishReasons: [])
+        for sequence in sequences {
+            let text = tokenizer?.decode(sequence.outputIDs, skipSpecialTokens: true) ?? ""
+            output.outputIds.append(sequence.outputIDs)
+            output.text.append(text)
+            output.finishReasons.append(sequence.finishReason)
+            try writer?.write(["prompt_index": sequence.promptIndex, "prompt_ids": prompts[sequence.promptIndex],
+                               "output_ids": sequence.outputIDs, "text": text,
+                               "finish_reason": sequence.finishReason.rawValue])
+        }
+        return output
+    }
+}
