@@ -29,6 +29,9 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A judge of the iterative loop failed: a scorer command that failed or printed something else than scores,
     /// a judge model that cannot tell its two answers apart, a judge template without its placeholders.
     case judgeFailed(judge: String, reason: String)
+    /// A round of `iterate` failed; what the earlier rounds and this round's finished stages wrote in `folder` is
+    /// kept, and running the same command again resumes there.
+    case roundFailed(round: Int, folder: String, reason: String)
 
     public var description: String {
         switch self {
@@ -57,6 +60,8 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
             "cannot write '\(path)': \(reason)"
         case .judgeFailed(let judge, let reason):
             "judge \(judge): \(reason)"
+        case .roundFailed(let round, let folder, let reason):
+            "round \(round) (\(folder)): \(reason). Earlier rounds and this round's finished stages are kept; run the same command again to resume."
         }
     }
 }
