@@ -7,7 +7,7 @@ import PackageDescription
 //     <- ONNXGraph (the Swift model of a graph: tensors, import, edited copies written back)
 //          <- Interpreter (ops with their gradient rules, the tape, sessions; over Kernels too)
 //          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
-//   Tokenizers (tokenizer.json; Foundation only)
+//   Tokenizers (tokenizer.json, chat templates; Foundation only)
 //   RunReports (TensorBoard event files, the HTML report of a run's metrics; Foundation only)
 //   Distributed (the Communicator seam: one process, or Open MPI loaded at run time; Foundation only)
 //   Interpreter, Adapters, Tokenizers, RunReports, Distributed
@@ -94,6 +94,7 @@ let package = Package(
                 "Distributed",
                 "Training",
                 "RunReports",
+                "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -24,9 +24,9 @@ RELATIVE, ABSOLUTE, BETA = 1e-5, 1e-12, 0.1
 TIMING = {"eta_seconds", "tokens_per_second"}
 
 
-def train_arguments(output, *extra):
+def train_arguments(output, *extra, data=FIXTURES / "dpo" / "preferences.jsonl"):
     return ["train", "--model", MODEL / "model.onnx", "--tokenizer", MODEL / "tokenizer.json",
-            "--data", FIXTURES / "dpo" / "preferences.jsonl", "--output-dir", output, "--lr", "5e-3", "--beta", BETA, *extra]
+            "--data", data, "--output-dir", output, "--lr", "5e-3", "--beta", BETA, *extra]
 
 
 def mpirun_command(processes, arguments):
@@ -99,7 +99,9 @@ def assert_same_run(alone, shared, processes, steps):
         assert json.loads((shared / checkpoint.name / "trainer_state.json").read_text()) == \
             json.loads((checkpoint / "trainer_state.json").read_text())
     assert sorted(p.name for p in shared.glob("checkpoint-*")) == sorted(p.name for p in alone.glob("checkpoint-*"))
-    for cache in sorted((alone / "reference_cache").iterdir()):
+    caches = sorted((alone / "reference_cache").iterdir()) if (alone / "reference_cache").exists() else []
+    assert (shared / "reference_cache").exists() == bool(caches), "a reference cache in both runs or in neither"
+    for cache in caches:
         ours, theirs = json.loads((shared / "reference_cache" / cache.name).read_text()), json.loads(cache.read_text())
         for side in ("chosen", "rejected"):
             assert np.allclose(ours[side], theirs[side], rtol=1e-6, atol=0), f"reference cache {cache.name} {side}"
@@ -118,6 +120,23 @@ def test_processes_equal_one_process(tmp_path, processes, batch, accumulation):
     assert result.stdout.count("adapter written to") == 1, "rank 0 alone prints"
     assert_same_run(tmp_path / "one", tmp_path / "many", processes, steps=3)
     assert sum(1 for row in metrics(tmp_path / "many") if "eval_loss" in row) == 2, "eval after steps 2 and 3"
+
+
+@pytest.mark.parametrize("loss", ["orpo", "simpo", "tdpo2", "sigmoid-soft-labels"])
+def test_other_losses_equal_one_process(tmp_path, loss):
+    """ORPO and SimPO (no reference pass; ORPO's NLL counts the chosen prompts of the whole batch), TDPO (a reference
+    forward on each process's rows every step) and soft labels (each process reads its rows' preferences)."""
+    data = FIXTURES / "dpo" / "preferences.jsonl"
+    if loss == "sigmoid-soft-labels":
+        rows = [json.loads(line) for line in data.read_text().splitlines()]
+        data = tmp_path / "soft.jsonl"
+        data.write_text("".join(json.dumps(dict(row, preference=[0.9, 0.3, 0.7][i % 3])) + "\n" for i, row in enumerate(rows)))
+        loss = "sigmoid"
+    extra = ["--loss", loss, "--batch-size", 5, "--max-steps", 2, "--eval-data", FIXTURES / "dpo" / "eval.jsonl",
+             "--eval-every", 2]
+    onnx_dpo(*train_arguments(tmp_path / "one", *extra, data=data))
+    mpirun(2, train_arguments(tmp_path / "many", *extra, data=data))
+    assert_same_run(tmp_path / "one", tmp_path / "many", 2, steps=2)
 
 
 def rank_pid(tag, rank):

@@ -150,6 +150,26 @@ class RecordingDPOTrainer(trl.DPOTrainer):
         return loss
 
 
+def perturb_lora_b(peft_model):
+    """B ~ N(0, B_STD^2), deterministic, in sorted parameter-name order, so step 1 is not the trivial log(2) step."""
+    generator = torch.Generator().manual_seed(B_SEED)
+    with torch.no_grad():
+        for name, p in sorted(peft_model.named_parameters()):
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * B_STD)
+
+
+def save_peft_adapter(peft_model, folder):
+    """PEFT's save_pretrained into `folder`, without its README, target_modules sorted (PEFT keeps them as a set,
+    so its saved order varies between runs)."""
+    peft_model.save_pretrained(str(folder))
+    (folder / "README.md").unlink(missing_ok=True)
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["target_modules"] = sorted(config["target_modules"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def sequence_logps(model, batch):
     """Plain log_softmax at t-1, summed over completion tokens: the formula in DESIGN.md."""
     with torch.no_grad():
@@ -161,19 +181,24 @@ def sequence_logps(model, batch):
     return (per_token * mask).sum(dim=1)
 
 
-def main():
+def quiet_setup_and_tokenizer():
+    """Threads, quiet libraries, and the tokenizer: the committed file, checked against a fresh
+    train_tokenizer("llama3"). Returns (tokenizer, its tokenizer_config.json, train_tokenizer's info)."""
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.getLogger("trl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-
-    # Tokenizer: the committed file, checked against a fresh train_tokenizer("llama3").
     tokenizer, tok_config = load_tokenizer()
     fresh, info = train_tokenizer("llama3")
     assert fresh.to_str() == tokenizer.backend_tokenizer.to_str(), "tokenizer.json differs from train_tokenizer"
     assert (info["bos_id"], info["eos_id"], info["pad_id"]) == (
         tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return tokenizer, tok_config, info
+
+
+def main():
+    tokenizer, tok_config, info = quiet_setup_and_tokenizer()
 
     model = build_model("llama", info)
     n_checked = check_model_against_onnx(model)
@@ -193,25 +218,14 @@ def main():
     pmodel = trainer.model
     assert trainer.ref_model is None  # reference = the same model with the adapter disabled
 
-    # B ~ N(0, B_STD^2), deterministic, in sorted name order.
-    generator = torch.Generator().manual_seed(B_SEED)
-    with torch.no_grad():
-        for name, p in sorted(pmodel.named_parameters()):
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=generator) * B_STD)
+    perturb_lora_b(pmodel)
 
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
 
     def save_adapter(folder):
-        pmodel.save_pretrained(str(OUT / folder))
-        (OUT / folder / "README.md").unlink(missing_ok=True)
-        # PEFT keeps target_modules as a set, so its saved order varies between runs: sort it.
-        config_path = OUT / folder / "adapter_config.json"
-        config = json.loads(config_path.read_text())
-        config["target_modules"] = sorted(config["target_modules"])
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_peft_adapter(pmodel, OUT / folder)
 
     save_adapter("initial_adapter")
     initial = {n: p.detach().clone() for n, p in pmodel.named_parameters() if p.requires_grad}

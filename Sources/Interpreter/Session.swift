@@ -21,6 +21,8 @@ public final class Session: @unchecked Sendable {
     }
 
     private let steps: [Step]
+    /// Where `forward(gradientCheckpointing: true)` cuts the graph (see `CheckpointPlan`).
+    public let checkpointPlan: CheckpointPlan
 
     /// The nodes the session runs, in order: the graph's, after `GraphOptimizer`'s rewrites when enabled.
     public var nodes: [Node] { steps.map(\.node) }
@@ -98,6 +100,8 @@ public final class Session: @unchecked Sendable {
         self.slotByName = slots
         self.constants = constants
         self.slotCount = slots.count
+        checkpointPlan = CheckpointPlan(steps: self.steps.map { ($0.node.opType, $0.inputSlots, $0.outputSlots) },
+                                        constantSlots: Set(self.constants.map(\.slot)))
     }
 
     /// Runs the graph on `feeds` (keyed by input name) and returns the graph outputs named in `outputNames`
@@ -110,8 +114,13 @@ public final class Session: @unchecked Sendable {
     /// `trainable` values (initializers or graph inputs, floating-point). Only nodes a trainable value reaches are
     /// recorded; everything else (masks, shapes, rotary tables, frozen branches) runs as in `run` and is released
     /// as soon as it is read.
+    ///
+    /// With `gradientCheckpointing`, the nodes between block boundaries (`checkpointPlan`) save nothing: only the
+    /// values each block reads from before it are kept, and `backward` runs each block's forward again, recording
+    /// it, just before differentiating it. Gradients are those of the run without checkpointing, bit for bit; the
+    /// activations held at once drop from every block's to one block's, for one more forward pass of the blocks.
     public func forward(_ feeds: [String: Tensor], trainable: Set<String>, outputNames: [String]? = nil,
-                        profile: OpProfile? = nil) throws -> ForwardPass {
+                        profile: OpProfile? = nil, gradientCheckpointing: Bool = false) throws -> ForwardPass {
         var slots: [String: Int] = [:]
         for name in trainable.sorted() {
             guard let slot = slotByName[name],
@@ -120,7 +129,8 @@ public final class Session: @unchecked Sendable {
             }
             slots[name] = slot
         }
-        let tape = Tape(slotCount: slotCount, trainable: slots)
+        let tape = Tape(slotCount: slotCount, trainable: slots,
+                        checkpoints: gradientCheckpointing && !checkpointPlan.segments.isEmpty ? checkpointPlan : nil)
         let outputs = try execute(feeds, outputNames: outputNames, profile: profile, tape: tape)
         return ForwardPass(outputs: outputs, session: self, tape: tape)
     }
@@ -158,36 +168,12 @@ public final class Session: @unchecked Sendable {
             }
         }
 
-        for (index, step) in steps.enumerated() {
-            var arguments: [Tensor?] = []
-            arguments.reserveCapacity(step.inputSlots.count)
-            for (position, slot) in step.inputSlots.enumerated() {
-                guard let slot else { arguments.append(nil); continue }
-                guard let value = values[slot] else {
-                    throw InterpreterError.invalidGraph(reason:
-                        "\(step.node.opType) node \(step.node.label) reads '\(step.node.inputs[position])' before any node writes it")
-                }
-                arguments.append(value)
+        for index in steps.indices {
+            if let tape, let segment = tape.checkpoints?.segmentStarting[index] {
+                tape.segmentInputs[segment] = tape.checkpoints!.inputs[segment].map { ($0, values[$0]!) }
             }
-            let results: [Tensor]
-            let start = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-            do {
-                results = try step.op.run(arguments)
-                profile?.record(step.node.opType, nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
-            } catch let error as KernelError {
-                let shapes = arguments.map { $0.map { "\($0.dataType)\($0.shape)" } ?? "omitted" }.joined(separator: ", ")
-                throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
-                                                  reason: "\(error.message) (inputs: \(shapes))")
-            }
-            guard results.count >= step.outputSlots.count else {
-                throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
-                    reason: "produced \(results.count) outputs, the node names \(step.outputSlots.count)")
-            }
-            if let tape { try tape.record(step: index, step.node, step.op, step.inputSlots, step.outputSlots, arguments, results) }
-            for (slot, result) in zip(step.outputSlots, results) where slot != nil {
-                values[slot!] = result
-            }
-            for slot in step.releases { values[slot] = nil }
+            try run(step: index, values: &values, profile: profile, tape: tape,
+                    save: tape?.checkpoints?.segmentOfStep[index] == nil)
         }
 
         var result: [String: Tensor] = [:]
@@ -198,6 +184,57 @@ public final class Session: @unchecked Sendable {
             result[name] = value
         }
         return result
+    }
+
+    /// Runs step `index` on `values`, storing its results and releasing the values it read last. With a `tape`,
+    /// marks what depends on a trainable value and, when `save`, saves what the step's gradient rule needs.
+    private func run(step index: Int, values: inout [Tensor?], profile: OpProfile?, tape: Tape?, save: Bool,
+                     profileSuffix: String = "") throws {
+        let step = steps[index]
+        var arguments: [Tensor?] = []
+        arguments.reserveCapacity(step.inputSlots.count)
+        for (position, slot) in step.inputSlots.enumerated() {
+            guard let slot else { arguments.append(nil); continue }
+            guard let value = values[slot] else {
+                throw InterpreterError.invalidGraph(reason:
+                    "\(step.node.opType) node \(step.node.label) reads '\(step.node.inputs[position])' before any node writes it")
+            }
+            arguments.append(value)
+        }
+        let results: [Tensor]
+        let start = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        do {
+            results = try step.op.run(arguments)
+            profile?.record(step.node.opType + profileSuffix, nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
+        } catch let error as KernelError {
+            let shapes = arguments.map { $0.map { "\($0.dataType)\($0.shape)" } ?? "omitted" }.joined(separator: ", ")
+            throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
+                                              reason: "\(error.message) (inputs: \(shapes))")
+        }
+        guard results.count >= step.outputSlots.count else {
+            throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType,
+                reason: "produced \(results.count) outputs, the node names \(step.outputSlots.count)")
+        }
+        if let tape {
+            try tape.record(step: index, step.node, step.op, step.inputSlots, step.outputSlots, arguments, results, save: save)
+        }
+        for (slot, result) in zip(step.outputSlots, results) where slot != nil {
+            values[slot!] = result
+        }
+        for slot in step.releases { values[slot] = nil }
+    }
+
+    /// Runs checkpointed segment `segment` again from the values saved at its start, recording it on `tape`.
+    private func recompute(segment: Int, tape: Tape, profile: OpProfile?) throws {
+        guard let plan = tape.checkpoints, let saved = tape.segmentInputs.removeValue(forKey: segment) else {
+            throw InterpreterError.invalidGraph(reason: "checkpointed block \(segment) has no saved inputs")
+        }
+        var values = [Tensor?](repeating: nil, count: slotCount)
+        for (slot, tensor) in constants { values[slot] = tensor }
+        for (slot, tensor) in saved { values[slot] = tensor }
+        for index in plan.segments[segment] {
+            try run(step: index, values: &values, profile: profile, tape: tape, save: true, profileSuffix: " (recompute)")
+        }
     }
 
     /// Differentiates the recorded nodes in reverse order (see `ForwardPass.backward`).
@@ -213,6 +250,9 @@ public final class Session: @unchecked Sendable {
             gradients[slot] = seed
         }
         for index in steps.indices.reversed() {
+            if let segment = tape.checkpoints?.segmentEnding[index] {
+                try recompute(segment: segment, tape: tape, profile: profile)
+            }
             guard let record = tape.records[index] else { continue }
             tape.records[index] = nil  // saved activations go as soon as this rule has run
             let step = steps[index]
@@ -329,7 +369,7 @@ public final class ForwardPass: @unchecked Sendable {
         self.outputs = outputs
         self.session = session
         self.tape = tape
-        recordedOperators = zip(session.nodes, tape.records).compactMap { $1 == nil ? nil : $0.opType }
+        recordedOperators = zip(session.nodes, tape.recorded).compactMap { $1 ? $0.opType : nil }
     }
 
     /// The gradients of a scalar loss with respect to every trainable value, given `seeds`: `dLoss/dOutput` for
@@ -354,19 +394,28 @@ final class Tape {
     var requiresGradient: [Bool]
     /// Per step: the saved inputs and outputs of the nodes a trainable value reaches.
     var records: [SavedRecord?]
+    /// Per step: whether the step is differentiated (its record saved now, or after its block is recomputed).
+    var recorded: [Bool] = []
     /// The fed values of trainable graph inputs, to shape their zero gradients.
     var trainableValues: [Int: Tensor] = [:]
+    /// With gradient checkpointing: the blocks, and per block the values it reads from before it, kept until its
+    /// backward recomputes it.
+    let checkpoints: CheckpointPlan?
+    var segmentInputs: [Int: [(slot: Int, tensor: Tensor)]] = [:]
 
-    init(slotCount: Int, trainable: [String: Int]) {
+    init(slotCount: Int, trainable: [String: Int], checkpoints: CheckpointPlan? = nil) {
         self.trainable = trainable
+        self.checkpoints = checkpoints
         requiresGradient = [Bool](repeating: false, count: slotCount)
         records = []
     }
 
     /// Marks the float outputs of a node that reads a value requiring a gradient, and saves what its rule needs.
+    /// Without `save` (a checkpointed block's first pass) only the marks are made.
     func record(step index: Int, _ node: Node, _ op: any Operator, _ inputSlots: [Int?], _ outputSlots: [Int?],
-                _ inputs: [Tensor?], _ outputs: [Tensor]) throws {
+                _ inputs: [Tensor?], _ outputs: [Tensor], save: Bool = true) throws {
         if records.count <= index { records += [SavedRecord?](repeating: nil, count: index + 1 - records.count) }
+        if recorded.count <= index { recorded += [Bool](repeating: false, count: index + 1 - recorded.count) }
         for (slot, input) in zip(inputSlots, inputs) {
             if let slot, trainable.values.contains(slot), let input { trainableValues[slot] = input }
         }
@@ -381,6 +430,7 @@ final class Tape {
         }
         let wanted = inputSlots.map { $0.map { requiresGradient[$0] } ?? false }
         for (_, slot) in floatOutputs { requiresGradient[slot!] = true }
-        records[index] = SavedRecord(op: differentiable, inputs: inputs, outputs: outputs, wanted: wanted)
+        recorded[index] = true
+        if save { records[index] = SavedRecord(op: differentiable, inputs: inputs, outputs: outputs, wanted: wanted) }
     }
 }

@@ -39,6 +39,23 @@ public enum JSONValue: Sendable {
     }
 }
 
+extension JSONValue: Equatable {
+    /// Python's `==` on the values `json.loads` makes: objects compare as sets of keys (their order does not matter),
+    /// strings by Unicode scalars, numbers by value.
+    public static func == (left: JSONValue, right: JSONValue) -> Bool {
+        switch (left, right) {
+        case (.null, .null): return true
+        case (.bool(let a), .bool(let b)): return a == b
+        case (.number(let a), .number(let b)): return a == b
+        case (.string(let a), .string(let b)): return a.unicodeScalars.elementsEqual(b.unicodeScalars)
+        case (.array(let a), .array(let b)): return a == b
+        case (.object(let a), .object(let b)):
+            return a.count == b.count && a.allSatisfy { entry in right[entry.key].map { $0 == entry.value } ?? false }
+        default: return false
+        }
+    }
+}
+
 /// Why a byte buffer is not JSON: the message and where (1-based line and column).
 public struct JSONSyntaxError: Error, Sendable {
     public let message: String

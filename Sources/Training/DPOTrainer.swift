@@ -15,6 +15,9 @@ public struct DPOTrainingOptions: Sendable {
     public var tokenizerPath: String
     public var dataPath: String
     public var outputDirectory: String
+    /// A Jinja chat template for conversational data, instead of the one of the tokenizer_config.json beside
+    /// `tokenizerPath` (whose special tokens the template still gets).
+    public var chatTemplatePath: String?
     /// A separate eval dataset; otherwise `evalFraction` of the training data is held out.
     public var evalDataPath: String?
     public var evalFraction: Double = 0
@@ -46,6 +49,10 @@ public struct DPOTrainingOptions: Sendable {
     public var initAdapter: String?
     /// The graph output holding the logits; nil finds it by structure (`LogitsOutput.find`).
     public var logitsOutput: String?
+    /// Keep activations only at block boundaries and recompute each block in the backward pass
+    /// (`Session.forward(gradientCheckpointing:)`): far less memory for long sequences, one more forward of the
+    /// blocks per step, the same gradients.
+    public var gradientCheckpointing = false
 
     /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
     public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
@@ -68,6 +75,7 @@ public struct DPOTrainingOptions: Sendable {
         try check(lora.alpha > 0, "lora.alpha", "must be positive, got \(lora.alpha)")
         try check(lora.dropout >= 0 && lora.dropout < 1, "lora.dropout", "must be in [0, 1), got \(lora.dropout)")
         try check(objective.beta > 0, "objective.beta", "must be positive, got \(objective.beta)")
+        try objective.validate()
         try check(learningRate > 0 && learningRate.isFinite, "learningRate", "must be positive, got \(learningRate)")
         try check(weightDecay >= 0, "weightDecay", "must be non-negative, got \(weightDecay)")
         try check(warmupSteps >= 0, "warmupSteps", "must be non-negative, got \(warmupSteps)")
@@ -93,6 +101,8 @@ public enum TrainingEvent: Sendable {
     case resumed(step: Int)
     /// The output folder's lock file named process `pid`, which is gone (killed): its lock was taken over.
     case staleLockTakenOver(pid: Int32)
+    /// The objective reads no cached reference log-probs (`reason` says why: no reference, or one every step).
+    case referenceNotCached(reason: String)
 }
 
 /// DPO training of LoRA adapters on an ONNX model (Rafailov et al. 2023, as TRL's `DPOTrainer` runs it): the policy
@@ -143,11 +153,23 @@ public final class DPOTrainer {
         try hash.add(file: options.dataPath)
         if let evalPath = options.evalDataPath { try hash.add(file: evalPath) }
         try hash.add(file: options.tokenizerPath)
+        // Conversational data is rendered with the chat template, read only when the data needs it.
+        var chatTemplate: TokenizerChatTemplate?
+        if [train.format, eval.format].contains(where: \.isConversational) {
+            chatTemplate = try TokenizerChatTemplate.load(path: options.tokenizerPath,
+                                                          templatePath: options.chatTemplatePath)
+            for (name, template) in (chatTemplate?.templates ?? [:]).sorted(by: { $0.key < $1.key }) {
+                hash.add("chat template \(name): \(template.source)")
+            }
+            hash.add("special tokens: \(chatTemplate?.specialTokens.sorted { $0.key < $1.key } ?? [])")
+        }
         hash.add("\(options.data.maxLength ?? -1) \(options.data.truncationMode.rawValue) \(options.evalFraction) \(options.seed) v1")
+        let style = options.objective.tokenizationStyle
         try self.init(
             options: options, model: model, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
-            trainPairs: try train.tokenized(with: tokenizer, options: options.data).pairs,
-            evalPairs: eval.pairs.isEmpty ? [] : try eval.tokenized(with: tokenizer, options: options.data).pairs,
+            trainPairs: try train.tokenized(with: tokenizer, options: options.data, style: style, chatTemplate: chatTemplate).pairs,
+            evalPairs: eval.pairs.isEmpty ? []
+                : try eval.tokenized(with: tokenizer, options: options.data, style: style, chatTemplate: chatTemplate).pairs,
             cacheKey: hash.hex, communicator: communicator)
     }
 
@@ -226,9 +248,6 @@ public final class DPOTrainer {
             report(.reference(done: pairs.count, total: pairs.count, cached: true))
             return (cached.chosen, cached.rejected)
         }
-        try session.setInitializer(AdaptedModel.scaleName, Tensor(shape: [], floats: [0]))
-        let policyScale = adapted.initializers[AdaptedModel.scaleName] ?? Tensor(shape: [], floats: [1])
-        defer { try? session.setInitializer(AdaptedModel.scaleName, policyScale) }
         var chosen: [Double] = [], rejected: [Double] = []
         let starts = Array(stride(from: 0, to: pairs.count, by: options.batchSize))
         for start in starts {
@@ -237,7 +256,7 @@ public final class DPOTrainer {
             let share = communicator.share(ofBatch: slice.count)
             guard !share.pairs.isEmpty else { continue }
             let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
-            let logits = try logits(from: try session.run(feeds(batch)))
+            let logits = try referenceLogits(batch)
             let logProbs = try logProbabilities(logits, batch)
             chosen += logProbs.sums[0..<batch.pairCount]
             rejected += logProbs.sums[batch.pairCount...]
@@ -261,7 +280,7 @@ public final class DPOTrainer {
 
     /// The completion log-probabilities of `batch` from the session's logits (scored rows or full).
     private func logProbabilities(_ logits: Tensor, _ batch: PreferenceBatch) throws -> SequenceLogProbs {
-        let ids = batch.inputIDs.map(Int64.init), mask = batch.completionMask.map { $0 != 0 }
+        let ids = batch.inputIDs.map(Int64.init), mask = scoredMask(batch)
         return scoresCompletionsOnly
             ? try SequenceLogProbs(scoredLogits: logits, sequences: batch.rowCount, length: batch.sequenceLength,
                                    inputIDs: ids, completionMask: mask)
@@ -288,7 +307,7 @@ public final class DPOTrainer {
         var generator = dropoutSeed.map { SeededGenerator(seed: $0) }
         feeds.merge(adapted.dropoutFeeds(rows: batch.rowCount, tokens: batch.sequenceLength, generator: &generator)) { a, _ in a }
         if scoresCompletionsOnly {
-            let rows = SequenceLogProbs.scoredRows(completionMask: batch.completionMask.map { $0 != 0 },
+            let rows = SequenceLogProbs.scoredRows(completionMask: scoredMask(batch),
                                                    sequences: batch.rowCount, length: batch.sequenceLength)
             feeds[ScoredPositions.inputName] = Tensor(shape: [rows.count], int64s: rows)
         }
@@ -313,8 +332,8 @@ public final class DPOTrainer {
         let lock = communicator.isRoot ? try OutputLock.folder(output) : nil
         defer { lock?.release() }
         if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
-        let (referenceChosen, referenceRejected) = try referenceLogProbs(trainPairs, name: "train", report: report)
-        let evalReference = evalPairs.isEmpty ? ([], []) : try referenceLogProbs(evalPairs, name: "eval", report: report)
+        let (referenceChosen, referenceRejected) = try cachedReference(trainPairs, name: "train", report: report)
+        let evalReference = evalPairs.isEmpty ? ([], []) : try cachedReference(evalPairs, name: "eval", report: report)
 
         var firstStep = 0
         if options.resume, let (step, path) = try agreedCheckpoint() {
@@ -334,7 +353,7 @@ public final class DPOTrainer {
         for step in firstStep..<totalSteps {
             let stepStart = DispatchTime.now().uptimeNanoseconds
             var gradients: [String: Tensor] = [:]
-            var sums = ObjectiveMetrics.zero
+            var sums = ObjectiveMetrics.zero(extra: options.objective.extraMetricNames)
             var tokens = 0
             var lines: [Int] = []
             for micro in 0..<options.gradientAccumulation {
@@ -350,7 +369,8 @@ public final class DPOTrainer {
                 let (evaluation, microGradients) = try policyStep(
                     share.isWhole ? batch : PreferenceBatch(rowsOf: share, in: batch), share: share, of: batch,
                     referenceChosen: mine.map { referenceChosen[$0] },
-                    referenceRejected: mine.map { referenceRejected[$0] }, dropoutSeed: dropoutSeed)
+                    referenceRejected: mine.map { referenceRejected[$0] },
+                    preferences: mine.map { trainPairs[$0].preference }, dropoutSeed: dropoutSeed)
                 lines += batch.lines
                 // NaN or infinity anywhere stops the run before it is logged or stepped on (`nonFinite`); a share's
                 // metrics are its part of the batch's sums, finite exactly when its rows are.
@@ -414,9 +434,12 @@ public final class DPOTrainer {
     /// One micro-batch: policy forward with the adapters, the objective, and its gradients for the parameters.
     /// `batch` is `share`'s rows of the micro-batch `global` (all of them alone), whose totals the objective divides by.
     private func policyStep(_ batch: PreferenceBatch, share: BatchShare, of global: PreferenceBatch,
-                            referenceChosen: [Double], referenceRejected: [Double], dropoutSeed: UInt64) throws
+                            referenceChosen: [Double], referenceRejected: [Double], preferences: [Double?],
+                            dropoutSeed: UInt64) throws
         -> (DPOObjective.Evaluation, [String: Tensor])
     {
+        // TDPO's reference distributions, before the policy's pass holds the tape.
+        let reference = options.objective.isTokenLevel ? try referenceLogits(batch) : nil
         var inputs = feeds(batch, dropoutSeed: options.lora.dropout > 0 ? dropoutSeed : nil)
         if options.lora.dropout > 0, !share.isWhole {
             // The masks one process would draw for the whole micro-batch, cut to this share's rows.
@@ -425,19 +448,10 @@ public final class DPOTrainer {
         }
         let pass = try session.forward(inputs,
                                        trainable: Set(adapted.parameterNames), outputNames: [logitsOutput],
-                                       profile: profile)
-        let logits = try logits(from: pass.outputs)
-        let ids = batch.inputIDs.map(Int64.init)
-        let policy = try logProbabilities(logits, batch)
-        let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: referenceChosen,
-                                                        referenceRejected: referenceRejected, totals: BatchTotals(global))
-        let pairs = batch.pairCount
-        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: policy.tokens,
-                                                      length: batch.sequenceLength) { sequence, _ in
-            Float(sequence < pairs
-                  ? evaluation.chosenSequenceGradients[sequence] + evaluation.chosenTokenGradient
-                  : evaluation.rejectedSequenceGradients[sequence - pairs])
-        }
+                                       profile: profile, gradientCheckpointing: options.gradientCheckpointing)
+        let (evaluation, dLogits) = try applyObjective(
+            batch, logits: try logits(from: pass.outputs), referenceLogits: reference, referenceChosen: referenceChosen,
+            referenceRejected: referenceRejected, preferences: preferences, totals: BatchTotals(global))
         return (evaluation, try pass.backward([logitsOutput: dLogits], profile: profile))
     }
 
@@ -447,13 +461,13 @@ public final class DPOTrainer {
         let lock = communicator.isRoot ? try OutputLock.folder(options.outputDirectory) : nil
         defer { lock?.release() }
         if let pid = lock?.takenOverFrom { report(.staleLockTakenOver(pid: pid)) }
-        return try evaluate(trainPairs, reference: try referenceLogProbs(trainPairs, name: "train", report: report))
+        return try evaluate(trainPairs, reference: try cachedReference(trainPairs, name: "train", report: report))
     }
 
     /// Reward accuracy, margins and loss of the current adapter on `pairs` (no gradients): batch means weighted by
     /// the batches' pairs. Each process of `communicator` evaluates its share of every batch (all must call this).
     public func evaluate(_ pairs: [TokenizedPair], reference: ([Double], [Double])) throws -> ObjectiveMetrics {
-        var totals = ObjectiveMetrics.zero
+        var totals = ObjectiveMetrics.zero(extra: options.objective.extraMetricNames)
         for start in stride(from: 0, to: pairs.count, by: options.batchSize) {
             let end = min(start + options.batchSize, pairs.count)
             let global = makeBatch(Array(pairs[start..<end]))
@@ -461,14 +475,75 @@ public final class DPOTrainer {
             guard !share.pairs.isEmpty else { continue }
             let mine = (start + share.pairs.lowerBound)..<(start + share.pairs.upperBound)
             let batch = share.isWhole ? global : PreferenceBatch(rowsOf: share, in: global)
-            let logits = try logits(from: try session.run(feeds(batch)))
-            let policy = try logProbabilities(logits, batch)
-            let evaluation = try options.objective.evaluate(policy: policy, referenceChosen: Array(reference.0[mine]),
-                                                            referenceRejected: Array(reference.1[mine]),
-                                                            totals: BatchTotals(global))
+            let referenceLogits = options.objective.isTokenLevel ? try referenceLogits(batch) : nil
+            let (evaluation, _) = try applyObjective(
+                batch, logits: try logits(from: try session.run(feeds(batch))), referenceLogits: referenceLogits,
+                referenceChosen: Array(reference.0[mine]), referenceRejected: Array(reference.1[mine]),
+                preferences: pairs[mine].map(\.preference), totals: BatchTotals(global))
             totals = totals.combined(with: evaluation.metrics) { $0 + $1 * Double(end - start) }
         }
         return try communicator.sum(totals).map { $0 / Double(max(pairs.count, 1)) }
+    }
+
+    // MARK: - Objectives beyond sequence-level DPO (ORPO, SimPO, soft labels, TDPO)
+
+    /// The reference log-prob sums the objective reads from the cache; zeros, without a reference pass, for the
+    /// objectives that read none from it (ORPO and SimPO have no reference; TDPO runs the reference every step).
+    private func cachedReference(_ pairs: [TokenizedPair], name: String, report: (TrainingEvent) -> Void) throws
+        -> ([Double], [Double])
+    {
+        guard !options.objective.usesReferenceCache else { return try referenceLogProbs(pairs, name: name, report: report) }
+        let zeros = [Double](repeating: 0, count: pairs.count)
+        guard name == "train" else { return (zeros, zeros) }  // said once, for the training data
+        let loss = options.objective.terms[0].type.rawValue
+        report(.referenceNotCached(reason: options.objective.isTokenLevel
+            ? "\(loss) reads the reference's whole next-token distribution, which the reference cache does not hold: "
+                + "the reference (adapters off) runs forward at every step"
+            : "\(loss) needs no reference model: no reference pass"))
+        return (zeros, zeros)
+    }
+
+    /// The reference's logits for `batch`: the session run with the adapters' scale at 0.
+    private func referenceLogits(_ batch: PreferenceBatch) throws -> Tensor {
+        try session.setInitializer(AdaptedModel.scaleName, Tensor(shape: [], floats: [0]))
+        let policyScale = adapted.initializers[AdaptedModel.scaleName] ?? Tensor(shape: [], floats: [1])
+        defer { try? session.setInitializer(AdaptedModel.scaleName, policyScale) }
+        return try logits(from: try session.run(feeds(batch)))
+    }
+
+    /// The tokens whose log-probabilities the objective reads: the completions, and for ORPO every chosen token after
+    /// the first (its NLL covers the prompt too).
+    private func scoredMask(_ batch: PreferenceBatch) -> [Bool] {
+        let completion = batch.completionMask.map { $0 != 0 }
+        guard options.objective.scoresChosenPrompts else { return completion }
+        let chosenEnd = batch.pairCount * batch.sequenceLength
+        return completion.indices.map { $0 < chosenEnd ? batch.attentionMask[$0] != 0 : completion[$0] }
+    }
+
+    /// The objective on `batch` from the policy's logits (and, for TDPO, the reference's): its evaluation and
+    /// `dLoss/dLogits`.
+    private func applyObjective(_ batch: PreferenceBatch, logits: Tensor, referenceLogits: Tensor?,
+                                referenceChosen: [Double], referenceRejected: [Double], preferences: [Double?],
+                                totals: BatchTotals) throws -> (DPOObjective.Evaluation, Tensor) {
+        let ids = batch.inputIDs.map(Int64.init), length = batch.sequenceLength
+        let scored = try logProbabilities(logits, batch)
+        if let referenceLogits {
+            return try TDPO.evaluate(options.objective, policyLogits: logits, referenceLogits: referenceLogits,
+                                     policy: scored, reference: try logProbabilities(referenceLogits, batch),
+                                     inputIDs: ids, length: length, totals: totals)
+        }
+        let completion = batch.completionMask.map { $0 != 0 }
+        let (policy, promptSums) = options.objective.scoresChosenPrompts
+            ? scored.restricted(to: completion, length: length) : (scored, [])
+        let evaluation = try options.objective.evaluate(
+            policy: policy, referenceChosen: referenceChosen, referenceRejected: referenceRejected, totals: totals,
+            preferences: preferences, chosenPromptSums: Array(promptSums.prefix(batch.pairCount)))
+        let pairs = batch.pairCount
+        let dLogits = SequenceLogProbs.logitsGradient(logits: logits, inputIDs: ids, tokens: scored.tokens,
+                                                      length: length) { sequence, position in
+            Float(evaluation.tokenGradient(sequence: sequence, pairs: pairs, isCompletion: completion[sequence * length + position]))
+        }
+        return (evaluation, dLogits)
     }
 
     /// The adapter as it is now, in PEFT's orientation.

@@ -46,10 +46,13 @@ extension Communicator {
     /// The sum of the processes' metric shares.
     func sum(_ metrics: ObjectiveMetrics) throws -> ObjectiveMetrics {
         guard size > 1 else { return metrics }
-        var values = ObjectiveMetrics.fields.map { metrics[keyPath: $0.keyPath] }
+        // Every process holds the same `extra` names (`ObjectiveMetrics.zero(extra:)`), summed in sorted order.
+        let extraNames = metrics.extra.keys.sorted()
+        var values = ObjectiveMetrics.fields.map { metrics[keyPath: $0.keyPath] } + extraNames.map { metrics.extra[$0]! }
         try allreduceSum(&values)
         var result = metrics
         for (index, field) in ObjectiveMetrics.fields.enumerated() { result[keyPath: field.keyPath] = values[index] }
+        for (index, name) in extraNames.enumerated() { result.extra[name] = values[ObjectiveMetrics.fields.count + index] }
         return result
     }
 }

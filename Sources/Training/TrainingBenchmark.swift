@@ -16,6 +16,7 @@ public enum TrainingBenchmark {
         public var pairs: Int
         public var seq: Int
         public var steps: Int
+        public var gradientCheckpointing: Bool
         /// Median over the timed steps.
         public var stepSeconds: Double
         /// `2 · pairs · seq / stepSeconds`: tokens through the policy per second.
@@ -34,7 +35,8 @@ public enum TrainingBenchmark {
     /// Runs `warmup` untimed and `steps` timed DPO steps on synthetic pairs: token ids drawn (seeded) below the
     /// vocabulary size, the first half of each row prompt and the second half completion.
     public static func run(modelPath: String, pairs: Int, seq: Int, warmup: Int = 1, steps: Int = 3,
-                           profile: OpProfile? = nil, communicator: any Communicator = SingleProcess()) throws -> Result {
+                           gradientCheckpointing: Bool = false, profile: OpProfile? = nil,
+                           communicator: any Communicator = SingleProcess()) throws -> Result {
         for (option, value, least) in [("pairs", pairs, 1), ("seq", seq, 2), ("steps", steps, 1), ("warmup", warmup, 0)]
         where value < least {
             throw TrainingError.invalidOption(option: option, reason: "must be at least \(least), got \(value)")
@@ -56,6 +58,7 @@ public enum TrainingBenchmark {
         options.maxSteps = warmup + steps
         options.shuffle = false
         options.data.maxLength = nil
+        options.gradientCheckpointing = gradientCheckpointing
         let trainer = try DPOTrainer(options: options, model: model, padTokenID: 0, trainPairs: synthetic, cacheKey: nil,
                                   communicator: communicator)
         trainer.profile = profile
@@ -74,7 +77,7 @@ public enum TrainingBenchmark {
         let median = durations[durations.count / 2]
         let adapter = try trainer.currentAdapter()
         let gradientFloats = adapter.a.values.reduce(0) { $0 + $1.count } + adapter.b.values.reduce(0) { $0 + $1.count }
-        return Result(pairs: pairs, seq: seq, steps: steps, stepSeconds: median,
+        return Result(pairs: pairs, seq: seq, steps: steps, gradientCheckpointing: gradientCheckpointing, stepSeconds: median,
                       tokensPerSecond: Double(2 * pairs * seq) / median, peakMemoryBytes: peakResidentMemory(),
                       referenceSeconds: Double(referenceEnd - start) / 1e9, processes: communicator.size,
                       allreduceSeconds: communicator.size > 1 ? try communicator.timeAllreduce(floats: gradientFloats) : 0)

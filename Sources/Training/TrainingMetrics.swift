@@ -23,6 +23,9 @@ public struct ObjectiveMetrics: Sendable, Equatable {
     public var logitsChosen: Double
     /// Mean logit of the rejected completions.
     public var logitsRejected: Double
+    /// The metrics only some objectives log, by TRL's name (`extraNames`): ORPO's `nll_loss`, `log_odds_ratio` and
+    /// `log_odds_chosen`, SimPO's `nll_loss`, TDPO's `kl/chosen`, `kl/rejected` and `kl/margin`. Empty for DPO.
+    public var extra: [String: Double] = [:]
 
     public init(loss: Double, rewardsChosen: Double, rewardsRejected: Double, rewardsAccuracies: Double,
                 rewardsMargins: Double, logpsChosen: Double, logpsRejected: Double, logitsChosen: Double,
@@ -56,33 +59,54 @@ public struct ObjectiveMetrics: Sendable, Equatable {
         ("logits/rejected", \.logitsRejected),
     ] }
 
+    /// The names `extra` may hold (TRL's `ORPOTrainer` and `CPOTrainer` names, and the TDPO paper code's `kl/*`).
+    public static let extraNames = ["nll_loss", "log_odds_ratio", "log_odds_chosen", "kl/chosen", "kl/rejected", "kl/margin"]
+
+    /// Every metric at 0, with `extra` holding `names` at 0: the start of a sum that every process and micro-batch
+    /// shares, so the sums line up even for a share with no rows.
+    public static func zero(extra names: [String]) -> ObjectiveMetrics {
+        var metrics = ObjectiveMetrics.zero
+        for name in names { metrics.extra[name] = 0 }
+        return metrics
+    }
+
     /// The first metric that is NaN or infinite, by TRL's name, and its value.
     public var firstNonFinite: (name: String, value: Double)? {
         Self.fields.first { !self[keyPath: $0.keyPath].isFinite }.map { ($0.name, self[keyPath: $0.keyPath]) }
+            ?? extra.sorted { $0.key < $1.key }.first { !$0.value.isFinite }.map { ($0.key, $0.value) }
     }
 
     /// `transform` applied to each metric.
     public func map(_ transform: (Double) -> Double) -> ObjectiveMetrics {
         var result = self
         for (_, keyPath) in Self.fields { result[keyPath: keyPath] = transform(self[keyPath: keyPath]) }
+        result.extra = extra.mapValues(transform)
         return result
     }
 
-    /// `combine` applied metric by metric (`a.combined(with: b, +)` sums two batches' metrics).
+    /// `combine` applied metric by metric (`a.combined(with: b, +)` sums two batches' metrics); an `extra` metric
+    /// only one side has counts as 0 on the other.
     public func combined(with other: ObjectiveMetrics, _ combine: (Double, Double) -> Double) -> ObjectiveMetrics {
         var result = self
         for (_, keyPath) in Self.fields { result[keyPath: keyPath] = combine(self[keyPath: keyPath], other[keyPath: keyPath]) }
+        for name in Set(extra.keys).union(other.extra.keys) {
+            result.extra[name] = combine(extra[name] ?? 0, other.extra[name] ?? 0)
+        }
         return result
     }
 
     /// Writes the metrics under TRL's names, each after `prefix` (transformers prefixes eval metrics `eval_`).
     func encode(to container: inout KeyedEncodingContainer<MetricKey>, prefix: String) throws {
         for (name, keyPath) in Self.fields { try container.encode(self[keyPath: keyPath], forKey: MetricKey(prefix + name)) }
+        for (name, value) in extra { try container.encode(value, forKey: MetricKey(prefix + name)) }
     }
 
     init(from container: KeyedDecodingContainer<MetricKey>, prefix: String) throws {
         self = .zero
         for (name, keyPath) in Self.fields { self[keyPath: keyPath] = try container.decode(Double.self, forKey: MetricKey(prefix + name)) }
+        for name in Self.extraNames {
+            if let value = try container.decodeIfPresent(Double.self, forKey: MetricKey(prefix + name)) { extra[name] = value }
+        }
     }
 }
 
@@ -208,6 +232,7 @@ extension ObjectiveMetrics {
     /// The values under TRL's names, each after `prefix`.
     func namedValues(prefix: String) -> [(name: String, value: Double)] {
         Self.fields.map { (prefix + $0.name, self[keyPath: $0.keyPath]) }
+            + extra.sorted { $0.key < $1.key }.map { (prefix + $0.key, $0.value) }
     }
 }
 

@@ -59,9 +59,15 @@ extension DPOTrainingOptions {
             Parameter("seed", "\(seed)"),
             Parameter("shuffle", "\(shuffle)"),
         ]
-        if objective.terms.contains(where: { $0.type == .robust }) {
+        let types = objective.terms.map(\.type)
+        if types.contains(.robust) || (objective.labelSmoothing > 0 && (types.contains(.sigmoid) || types.contains(.simpo))) {
             parameters.insert(Parameter("label_smoothing", "\(objective.labelSmoothing)"), at: 1)
         }
+        if types.contains(.simpo) {
+            parameters.insert(contentsOf: [Parameter("simpo_gamma", "\(objective.simpoGamma)"),
+                                           Parameter("cpo_alpha", "\(objective.cpoAlpha)")], at: 1)
+        }
+        if types.contains(.tdpo2) { parameters.insert(Parameter("tdpo_alpha", "\(objective.tdpoAlpha)"), at: 1) }
         if evalDataPath == nil, evalFraction > 0 { parameters.append(Parameter("eval_fraction", "\(evalFraction)")) }
         if let evalEvery { parameters.append(Parameter("eval_steps", "\(evalEvery)")) }
         if let checkpointEvery { parameters.append(Parameter("save_steps", "\(checkpointEvery)")) }

@@ -82,6 +82,8 @@ extension Bench {
         var seq = 128
         @Option(help: "Timed steps (the median is reported).")
         var steps = 3
+        @Flag(help: "Keep activations only at block boundaries and recompute blocks in the backward pass.")
+        var gradientCheckpointing = false
         @OptionGroup var processes: ProcessOptions
 
         func run() throws {
@@ -89,7 +91,8 @@ extension Bench {
             try processes.run { communicator in
                 let measure = { (profile: OpProfile?) in
                     try TrainingBenchmark.run(modelPath: bench.model, pairs: pairs, seq: seq, warmup: bench.warmup ?? 1,
-                                              steps: steps, profile: profile, communicator: communicator)
+                                              steps: steps, gradientCheckpointing: gradientCheckpointing, profile: profile,
+                                              communicator: communicator)
                 }
                 if communicator.isRoot {
                     try bench.report(title: "bench train", shape: "\(pairs) pairs × \(seq) tokens", measure)
@@ -110,8 +113,9 @@ extension ForwardBenchmark.Result: BenchResult {
 
 extension TrainingBenchmark.Result: BenchResult {
     var line: String {
-        String(format: "%.3f s per DPO step (%d pairs × %d tokens, median of %d)  %.1f tokens/s  peak memory %.1f MiB  reference pass %.2f s",
-               stepSeconds, pairs, seq, steps, tokensPerSecond, Double(peakMemoryBytes) / 1_048_576, referenceSeconds)
+        String(format: "%.3f s per DPO step (%d pairs × %d tokens, median of %d%@)  %.1f tokens/s  peak memory %.1f MiB  reference pass %.2f s",
+               stepSeconds, pairs, seq, steps, gradientCheckpointing ? ", gradient checkpointing" : "", tokensPerSecond,
+               Double(peakMemoryBytes) / 1_048_576, referenceSeconds)
             + (processes > 1 ? String(format: "  %d processes, gradient allreduce %.2f ms", processes, allreduceSeconds * 1000) : "")
     }
 }

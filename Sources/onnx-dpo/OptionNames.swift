@@ -12,6 +12,8 @@ let flagsByOption: [String: String] = [
     "evalEvery": "--eval-every", "checkpointEvery": "--checkpoint-every", "resume": "--resume",
     "maxLength": "--max-length", "evalFraction": "--eval-fraction",
     "form": "--form", "logitsOutput": "--logits-output",
+    "objective.labelSmoothing": "--label-smoothing", "objective.simpoGamma": "--simpo-gamma",
+    "objective.cpoAlpha": "--cpo-alpha", "objective.tdpoAlpha": "--tdpo-alpha", "objective.terms": "--loss",
     "pairs": "--pairs", "seq": "--seq", "steps": "--steps", "warmup": "--warmup",
     "modelPath": "--model", "tokenizerPath": "--tokenizer", "judgeModel": "--judge", "judgeTemplate": "--judge-template",
     "judgeChoices": "--judge-choices", "command": "--command", "margin": "--margin",

@@ -17,23 +17,36 @@ struct DataOptions: ParsableArguments {
     @Option(help: "The Hugging Face tokenizer.json (tokenizer_config.json beside it gives BOS/EOS/pad).")
     var tokenizer: String
 
-    @Option(help: "Preference data: JSONL with prompt/chosen/rejected (or chosen/rejected, or pre-tokenised ids).")
+    @Option(help: "Preference data: JSONL with prompt/chosen/rejected strings or message lists (or chosen/rejected, or pre-tokenised ids).")
     var data: String
+
+    @Option(help: "A Jinja chat template for conversational data (default: the chat_template of the tokenizer_config.json beside --tokenizer).")
+    var chatTemplate: String?
 
     @Option(help: "Longest prompt + completion in tokens (TRL's max_length); 0 for no limit.")
     var maxLength = defaults.data.maxLength ?? 0
 
-    @Option(help: "DPO β.")
+    @Option(help: "DPO β (ORPO's λ, SimPO's and TDPO's β).")
     var beta = defaults.objective.beta
 
-    @Option(help: "Loss, or a comma list of losses (e.g. sigmoid,sft for RPO).")
+    @Option(help: ArgumentHelp("Loss, or a comma list of losses (e.g. sigmoid,sft for RPO).",
+                               discussion: "orpo and simpo need no reference model (no reference pass); tdpo1 and tdpo2 run the reference every step. These four stand alone."))
     var loss = CommaList(defaults.objective.terms.map(\.type))
 
     @Option(help: "Weights of the --loss terms, comma-separated (default 1 each).")
     var lossWeights: CommaList<Double>?
 
-    @Option(help: "Label smoothing ε of the robust loss.")
+    @Option(help: "Label smoothing ε: of the robust loss; for sigmoid and simpo the target 1−ε (cDPO), replaced by a record's \"preference\".")
     var labelSmoothing = defaults.objective.labelSmoothing
+
+    @Option(help: "SimPO's target reward margin γ (TRL's simpo_gamma).")
+    var simpoGamma = defaults.objective.simpoGamma
+
+    @Option(help: "Weight of SimPO's NLL term on the chosen completions (TRL's cpo_alpha; 0 for SimPO as in the paper).")
+    var cpoAlpha = defaults.objective.cpoAlpha
+
+    @Option(help: "TDPO2's weight α of the sequential KL term.")
+    var tdpoAlpha = defaults.objective.tdpoAlpha
 
     @Option(help: "Pairs per batch.")
     var batchSize = defaults.batchSize
@@ -52,10 +65,14 @@ struct DataOptions: ParsableArguments {
         var options = DPOTrainingOptions(modelPath: model, tokenizerPath: tokenizer, dataPath: data, outputDirectory: outputDirectory)
         let weights = lossWeights?.values ?? loss.values.map { _ in 1 }
         options.objective = DPOObjective(beta: beta, terms: Array(zip(loss.values, weights)), labelSmoothing: labelSmoothing)
+        options.objective.simpoGamma = simpoGamma
+        options.objective.cpoAlpha = cpoAlpha
+        options.objective.tdpoAlpha = tdpoAlpha
         options.data.maxLength = maxLength == 0 ? nil : maxLength
         options.batchSize = batchSize
         options.seed = seed
         options.logitsOutput = logitsOutput
+        options.chatTemplatePath = chatTemplate
         return options
     }
 }
@@ -117,6 +134,8 @@ struct Train: ParsableCommand {
     var resume = false
     @Flag(help: "Do not write TensorBoard event files to <output-dir>/runs.")
     var noTensorboard = false
+    @Flag(help: "Keep activations only at block boundaries and recompute each block in the backward pass: far less memory for long sequences, about one more forward pass per step, the same gradients.")
+    var gradientCheckpointing = false
 
     @OptionGroup var processes: ProcessOptions
 
@@ -143,6 +162,7 @@ struct Train: ParsableCommand {
         options.initAdapter = initAdapter
         options.resume = resume
         options.tensorBoard = !noTensorboard
+        options.gradientCheckpointing = gradientCheckpointing
         return options
     }
 
@@ -226,6 +246,8 @@ final class ProgressPrinter {
             emit("checkpoint: \(path)", final: true)
         case .resumed(let step):
             print("resumed from step \(step)")
+        case .referenceNotCached(let reason):
+            print("reference log-probs: \(reason)")
         case .staleLockTakenOver(let pid):
             print("the output folder was locked by process \(pid), which is gone; its lock was taken over")
         }

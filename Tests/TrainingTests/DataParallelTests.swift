@@ -48,6 +48,11 @@ final class DataParallelTests: XCTestCase {
             ("robust", DPOObjective(beta: 0.5, terms: [(.robust, 1)], labelSmoothing: 0.2)),
             ("rpo: sigmoid + token-weighted sft", DPOObjective(beta: 0.5, terms: [(.sigmoid, 1), (.sft, 0.7)])),
             ("sigmoid_norm + hinge", DPOObjective(beta: 2, terms: [(.sigmoidNorm, 1), (.hinge, 0.5)])),
+            ("simpo + token-weighted nll", {
+                var simpo = DPOObjective(beta: 2, terms: [(.simpo, 1)], labelSmoothing: 0.1)
+                simpo.cpoAlpha = 0.4
+                return simpo
+            }()),
         ]
         for (label, objective) in objectives {
             let expected = try objective.evaluate(policy: whole, referenceChosen: Array(reference.sums[..<5]),
@@ -78,6 +83,9 @@ final class DataParallelTests: XCTestCase {
                                         ("rewards/accuracies", \.rewardsAccuracies), ("logps/chosen", \.logpsChosen),
                                         ("logits/chosen", \.logitsChosen), ("logits/rejected", \.logitsRejected)] {
                     assertRelativelyClose(metrics[keyPath: keyPath], expected.metrics[keyPath: keyPath], "\(context): \(name)")
+                }
+                for (name, value) in expected.metrics.extra {
+                    assertRelativelyClose(metrics.extra[name] ?? .nan, value, "\(context): \(name)")
                 }
                 for (got, want) in zip(dChosen + dRejected, expected.chosenSequenceGradients + expected.rejectedSequenceGradients) {
                     assertRelativelyClose(got, want, "\(context): dLoss/dπ")

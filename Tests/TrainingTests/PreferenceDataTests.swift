@@ -222,7 +222,8 @@ final class PreferenceDataTests: XCTestCase {
             message { _ = try PreferenceDataset.load(path: path) },
             "\(path), line 2: a pretokenized record, but line 1 is implicit: every record must have the same format "
                 + "(explicit: prompt/chosen/rejected strings; implicit: chosen/rejected strings; pretokenized: "
-                + "prompt_ids/chosen_ids/rejected_ids)")
+                + "prompt_ids/chosen_ids/rejected_ids; conversational: prompt/chosen/rejected message lists; "
+                + "implicit_conversational: chosen/rejected message lists)")
         path = write("{\"prompt_ids\": [1], \"chosen_ids\": [2, -1], \"rejected_ids\": [3]}\n")
         XCTAssertEqual(
             message { _ = try PreferenceDataset.load(path: path) },
@@ -233,8 +234,7 @@ final class PreferenceDataTests: XCTestCase {
         path = write("{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}], \"chosen\": \"a\", \"rejected\": \"b\"}\n")
         XCTAssertEqual(
             message { _ = try PreferenceDataset.load(path: path) },
-            "\(path), line 1: 'prompt' is a list of chat messages; conversational records are not supported: apply "
-                + "the chat template and write the prompt and completions as plain strings")
+            "\(path), line 1: 'chosen' must be a list of messages, found a string")
         path = write("\n  \n\r\n")
         XCTAssertEqual(
             message { _ = try PreferenceDataset.load(path: path) }, "\(path): no preference pairs: the file has no records")

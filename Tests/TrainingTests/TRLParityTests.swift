@@ -11,53 +11,87 @@ import XCTest
 /// sigmoid loss, AdamW lr 1e-3 constant, batch 4, 5 steps in dataset order, and saved its initial adapter, per-step
 /// metrics and final adapter. The same run here, on the ONNX export, must give the same numbers.
 final class TRLParityTests: XCTestCase {
-    static let reference = fixturePath("trl")
-
     func testFiveDPOStepsMatchTRLAndPEFT() throws {
-        let output = try temporaryDirectory(for: self)
+        let trainer = try Self.assertMatchesReference(self, folder: "trl", objective: DPOObjective(beta: 0.1))
+        XCTAssert(trainer.scoresCompletionsOnly, "the run computes logits only at scored positions")
+    }
+
+    /// ORPO as TRL's `ORPOTrainer` (λ = β = 0.1), no reference model (`tools/reference_orpo_simpo.py`).
+    func testFiveORPOStepsMatchTRLAndPEFT() throws {
+        let output = try Self.assertMatchesReference(
+            self, folder: "trl-orpo", objective: DPOObjective(beta: 0.1, terms: [(.orpo, 1)]),
+            extraKeys: ["nll_loss", "log_odds_ratio", "log_odds_chosen"]).options.outputDirectory
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(output)/reference_cache"), "ORPO runs no reference pass")
+    }
+
+    /// SimPO as TRL's `CPOTrainer(loss_type="simpo")`: β 2, γ 0.5, cpo_alpha 0.5.
+    func testFiveSimPOStepsMatchTRLAndPEFT() throws {
+        var objective = DPOObjective(beta: 2, terms: [(.simpo, 1)])
+        objective.simpoGamma = 0.5
+        objective.cpoAlpha = 0.5
+        let output = try Self.assertMatchesReference(self, folder: "trl-simpo", objective: objective,
+                                                     extraKeys: ["nll_loss"]).options.outputDirectory
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(output)/reference_cache"), "SimPO runs no reference pass")
+    }
+
+    /// Trains as the reference run in `fixtures/<folder>/` did (its initial adapter, AdamW lr 1e-3 constant, clipping at
+    /// 1, batch 4, `steps` steps in dataset order) and compares every step's metrics (TRL's names, plus `extraKeys`) and the
+    /// final adapter. `logits/*` are not compared: ORPO's and CPO's average over every position and padding.
+    @discardableResult
+    static func assertMatchesReference(_ test: XCTestCase, folder: String, objective: DPOObjective,
+                                       extraKeys: [String] = [], steps: Int = 5) throws -> DPOTrainer {
+        let reference = fixturePath(folder)
+        let output = try temporaryDirectory(for: test)
         var options = DPOTrainingOptions(
             modelPath: fixturePath("models/llama-dynamo/model.onnx"),
             tokenizerPath: fixturePath("models/llama-dynamo/tokenizer.json"),
             dataPath: fixturePath("dpo/preferences.jsonl"), outputDirectory: output.path)
-        options.initAdapter = "\(Self.reference)/initial_adapter"
-        options.objective = DPOObjective(beta: 0.1)
+        options.initAdapter = "\(reference)/initial_adapter"
+        options.objective = objective
         options.learningRate = 1e-3
         options.schedule = .constant
         options.warmupSteps = 0
         options.weightDecay = 0
         options.maxGradNorm = 1
         options.batchSize = 4
-        options.maxSteps = 5
+        options.maxSteps = steps
         options.shuffle = false
         var reported: [StepMetrics] = []
         let trainer = try DPOTrainer(options: options)
-        XCTAssert(trainer.scoresCompletionsOnly, "the run computes logits only at scored positions")
         try trainer.train { event in
             if case .step(let metrics) = event { reported.append(metrics) }
         }
         // Under TRL's names, as metrics.jsonl writes them.
         let steps = try reported.map { try JSONSerialization.jsonObject(with: JSONEncoder().encode($0)) as? [String: Double] ?? [:] }
 
-        let data = try Data(contentsOf: URL(fileURLWithPath: "\(Self.reference)/metrics.json"))
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(reference)/metrics.json"))
         let expected = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [[String: Double]])
         XCTAssertEqual(steps.count, expected.count)
         let compared = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                        "logps/chosen", "logps/rejected", "grad_norm", "learning_rate"]
+                        "logps/chosen", "logps/rejected", "grad_norm", "learning_rate"] + extraKeys
+        var largest: [String: Double] = [:]
         for (index, (ours, theirs)) in zip(steps, expected).enumerated() {
             for key in compared {
                 let (a, b) = (try XCTUnwrap(ours[key], key), try XCTUnwrap(theirs[key], key))
-                XCTAssertEqual(a, b, accuracy: 1e-6 + 1e-4 * abs(b), "step \(index + 1) \(key)")
+                XCTAssertEqual(a, b, accuracy: 1e-6 + 1e-4 * abs(b), "\(folder) step \(index + 1) \(key)")
+                largest[key] = max(largest[key] ?? 0, abs(a - b))
             }
         }
+        print("\(folder): max |ours − reference| per metric over the steps: "
+              + largest.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.2e", $0.value))" }.joined(separator: ", "))
 
         let modules = trainer.adapted.modules
         let final = try trainer.currentAdapter()
-        let torch = try AdapterFolder.read("\(Self.reference)/final_adapter", modules: modules)
+        let torch = try AdapterFolder.read("\(reference)/final_adapter", modules: modules)
+        var adapterDifference: Float = 0
         for module in modules {
             for (ours, theirs, name) in [(final.a, torch.a, "lora_A"), (final.b, torch.b, "lora_B")] {
-                assertClose(try XCTUnwrap(ours[module.modulePath]), try XCTUnwrap(theirs[module.modulePath]),
-                            relative: 1e-4, absolute: 1e-6, "\(module.modulePath).\(name)")
+                let (a, b) = (try XCTUnwrap(ours[module.modulePath]), try XCTUnwrap(theirs[module.modulePath]))
+                assertClose(a, b, relative: 1e-4, absolute: 1e-6, "\(folder) \(module.modulePath).\(name)")
+                adapterDifference = max(adapterDifference, zip(a.floats, b.floats).map { abs($0 - $1) }.max() ?? 0)
             }
         }
+        print("\(folder): max |ours − reference| over the final adapter: \(adapterDifference)")
+        return trainer
     }
 }

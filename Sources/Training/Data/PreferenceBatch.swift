@@ -51,8 +51,9 @@ public struct PreferenceBatch: Sendable, Equatable {
         rows.reserveCapacity(2 * pairs.count)
         for completion in [\TokenizedPair.chosenIDs, \TokenizedPair.rejectedIDs] {
             for pair in pairs {
-                var ids = pair.promptIDs + pair[keyPath: completion]
-                var mask = [Int](repeating: 0, count: pair.promptIDs.count)
+                let prompt = completion == \TokenizedPair.rejectedIDs ? pair.rejectedPromptIDs ?? pair.promptIDs : pair.promptIDs
+                var ids = prompt + pair[keyPath: completion]
+                var mask = [Int](repeating: 0, count: prompt.count)
                     + [Int](repeating: 1, count: pair[keyPath: completion].count)
                 if let maxLength, ids.count > maxLength {
                     switch truncationMode {

@@ -24,10 +24,11 @@ public struct PreferenceDataset: Sendable {
         (prompt: "prompt_input_ids", chosen: "chosen_input_ids", rejected: "rejected_input_ids"),  // TRL < 1.0
     ]
 
-    /// Reads `path`. With `.auto` each record's format is told from its keys (`prompt_ids` → pre-tokenised, `prompt`
-    /// → explicit, else implicit), and a record unlike the first is an error naming its line. A line that is not a
-    /// JSON object, a missing key, a value of the wrong kind (a number, a chat-format message list) and a file with no
-    /// records are errors naming the file (and the line).
+    /// Reads `path`. With `.auto` each record's format is told from its keys (`prompt_ids` → pre-tokenised; a list of
+    /// `{"role", ...}` messages under `prompt`, `chosen` or `rejected` → conversational, as TRL's `is_conversational`
+    /// tells; `prompt` → explicit, else implicit), and a record unlike the first is an error naming its line. A line
+    /// that is not a JSON object, a missing key, a value of the wrong kind (a number, a message without `role` or
+    /// `content`) and a file with no records are errors naming the file (and the line).
     public static func load(path: String, format: PreferenceFormat = .auto) throws(TrainingError) -> PreferenceDataset {
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "the file cannot be read" : "no such file"
@@ -55,7 +56,8 @@ public struct PreferenceDataset: Sendable {
             let detected = detectFormat(value)
             if let expected = resolved, detected != expected {
                 // An explicit file's record without "prompt" is missing a key; any other difference is a mix.
-                if expected == .explicit && detected == .implicit {
+                if (expected, detected) == (.explicit, .implicit)
+                    || (expected, detected) == (.conversational, .implicitConversational) {
                     throw .missingDataKey(path: path, line: lineNumber, key: textKeys.prompt)
                 }
                 let origin = format == .auto ? "line \(firstLine) is" : "the format asked for is"
@@ -63,7 +65,8 @@ public struct PreferenceDataset: Sendable {
                     path: path, line: lineNumber,
                     reason: "\(detected.withArticle) record, but \(origin) \(expected.rawValue): every record must "
                         + "have the same format (explicit: prompt/chosen/rejected strings; implicit: chosen/rejected "
-                        + "strings; pretokenized: prompt_ids/chosen_ids/rejected_ids)")
+                        + "strings; pretokenized: prompt_ids/chosen_ids/rejected_ids; conversational: "
+                        + "prompt/chosen/rejected message lists; implicit_conversational: chosen/rejected message lists)")
             }
             if resolved == nil {
                 resolved = detected
@@ -80,6 +83,13 @@ public struct PreferenceDataset: Sendable {
     }
 
     private static func detectFormat(_ object: JSONValue) -> PreferenceFormat {
+        let isConversational = [textKeys.prompt, textKeys.chosen, textKeys.rejected].contains { key in
+            if case .array(let elements)? = object[key], case .object? = elements.first, elements.first?["role"] != nil {
+                return true
+            }
+            return false
+        }
+        if isConversational { return object[textKeys.prompt] != nil ? .conversational : .implicitConversational }
         if object[textKeys.prompt] != nil { return .explicit }
         if idKeys.contains(where: { object[$0.prompt] != nil || object[$0.chosen] != nil }) { return .pretokenized }
         return .implicit
@@ -93,11 +103,6 @@ public struct PreferenceDataset: Sendable {
             switch value {
             case .string(let text):
                 return text
-            case .array(let elements) where elements.first?["role"] != nil:
-                throw .invalidDataRecord(
-                    path: path, line: line,
-                    reason: "'\(key)' is a list of chat messages; conversational records are not supported: apply the "
-                        + "chat template and write the prompt and completions as plain strings")
             default:
                 throw .invalidDataRecord(
                     path: path, line: line, reason: "'\(key)' must be a string, found \(value.kindName)")
@@ -122,23 +127,99 @@ public struct PreferenceDataset: Sendable {
             return result
         }
 
+        let preference = try self.preference(object, path: path, line: line)
+        func messages(_ key: String) throws(TrainingError) -> [JSONValue] {
+            guard let value = object[key] else { throw .missingDataKey(path: path, line: line, key: key) }
+            guard case .array(let elements) = value else {
+                throw .invalidDataRecord(
+                    path: path, line: line, reason: "'\(key)' must be a list of messages, found \(value.kindName)")
+            }
+            for (index, message) in elements.enumerated() {
+                guard case .object = message else {
+                    throw .invalidDataRecord(
+                        path: path, line: line,
+                        reason: "'\(key)'[\(index)] must be a message object, found \(message.kindName)")
+                }
+                guard case .string? = message["role"] else {
+                    throw .invalidDataRecord(
+                        path: path, line: line, reason: "'\(key)'[\(index)] has no 'role' string")
+                }
+                guard message["content"] != nil else {
+                    throw .invalidDataRecord(path: path, line: line, reason: "'\(key)'[\(index)] has no 'content'")
+                }
+            }
+            return elements
+        }
+        func conversation(prompt: [JSONValue]?) throws(TrainingError) -> PreferencePair {
+            var tools = object["tools"]
+            if case .string(let text)? = tools {
+                // TRL: `json.loads(tools)` when the column holds JSON text.
+                do { tools = try parseJSON(Array(text.utf8)) } catch {
+                    throw .invalidDataRecord(
+                        path: path, line: line, reason: "'tools' is text but not JSON: \(error.message)")
+                }
+            }
+            var variables: [String: JSONValue] = [:]
+            switch object["chat_template_kwargs"] {
+            case nil, .null?: break
+            case .object(let entries)?: for (key, value) in entries { variables[key] = value }
+            case let other?:
+                throw .invalidDataRecord(
+                    path: path, line: line, reason: "'chat_template_kwargs' must be an object, found \(other.kindName)")
+            }
+            return PreferencePair(
+                content: .conversational(Conversation(
+                    prompt: prompt, chosen: try messages(textKeys.chosen), rejected: try messages(textKeys.rejected),
+                    tools: tools.flatMap { $0.isNull ? nil : $0 }, templateVariables: variables)),
+                line: line, preference: preference)
+        }
+
         switch format {
+        case .conversational:
+            return try conversation(prompt: try messages(textKeys.prompt))
+        case .implicitConversational:
+            return try conversation(prompt: nil)
         case .explicit:
             return PreferencePair(
                 content: .explicit(
                     prompt: try string(textKeys.prompt), chosen: try string(textKeys.chosen),
                     rejected: try string(textKeys.rejected)),
-                line: line)
+                line: line, preference: preference)
         case .implicit, .auto:
             return PreferencePair(
                 content: .implicit(chosen: try string(textKeys.chosen), rejected: try string(textKeys.rejected)),
-                line: line)
+                line: line, preference: preference)
         case .pretokenized:
             let keys = idKeys.first { object[$0.prompt] != nil || object[$0.chosen] != nil } ?? idKeys[0]
             return PreferencePair(
                 content: .pretokenized(
                     prompt: try ids(keys.prompt), chosen: try ids(keys.chosen), rejected: try ids(keys.rejected)),
-                line: line)
+                line: line, preference: preference)
+        }
+    }
+}
+
+extension PreferenceDataset {
+    /// The key of a record's optional soft label (`PreferencePair.preference`), in every format.
+    static let preferenceKey = "preference"
+
+    /// A record's `preference`: absent or null gives nil; anything but a number in [0, 1] is an error naming the line.
+    static func preference(_ object: JSONValue, path: String, line: Int) throws(TrainingError) -> Double? {
+        guard let value = object[preferenceKey] else { return nil }
+        switch value {
+        case .null:
+            return nil
+        case .number(let number) where (0...1).contains(number):
+            return number
+        case .number(let number):
+            throw .invalidDataRecord(
+                path: path, line: line,
+                reason: "'\(preferenceKey)' must be a probability in [0, 1] that chosen is better, found \(number)")
+        default:
+            throw .invalidDataRecord(
+                path: path, line: line,
+                reason: "'\(preferenceKey)' must be a number in [0, 1] (the probability that chosen is better), found "
+                    + value.kindName)
         }
     }
 }
@@ -151,6 +232,8 @@ extension PreferenceFormat {
         case .explicit: "an explicit"
         case .implicit: "an implicit"
         case .pretokenized: "a pretokenized"
+        case .conversational: "a conversational"
+        case .implicitConversational: "an implicit_conversational"
         }
     }
 }

@@ -34,12 +34,20 @@ public struct TokenizedPair: Sendable, Equatable {
     public var rejectedIDs: [Int]
     /// The record's line in its file.
     public var line: Int
+    /// The record's soft label (`PreferencePair.preference`), nil for a hard one.
+    public var preference: Double?
+    /// The prompt of the rejected row when it differs from the chosen row's (`PreferencePair.tokenizedAsCPO`: TRL's
+    /// ORPO/CPO tokenisation splits each completion from its prompt apart); nil: `promptIDs`.
+    public var rejectedPromptIDs: [Int]?
 
-    public init(promptIDs: [Int], chosenIDs: [Int], rejectedIDs: [Int], line: Int) {
+    public init(promptIDs: [Int], chosenIDs: [Int], rejectedIDs: [Int], line: Int, preference: Double? = nil,
+                rejectedPromptIDs: [Int]? = nil) {
         self.promptIDs = promptIDs
         self.chosenIDs = chosenIDs
         self.rejectedIDs = rejectedIDs
         self.line = line
+        self.preference = preference
+        self.rejectedPromptIDs = rejectedPromptIDs
     }
 }
 
@@ -61,9 +69,14 @@ extension PreferencePair {
     ///    is before the prompt's end when a token merges across the boundary (a prompt ending in a space);
     ///    `prompt_ids` is the prompt's ids up to there, `chosen_ids`/`rejected_ids` the rest of each sequence.
     /// Pre-tokenised pairs are returned as they are, after checking each id against the vocabulary.
-    public func tokenized(with tokenizer: Tokenizer, path: String) throws(TrainingError) -> TokenizedPair {
+    /// Conversational pairs go through `conversationalIDs(_:with:chatTemplate:path:)`, with `chatTemplate`.
+    public func tokenized(with tokenizer: Tokenizer, chatTemplate: TokenizerChatTemplate? = nil, path: String)
+        throws(TrainingError) -> TokenizedPair
+    {
         let prompt: String, chosen: String, rejected: String
         switch content {
+        case .conversational(let conversation):
+            return try conversationalIDs(conversation, with: tokenizer, chatTemplate: chatTemplate, path: path)
         case .pretokenized(let promptIDs, let chosenIDs, let rejectedIDs):
             for (key, ids) in [("prompt_ids", promptIDs), ("chosen_ids", chosenIDs), ("rejected_ids", rejectedIDs)] {
                 if let bad = ids.firstIndex(where: { $0 >= tokenizer.vocabularySize }) {
@@ -73,17 +86,12 @@ extension PreferencePair {
                             + "\(tokenizer.vocabularySize))")
                 }
             }
-            return TokenizedPair(promptIDs: promptIDs, chosenIDs: chosenIDs, rejectedIDs: rejectedIDs, line: line)
+            return TokenizedPair(promptIDs: promptIDs, chosenIDs: chosenIDs, rejectedIDs: rejectedIDs, line: line,
+                                 preference: preference)
         case .explicit(let explicitPrompt, let explicitChosen, let explicitRejected):
             (prompt, chosen, rejected) = (explicitPrompt, explicitChosen, explicitRejected)
         case .implicit(let fullChosen, let fullRejected):
-            guard let split = extractPrompt(chosen: fullChosen, rejected: fullRejected) else {
-                throw .invalidDataRecord(
-                    path: path, line: line,
-                    reason: "an implicit-prompt record needs non-empty 'chosen' and 'rejected' to find their shared "
-                        + "prompt")
-            }
-            (prompt, chosen, rejected) = split
+            (prompt, chosen, rejected) = try implicitSplit(chosen: fullChosen, rejected: fullRejected, path: path)
         }
         guard let eos = tokenizer.eosToken else {
             throw .invalidDataOption(
@@ -93,16 +101,68 @@ extension PreferencePair {
         let chosenWithEOS = chosen.hasScalarSuffix(eos) ? chosen : chosen + eos
         let rejectedWithEOS = rejected.hasScalarSuffix(eos) ? rejected : rejected + eos
 
-        let promptIDs = tokenizer.encode(prompt)
-        let promptChosenIDs = tokenizer.encode(prompt + chosenWithEOS)
-        let promptRejectedIDs = tokenizer.encode(prompt + rejectedWithEOS)
+        return splitAtPrompt(
+            tokenizer.encode(prompt), tokenizer.encode(prompt + chosenWithEOS), tokenizer.encode(prompt + rejectedWithEOS))
+    }
+}
+
+extension PreferencePair {
+    /// A conversational pair's ids as TRL 1.x's `DPOTrainer._prepare_dataset` makes them:
+    /// 1. implicit prompt: `extract_prompt` on the message lists (`extractPrompt(chosen:rejected:)`);
+    /// 2. no EOS is appended (the template ends each turn itself);
+    /// 3. `apply_chat_template(prompt, add_generation_prompt=True, tools=tools, **chat_template_kwargs)`, and the
+    ///    same without the generation prompt over `prompt + chosen` and `prompt + rejected`, each rendered text
+    ///    tokenised with `add_special_tokens=False` (a BOS comes from the template's `{{ bos_token }}`);
+    /// 4. split at the common prefix of the prompt's ids and each sequence's ids, as for plain strings.
+    func conversationalIDs(_ conversation: Conversation, with tokenizer: Tokenizer,
+                           chatTemplate: TokenizerChatTemplate?, path: String) throws(TrainingError) -> TokenizedPair
+    {
+        guard let chatTemplate else {
+            throw .invalidDataOption(
+                option: "tokenizer '\(tokenizer.path)'",
+                reason: "conversational data needs a chat template: chat_template in the tokenizer_config.json beside "
+                    + "it (or chat_template.jinja), or chatTemplatePath (--chat-template)")
+        }
+        let prompt: [JSONValue], chosen: [JSONValue], rejected: [JSONValue]
+        if let explicitPrompt = conversation.prompt {
+            (prompt, chosen, rejected) = (explicitPrompt, conversation.chosen, conversation.rejected)
+        } else {
+            guard let split = extractPrompt(chosen: conversation.chosen, rejected: conversation.rejected) else {
+                throw .invalidDataRecord(
+                    path: path, line: line,
+                    reason: "an implicit-prompt conversational record needs non-empty 'chosen' and 'rejected' message "
+                        + "lists to find their shared prompt")
+            }
+            (prompt, chosen, rejected) = split
+        }
+        func ids(_ messages: [JSONValue], generationPrompt: Bool, part: String) throws(TrainingError) -> [Int] {
+            do {
+                let text = try chatTemplate.render(
+                    messages: messages, addGenerationPrompt: generationPrompt, tools: conversation.tools,
+                    context: conversation.templateVariables)
+                return tokenizer.encode(text, addSpecialTokens: false)
+            } catch {
+                throw .invalidDataRecord(
+                    path: path, line: line, reason: "the chat template of '\(chatTemplate.configPath)' failed on \(part): "
+                        + "\(error)")
+            }
+        }
+        let promptIDs = try ids(prompt, generationPrompt: true, part: "the prompt")
+        let promptChosenIDs = try ids(prompt + chosen, generationPrompt: false, part: "prompt + chosen")
+        let promptRejectedIDs = try ids(prompt + rejected, generationPrompt: false, part: "prompt + rejected")
+        return splitAtPrompt(promptIDs, promptChosenIDs, promptRejectedIDs)
+    }
+
+    /// TRL's split: the completion begins where the prompt's ids and each whole sequence's ids first differ (the
+    /// smaller over chosen and rejected).
+    func splitAtPrompt(_ promptIDs: [Int], _ promptChosenIDs: [Int], _ promptRejectedIDs: [Int]) -> TokenizedPair {
         let promptLength = min(
             commonPrefixLength(promptIDs, promptChosenIDs), commonPrefixLength(promptIDs, promptRejectedIDs))
         return TokenizedPair(
             promptIDs: Array(promptIDs[..<promptLength]),
             chosenIDs: Array(promptChosenIDs[promptLength...]),
             rejectedIDs: Array(promptRejectedIDs[promptLength...]),
-            line: line)
+            line: line, preference: preference)
     }
 }
 
@@ -112,10 +172,14 @@ func commonPrefixLength(_ ids: [Int], _ otherIDs: [Int]) -> Int {
 }
 
 extension PreferenceDataset {
-    /// Every pair tokenised (`PreferencePair.tokenized(with:path:)`), then, with a `maxLength` and keep-start
-    /// truncation, the pairs whose prompt has `maxLength` or more tokens dropped, as TRL's `_prepare_dataset` does.
-    /// Fails with `TrainingError.emptyDataset` when every pair is dropped.
-    public func tokenized(with tokenizer: Tokenizer, options: PreferenceDataOptions = PreferenceDataOptions())
+    /// Every pair tokenised (`PreferencePair.tokenized(with:chatTemplate:path:)`), then, with a `maxLength` and
+    /// keep-start truncation, the pairs whose prompt has `maxLength` or more tokens dropped, as TRL's
+    /// `_prepare_dataset` does. Fails with `TrainingError.emptyDataset` when every pair is dropped.
+    ///
+    /// `style` `.cpo` tokenises as TRL's ORPOTrainer and CPOTrainer do (`PreferencePair.tokenizedAsCPO`); a pair is
+    /// then dropped when either of its prompts fills `maxLength`.
+    public func tokenized(with tokenizer: Tokenizer, options: PreferenceDataOptions = PreferenceDataOptions(),
+                          style: PreferenceTokenizationStyle = .dpo, chatTemplate: TokenizerChatTemplate? = nil)
         throws(TrainingError) -> TokenizedPreferences
     {
         try options.validate()
@@ -123,9 +187,10 @@ extension PreferenceDataset {
         var dropped: [Int] = []
         kept.reserveCapacity(pairs.count)
         for pair in pairs {
-            let tokenized = try pair.tokenized(with: tokenizer, path: path)
+            let tokenized = style == .cpo ? try pair.tokenizedAsCPO(with: tokenizer, path: path)
+                : try pair.tokenized(with: tokenizer, chatTemplate: chatTemplate, path: path)
             if let maxLength = options.maxLength, options.truncationMode == .keepStart,
-               tokenized.promptIDs.count >= maxLength {
+               max(tokenized.promptIDs.count, tokenized.rejectedPromptIDs?.count ?? 0) >= maxLength {
                 dropped.append(pair.line)
             } else {
                 kept.append(tokenized)

@@ -9,18 +9,23 @@ public struct BatchTotals: Sendable, Equatable {
     public var chosenTokens: Int
     /// Completion tokens scored over the rejected rows.
     public var rejectedTokens: Int
+    /// Every token after the first of the chosen rows, prompt included, padding excluded (TRL's ORPO NLL counts
+    /// `attention_mask[:, 1:]` of the chosen rows); 0 when unknown (only ORPO reads it).
+    public var chosenSequenceTokens: Int = 0
 
-    public init(pairs: Int, chosenTokens: Int, rejectedTokens: Int) {
+    public init(pairs: Int, chosenTokens: Int, rejectedTokens: Int, chosenSequenceTokens: Int = 0) {
         self.pairs = pairs
         self.chosenTokens = chosenTokens
         self.rejectedTokens = rejectedTokens
+        self.chosenSequenceTokens = chosenSequenceTokens
     }
 
     /// The totals of a collated batch: the tokens `SequenceLogProbs` scores, which are the ones `lossMask` marks.
     public init(_ batch: PreferenceBatch) {
         let half = batch.pairCount * batch.sequenceLength
         self.init(pairs: batch.pairCount, chosenTokens: batch.lossMask[..<half].reduce(0, +),
-                  rejectedTokens: batch.lossMask[half...].reduce(0, +))
+                  rejectedTokens: batch.lossMask[half...].reduce(0, +),
+                  chosenSequenceTokens: (0..<batch.pairCount).reduce(0) { $0 + batch.row($1, of: batch.attentionMask).dropFirst().reduce(0, +) })
     }
 
     /// The totals of `policy`'s own sequences (chosen rows first, then as many rejected rows).

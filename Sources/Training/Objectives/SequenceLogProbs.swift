@@ -14,6 +14,8 @@ public struct SequenceLogProbs: Sendable {
         public var position: Int
         public var row: Int
         public var logProbability: Float
+        /// The mean of the token's logits row over the vocabulary.
+        public var meanLogit: Float = 0
     }
 
     /// Σ_t log p(ids[t]) over each sequence's completion tokens, `[S]`.
@@ -93,6 +95,7 @@ public struct SequenceLogProbs: Sendable {
             let id = Int(inputIDs[token.sequence * length + token.position])
             let logProbability = values[token.row * vocabulary + id] - statistics[index].logSumExp
             tokens[index].logProbability = logProbability
+            tokens[index].meanLogit = statistics[index].mean
             sums[token.sequence] += Double(logProbability)
             counts[token.sequence] += 1
             meanLogits[token.sequence] += Double(statistics[index].mean)
@@ -101,6 +104,27 @@ public struct SequenceLogProbs: Sendable {
         self.counts = counts
         self.tokens = tokens
         self.meanLogitSums = meanLogits
+    }
+
+    /// These log-probabilities restricted to the tokens `mask` marks (`[S, T]`, a subset of the scored ones), and the
+    /// sums over the other scored tokens: ORPO scores the chosen prompts too, and reads its completions apart.
+    public func restricted(to mask: [Bool], length: Int) -> (kept: SequenceLogProbs, otherSums: [Double]) {
+        var kept = self
+        kept.tokens = tokens.filter { mask[$0.sequence * length + $0.position] }
+        kept.sums = [Double](repeating: 0, count: sums.count)
+        kept.counts = [Int](repeating: 0, count: sums.count)
+        kept.meanLogitSums = [Double](repeating: 0, count: sums.count)
+        var otherSums = [Double](repeating: 0, count: sums.count)
+        for token in tokens {
+            guard mask[token.sequence * length + token.position] else {
+                otherSums[token.sequence] += Double(token.logProbability)
+                continue
+            }
+            kept.sums[token.sequence] += Double(token.logProbability)
+            kept.counts[token.sequence] += 1
+            kept.meanLogitSums[token.sequence] += Double(token.meanLogit)
+        }
+        return (kept, otherSums)
     }
 
     /// `dLoss/dLogits` (shaped like `logits`, full or scored rows) for a loss whose derivative with respect to each
