@@ -61,3 +61,14 @@ def test_bad_input_is_refused_naming_it(args, fragments):
     assert result.returncode != 0
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("model, strategy", [
+    ("fixtures/builder/qwen2-fp32/model.onnx", "kv_cache"),
+    ("fixtures/generation/llama-with-past/model.onnx", "kv_cache"),
+    ("fixtures/models/gpt2-dynamo/model.onnx", "recompute"),
+])
+def test_inspect_says_how_generation_decodes(model, strategy):
+    report = json.loads(onnx_dpo("inspect", ROOT / model, "--json").stdout)
+    assert report["generation"]["strategy"] == strategy
+    assert f"Generation: {strategy}" in onnx_dpo("inspect", ROOT / model).stdout

@@ -63,22 +63,6 @@ def make_model(out):
             print(f"wrote {folder}")
 
 
-def level_zero_copy(folder, into):
-    import onnx
-
-    shutil.copytree(folder, into)
-    proto = onnx.load(str(folder / "model.onnx"), load_external_data=True)
-    for node in proto.graph.node:
-        if node.op_type == "MatMulNBits":
-            for attribute in node.attribute:
-                if attribute.name == "accuracy_level":
-                    attribute.i = 0
-    (into / "model.onnx").unlink()
-    (into / "model.onnx.data").unlink()
-    onnx.save(proto, str(into / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
-    return into
-
-
 def bench(folder, batches, prompt_tokens, new_tokens):
     import onnxruntime_genai as og
 
@@ -136,7 +120,10 @@ def main():
     batches = [int(b) for b in args.batch.split(",")]
     with tempfile.TemporaryDirectory() as temporary:
         if args.accuracy_level_zero:
-            folder = level_zero_copy(folder, pathlib.Path(temporary) / "model")
+            sys.path.insert(0, str(ROOT / "tools"))
+            from make_generation_references import accuracy_level_zero
+
+            folder = accuracy_level_zero(folder, pathlib.Path(temporary) / "model")
         result = bench(folder, batches, args.prompt_tokens, args.new_tokens)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -21,11 +21,10 @@ import make_fixtures as fx
 NAME = "gemma3-torchscript"
 
 
-def main():
-    torch.set_num_threads(1)
+def build_model(info):
+    """The tiny Gemma-3 (text) this fixture exports, from seed 0 (tools/make_generation_references.py rebuilds it
+    with this function)."""
     torch.manual_seed(0)
-    tok, info = fx.train_tokenizer("llama3")
-    input_ids, attention_mask = fx.make_inputs(tok, info)
     config = transformers.Gemma3TextConfig(
         vocab_size=fx.VOCAB_SIZE, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
@@ -38,6 +37,15 @@ def main():
         for _, parameter in sorted(model.named_parameters()):
             if parameter.dim() == 1:
                 parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tok, info = fx.train_tokenizer("llama3")
+    input_ids, attention_mask = fx.make_inputs(tok, info)
+    model = build_model(info)
     wrapper = fx.LogitsOnly(model).eval()
     with torch.no_grad():
         torch_logits = wrapper(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()

@@ -3,8 +3,8 @@
 builder fixtures) produce on the fixture models, and what transformers' logits processors compute, for the
 generation tests (Tests/TrainingTests/GenerationTests.swift, interop/test_generate.py).
 
-  * Every export of fixtures/models/fixtures.json plus gemma3-torchscript: the Hugging Face model rebuilt exactly as
-    tools/make_fixtures.py (`build_model`) or tools/make_gemma3_fixture.py builds it, checked bit for bit against
+  * Every export of fixtures/models/fixtures.json plus gemma3-torchscript: the Hugging Face model rebuilt by
+    tools/make_fixtures.py's or tools/make_gemma3_fixture.py's `build_model`, checked bit for bit against
     the export's ONNX initializers (each parameter equals some initializer, as is or transposed, as
     tools/reference_dpo.py checks), then per prompt `generate(do_sample=False, max_new_tokens=N)` on the prompt alone
     (batch 1, no padding): the new ids, and per step the margin between the two largest logits; again with
@@ -12,6 +12,9 @@ generation tests (Tests/TrainingTests/GenerationTests.swift, interop/test_genera
   * Every builder fixture (fixtures/builder/fixtures.json): onnxruntime-genai's greedy output on the same prompts
     (MatMulNBits rewritten to accuracy_level 0 in a temporary copy, as make_builder_fixtures.py does for its
     logits: level 4 quantises activations to int8), and transformers' on the model the builder was given.
+  * fixtures/generation/llama-with-past/: a very small Llama (vocabulary 64, no tokenizer: prompts are ids)
+    exported with KV-cache inputs and present outputs in optimum's layout (input_ids, attention_mask, position_ids,
+    past_key_values.N.key/value -> logits, present.N.*), for the general-mask cache path, with its own references.
   * Prompts: tiny random models have near-ties, so a prompt is kept for a model only when every step's top-2 margin
     is > MARGIN (1e-4); the first PROMPTS_PER_MODEL such prompts of CANDIDATES are recorded, with their margins.
   * Logits processors: one [2, 24] batch of scores and ids through RepetitionPenaltyLogitsProcessor,
@@ -26,6 +29,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 import onnx
@@ -35,6 +39,7 @@ import transformers
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import make_fixtures as fx  # noqa: E402
+import make_gemma3_fixture  # noqa: E402
 
 OUT = ROOT / "fixtures" / "generation"
 MAX_NEW_TOKENS = 8
@@ -49,24 +54,6 @@ CANDIDATES = [
     "In the beginning",
     "Data",
 ]
-
-
-def gemma3_model(info):
-    """make_gemma3_fixture.py's model, built in the same order from the same seed."""
-    torch.manual_seed(0)
-    config = transformers.Gemma3TextConfig(
-        vocab_size=fx.VOCAB_SIZE, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
-        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
-        bos_token_id=info["bos_id"], eos_token_id=info["eos_id"], pad_token_id=info["pad_id"],
-        attn_implementation="eager", tie_word_embeddings=True,
-    )
-    model = transformers.Gemma3ForCausalLM(config).eval().to(torch.float32)
-    with torch.no_grad():
-        for _, parameter in sorted(model.named_parameters()):
-            if parameter.dim() == 1:
-                parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
 
 
 def check_against_onnx(model, path, folded_norms=False):
@@ -132,6 +119,129 @@ def accuracy_level_zero(folder, into):
     return into
 
 
+class WithPast(torch.nn.Module):
+    """forward(input_ids, attention_mask, position_ids, past k/v per layer) -> logits, present k/v per layer: the
+    inputs and outputs of optimum's text-generation-with-past exports (`past_key_values.N.key`, `present.N.key`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        cache = transformers.DynamicCache(config=self.model.config)
+        for layer in range(len(past) // 2):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True)
+        presents = []
+        for layer in out.past_key_values.layers:
+            presents += [layer.keys, layer.values]
+        return (out.logits, *presents)
+
+
+def with_past_model():
+    """A very small Llama (vocabulary 64, hidden 16, 2 layers, 2 q / 1 kv heads) for the with-past export: the
+    fixtures' size budget has no room for another copy of make_fixtures' Llama."""
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        bos_token_id=62, eos_token_id=63, pad_token_id=63, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval().to(torch.float32)
+    with torch.no_grad():
+        # Weights at unit-variance-preserving scale (std 1/sqrt(fan-in), embeddings std 1) rather than
+        # transformers' 0.02, so the next token depends on the context: at 0.02 so small a model repeats one
+        # token whatever the prompt, and a wrong position or mask would go unseen.
+        for _, parameter in sorted(model.named_parameters()):
+            if parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+            else:
+                parameter.normal_(0, 1 / parameter.shape[1] ** 0.5 if parameter.shape[0] != 64 else 1.0)
+    return model
+
+
+def export_with_past(model):
+    """`model` exported with a KV cache (TorchScript, opset 17) into fixtures/generation/llama-with-past: the
+    general-mask cache path (a padded prompt leaves holes in the mask; positions fed per row). Traced on a mask with
+    a hole so no all-ones shortcut is baked in; checked against torch with a past and a hole."""
+    import onnxruntime as ort
+
+    folder = OUT / "llama-with-past"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    layers, kv_heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    head = model.config.hidden_size // model.config.num_attention_heads
+    names = ["input_ids", "attention_mask", "position_ids"] + [
+        f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+    outputs = ["logits"] + [f"present.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
+            "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    axes.update({name: {0: "batch", 2: "past"} for name in names[3:]})
+    axes.update({name: {0: "batch", 2: "total"} for name in outputs[1:]})
+    generator = torch.Generator().manual_seed(5)
+    batch, past_length, new = 2, 3, 4
+    ids = torch.randint(0, model.config.vocab_size, (batch, new), generator=generator)
+    mask = torch.ones(batch, past_length + new, dtype=torch.long)
+    mask[1, 1] = 0
+    positions = torch.tensor([[3, 4, 5, 6], [2, 3, 4, 5]])
+    past = [torch.randn(batch, kv_heads, past_length, head, generator=generator) for _ in range(2 * layers)]
+    wrapper = WithPast(model).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (ids, mask, positions, *past), str(folder / "model.onnx"), dynamo=False,
+                          input_names=names, output_names=outputs, dynamic_axes=axes, opset_version=17)
+    shorten_names(folder / "model.onnx")
+    with torch.no_grad():
+        want = wrapper(ids, mask, positions, *past)[0].numpy()
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = dict(zip(names, [t.numpy() for t in (ids, mask, positions, *past)]))
+    got = session.run(["logits"], feeds)[0]
+    assert np.abs(got - want).max() < 1e-4, f"with-past export: max |ort - torch| {np.abs(got - want).max()}"
+    model.config.to_json_file(str(folder / "config.json"))
+    check_against_onnx(model, folder / "model.onnx")
+    return str((folder / "model.onnx").relative_to(ROOT))
+
+
+def shorten_names(path):
+    """Node names dropped and intermediate values renamed t0, t1, ... (inputs, outputs and initializers keep
+    theirs): TorchScript's long names are most of so small a file, and fixtures/ has a size budget."""
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    kept = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    renamed = {}
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        for index, name in enumerate(node.output):
+            if name and name not in kept:
+                renamed[name] = renamed.get(name, f"t{len(renamed)}")
+                node.output[index] = renamed[name]
+        for index, name in enumerate(node.input):
+            if name in renamed:
+                node.input[index] = renamed[name]
+    del graph.value_info[:]
+    onnx.save(proto, str(path))
+
+
+def with_past_prompts(model):
+    """Seeded random id prompts (lengths 6 and 3, below the EOS id) whose greedy steps all have margins > MARGIN."""
+    rng = np.random.default_rng(2)
+    chosen = []
+    for attempt in range(40):
+        length = 6 if not chosen else 3
+        ids = [int(i) for i in rng.integers(0, 62, size=length)]
+        new, margins = hf_greedy(model, ids)
+        penalised, penalised_margins = hf_greedy(model, ids, REPETITION_PENALTY)
+        if min(margins + penalised_margins) > MARGIN:
+            chosen.append({"text": f"ids {ids}", "prompt_ids": ids, "transformers": new, "margins": margins,
+                           "transformers_repetition_penalty": penalised,
+                           "margins_repetition_penalty": penalised_margins})
+        if len(chosen) == 2:
+            return chosen
+    raise AssertionError("no prompts without near-ties for the with-past model")
+
+
 def pick_prompts(model, tok):
     chosen, rejected = [], []
     for text in CANDIDATES:
@@ -191,7 +301,7 @@ def main():
         arch = export["architecture"]
         style = "llama3" if arch == "gemma3" else fx.ARCHS[arch][0]
         tok, info = tokenizers[style]
-        model = gemma3_model(info) if arch == "gemma3" else fx.build_model(arch, info)
+        model = make_gemma3_fixture.build_model(info) if arch == "gemma3" else fx.build_model(arch, info)
         check_against_onnx(model, ROOT / export["path"], folded_norms=arch == "gemma3")
         if arch not in cache:
             cache[arch] = pick_prompts(model, tok)
@@ -200,6 +310,14 @@ def main():
         print(f"{export['name']}: weights equal the ONNX initializers; prompts "
               + ", ".join(f"{p['text']!r} (min margin {min(p['margins']):.2e})" for p in prompts)
               + (f"; near-ties skipped: {rejected}" if rejected else ""))
+
+    small = with_past_model()
+    path = export_with_past(small)
+    prompts = with_past_prompts(small)
+    entries.append({"name": "llama-with-past", "model": path, "kv_cache": True, "prompts": prompts})
+    print("llama-with-past: exported with KV-cache inputs; prompts "
+          + ", ".join(f"{p['prompt_ids']} -> {p['transformers']} / {p['transformers_repetition_penalty']} "
+                      f"(min margin {min(p['margins'] + p['margins_repetition_penalty']):.2e})" for p in prompts))
 
     builders = json.loads((ROOT / "fixtures" / "builder" / "fixtures.json").read_text())
     with tempfile.TemporaryDirectory() as temporary:

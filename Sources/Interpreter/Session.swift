@@ -20,9 +20,11 @@ public final class Session: @unchecked Sendable {
         var releases: [Int]
     }
 
-    private let steps: [Step]
+    private var steps: [Step]
     /// Where `forward(gradientCheckpointing: true)` cuts the graph (see `CheckpointPlan`).
-    public let checkpointPlan: CheckpointPlan
+    public private(set) var checkpointPlan: CheckpointPlan
+    /// Initializers read by nodes `foldConstants` precomputed: training them would not reach those nodes.
+    private var foldedSources: Set<String> = []
 
     /// The nodes the session runs, in order: the graph's, after `GraphOptimizer`'s rewrites when enabled.
     public var nodes: [Node] { steps.map(\.node) }
@@ -100,8 +102,7 @@ public final class Session: @unchecked Sendable {
         self.slotByName = slots
         self.constants = constants
         self.slotCount = slots.count
-        checkpointPlan = CheckpointPlan(steps: self.steps.map { ($0.node.opType, $0.inputSlots, $0.outputSlots) },
-                                        constantSlots: Set(self.constants.map(\.slot)))
+        checkpointPlan = Self.checkpointPlan(steps, constants: constants)
     }
 
     /// Runs the graph on `feeds` (keyed by input name) and returns the graph outputs named in `outputNames`
@@ -123,6 +124,9 @@ public final class Session: @unchecked Sendable {
                         profile: OpProfile? = nil, gradientCheckpointing: Bool = false) throws -> ForwardPass {
         var slots: [String: Int] = [:]
         for name in trainable.sorted() {
+            guard !foldedSources.contains(name) else {
+                throw InterpreterError.invalidInput(name: name, reason: "feeds a node foldConstants precomputed, so it cannot be trained")
+            }
             guard let slot = slotByName[name],
                   constants.contains(where: { $0.slot == slot }) || inputs.contains(where: { $0.name == name }) else {
                 throw InterpreterError.invalidInput(name: name, reason: "is not an initializer or graph input, so it cannot be trained")
@@ -133,6 +137,48 @@ public final class Session: @unchecked Sendable {
                         checkpoints: gradientCheckpointing && !checkpointPlan.segments.isEmpty ? checkpointPlan : nil)
         let outputs = try execute(feeds, outputNames: outputNames, profile: profile, tape: tape)
         return ForwardPass(outputs: outputs, session: self, tape: tape)
+    }
+
+    /// Precomputes, once, every node whose inputs are all initializers (or outputs of nodes already precomputed),
+    /// keeping its outputs as constants and dropping it from the run: for sessions that only run inference many
+    /// times, as generation does (onnxruntime-genai's builder graphs transpose the whole `[hidden, vocabulary]`
+    /// lm_head weight before the embedding Gather on every run). Nodes without inputs are left alone. Afterwards
+    /// `setInitializer` on a folded node's source no longer reaches it, and `forward` refuses to train one.
+    /// Returns the number of nodes folded.
+    @discardableResult
+    public func foldConstants() throws -> Int {
+        var constantSlots = Dictionary(uniqueKeysWithValues: constants.map { ($0.slot, $0.tensor) })
+        let names = Dictionary(uniqueKeysWithValues: slotByName.map { ($1, $0) })
+        var kept: [Step] = []
+        var folded = 0
+        for step in steps {
+            let inputs = step.inputSlots.compactMap { $0 }
+            guard !inputs.isEmpty, inputs.allSatisfy({ constantSlots[$0] != nil }) else {
+                kept.append(step)
+                continue
+            }
+            let arguments = step.inputSlots.map { $0.flatMap { constantSlots[$0] } }
+            let results: [Tensor]
+            do {
+                results = try step.op.run(arguments)
+            } catch let error as KernelError {
+                throw InterpreterError.nodeFailed(node: step.node.label, opType: step.node.opType, reason: error.message)
+            }
+            for (slot, result) in zip(step.outputSlots, results) where slot != nil {
+                constantSlots[slot!] = result
+                constants.append((slot!, result))
+            }
+            foldedSources.formUnion(inputs.compactMap { names[$0] })
+            folded += 1
+        }
+        steps = kept
+        checkpointPlan = Self.checkpointPlan(steps, constants: constants)
+        return folded
+    }
+
+    private static func checkpointPlan(_ steps: [Step], constants: [(slot: Int, tensor: Tensor)]) -> CheckpointPlan {
+        CheckpointPlan(steps: steps.map { ($0.node.opType, $0.inputSlots, $0.outputSlots) },
+                       constantSlots: Set(constants.map(\.slot)))
     }
 
     /// Replaces the values of initializer `name` (same shape and type), for parameters that change between runs.

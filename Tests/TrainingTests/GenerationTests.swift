@@ -77,23 +77,44 @@ final class GenerationTests: XCTestCase {
         }
     }
 
-    /// On a builder graph the cached decode equals the whole-prefix recomputation, tokens and each token's
+    /// On builder graphs (GroupQueryAttention) and on the optimum-layout export (general mask with holes, positions
+    /// per row) the cached decode equals the whole-prefix recomputation, tokens and each token's
     /// log-probability (within 1e-4), for a batch of two prompts of different lengths.
-    func testCachedLogitsEqualRecomputedLogitsOnBuilderGraphs() throws {
-        for name in ["llama-fp32", "qwen2-int4"] {
-            let session = try Session(model: try Model.load(path: fixturePath("builder/\(name)/model.onnx")))
+    func testCachedDecodeEqualsRecomputation() throws {
+        let cases = [("builder/llama-fp32", [[510, 20, 31, 45, 7, 99, 3], [510, 300, 12]]),
+                     ("builder/qwen2-int4", [[510, 20, 31, 45, 7, 99, 3], [510, 300, 12]]),
+                     ("generation/llama-with-past", [[51, 16, 6, 18, 25, 50, 9], [27, 5, 20]])]
+        for (name, prompts) in cases {
+            let session = try Session(model: try Model.load(path: fixturePath("\(name)/model.onnx")))
             let generator = try Generator(session: session)
             var runs: [Bool: [GeneratedSequence]] = [:]
             for useCache in [true, false] {
                 let options = GenerationOptions(maxNewTokens: 6, sampling: .greedy(repetitionPenalty: 1.5),
                                                 eosTokenIDs: [], useKVCache: useCache)
-                runs[useCache] = try generator.generate([[510, 20, 31, 45, 7, 99, 3], [510, 300, 12]], options: options)
+                runs[useCache] = try generator.generate(prompts, options: options)
             }
             let cached = runs[true]!, recomputed = runs[false]!
             XCTAssertEqual(cached.map(\.outputIDs), recomputed.map(\.outputIDs), name)
             for (a, b) in zip(cached, recomputed) {
                 for (x, y) in zip(a.tokenLogProbs, b.tokenLogProbs) { XCTAssertEqual(x, y, accuracy: 1e-4, name) }
             }
+        }
+    }
+
+    /// `Generator.open` precomputes the constant nodes (the builder's Transpose of the lm_head weight before the
+    /// embedding Gather) and generates exactly what the unfolded session does; a folded source cannot be trained.
+    func testFoldedConstantsChangeNothing() throws {
+        let path = fixturePath("builder/llama-fp32/model.onnx")
+        let folded = try Generator.open(modelPath: path)
+        let plain = try Generator(session: try Session(model: try Model.load(path: path)))
+        XCTAssert(plain.session.nodes.contains { $0.opType == "Transpose" })
+        XCTAssertFalse(folded.session.nodes.contains { $0.opType == "Transpose" })
+        let options = GenerationOptions(maxNewTokens: 4, sampling: .greedy(repetitionPenalty: 1.5), eosTokenIDs: [])
+        let prompts = [[510, 20, 31, 45], [510, 300]]
+        let a = try folded.generate(prompts, options: options), b = try plain.generate(prompts, options: options)
+        XCTAssertEqual(a, b)
+        assertThrows(["lm_head.MatMul.weight", "foldConstants"]) {
+            try folded.session.forward([:], trainable: ["lm_head.MatMul.weight"])
         }
     }
 
@@ -191,6 +212,19 @@ final class GenerationTests: XCTestCase {
         rows = try generator.generate([long], options: GenerationOptions(maxNewTokens: 8, eosTokenIDs: []))
         XCTAssertEqual(rows[0].outputIDs.count, 3)
         XCTAssertEqual(rows[0].finishReason, .contextLength)
+    }
+
+    /// A cached batch whose longest row would pass the context runs its rows one at a time: each equals its own run,
+    /// and the long row stops at the context.
+    func testBatchReachingTheContextEqualsRowsAlone() throws {
+        let generator = try Generator.open(modelPath: fixturePath("builder/llama-fp32/model.onnx"))
+        let long = (0..<100).map { ($0 * 7) % 500 }, short = Array(long.prefix(50))
+        let options = GenerationOptions(maxNewTokens: 40, sampling: .greedy(repetitionPenalty: 1.5), eosTokenIDs: [])
+        let batch = try generator.generate([long, short], options: options)
+        let alone = try [long, short].map { try generator.generate([$0], options: options)[0] }
+        XCTAssertEqual(batch.map(\.outputIDs), alone.map(\.outputIDs))
+        XCTAssertEqual(batch.map(\.outputIDs.count), [28, 40])
+        XCTAssertEqual(batch.map(\.finishReason), [.contextLength, .maxNewTokens])
     }
 
     /// Bad input is refused naming it.

@@ -121,7 +121,6 @@ public enum GenerateCommand {
             || !parameters.options.stopStrings.isEmpty || FileManager.default.fileExists(atPath: tokenizerPath)
         let tokenizer = needsTokenizer ? try Tokenizer(path: tokenizerPath) : nil
         let prompts = try parameters.prompts.enumerated().map { try $1.tokenIDs(tokenizer: tokenizer, index: $0) }
-        let writer = try parameters.outputPath.map { try JSONLinesWriter(path: $0) }
         let generator: Generator
         do {
             generator = try Generator.open(modelPath: parameters.modelPath, adapterPath: parameters.adapterPath)
@@ -129,6 +128,7 @@ public enum GenerateCommand {
             throw TrainingError.invalidOption(option: "adapter", reason:
                 "'\(parameters.adapterPath!)' does not fit the model '\(parameters.modelPath)': \(error)")
         }
+        let writer = try parameters.outputPath.map { try JSONLinesWriter(path: $0) }
         let rowCount = prompts.count * parameters.options.numReturnSequences
         var decoder = tokenizer.map(IncrementalDecoder.init)
         let sequences = try generator.generate(prompts, options: parameters.options, tokenizer: tokenizer) { _, token in

@@ -141,8 +141,11 @@ public final class Generator: @unchecked Sendable {
 
     /// A generator on the model at `modelPath` with the adapter folder at `adapterPath` (PEFT or MLX) applied
     /// unmerged (`Session.open(modelPath:adapterPath:)`).
+    /// The session precomputes its constant nodes (`Session.foldConstants`): it only runs inference.
     public static func open(modelPath: String, adapterPath: String? = nil, logitsOutput: String? = nil) throws -> Generator {
-        try Generator(session: try Session.open(modelPath: modelPath, adapterPath: adapterPath), logitsOutput: logitsOutput)
+        let session = try Session.open(modelPath: modelPath, adapterPath: adapterPath)
+        try session.foldConstants()
+        return try Generator(session: session, logitsOutput: logitsOutput)
     }
 
     /// The strategy for `model`: the cache when every cache input has its present output.
