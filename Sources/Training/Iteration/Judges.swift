@@ -17,7 +17,7 @@ public struct Judgement: Sendable, Equatable {
 
 /// Something that judges sampled completions: the model's own confidence, an external command, a judge model.
 public protocol CompletionJudge {
-    /// What a score is, for summaries ("mean token log-prob").
+    /// What a score is, for summaries ("token log-prob", "win probability").
     var scoreName: String { get }
     /// How this method's paper builds pairs from its verdicts.
     var defaultSelection: PairSelection { get }
@@ -61,7 +61,7 @@ public struct ConfidenceJudge: CompletionJudge {
         tokenizer = nil
     }
 
-    public var scoreName: String { measure == .meanLogProb ? "mean token log-prob" : "agreement (unigram F1)" }
+    public var scoreName: String { measure == .meanLogProb ? "token log-prob" : "agreement (unigram F1)" }
     public var defaultSelection: PairSelection { .all }
 
     public func judge(_ samples: [SampledPrompt], path: String) throws -> [Judgement] {
@@ -269,7 +269,7 @@ public struct ModelJudge: CompletionJudge {
         self.choices = choices
     }
 
-    public var scoreName: String { "mean win probability" }
+    public var scoreName: String { "win probability" }
     public var defaultSelection: PairSelection { .all }
 
     /// The template with its placeholders replaced in one pass (an answer containing "{answer_2}" stays as written).
