@@ -24,6 +24,12 @@ struct Generate: ParsableCommand {
     @Option(help: "A prompt as comma-separated token ids (1,17,42).")
     var promptIds: String?
 
+    @Flag(help: "Render the prompt through the tokenizer's chat template as a user message, with the generation prompt (prompt-file rows may hold message lists).")
+    var chat = false
+
+    @Option(help: "A Jinja chat template replacing the tokenizer_config.json's chat_template.")
+    var chatTemplate: String?
+
     @OptionGroup var decoding: DecodingFlags
 
     @Option(help: "Seed of the sampling draws.")
@@ -55,8 +61,10 @@ struct Generate: ParsableCommand {
             prompts = [.ids(ids.map { $0! })]
         }
         let options = try decoding.options(sampleByDefault: false, returnSequences: numReturnSequences, seed: seed)
-        let parameters = GenerateParameters(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer,
+        var parameters = GenerateParameters(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer,
                                             prompts: prompts, options: options, outputPath: output)
+        parameters.chat = chat
+        parameters.chatTemplatePath = chatTemplate
         var streamed = false
         let result = try GenerateCommand.run(parameters, stream: json ? nil : { text in
             streamed = true
