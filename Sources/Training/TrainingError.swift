@@ -26,6 +26,12 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
     /// "rewards/margins", "the gradient norm"); the run stopped before writing it or stepping on it, the last
     /// checkpoint (if any) is intact. `lines` are the data lines of the batch.
     case nonFinite(quantity: String, step: Int, value: Double, lines: [Int], checkpoint: String?)
+    /// A judge of the iterative loop failed: a scorer command that failed or printed something else than scores,
+    /// a judge model that cannot tell its two answers apart, a judge template without its placeholders.
+    case judgeFailed(judge: String, reason: String)
+    /// A round of `iterate` failed; what the earlier rounds and this round's finished stages wrote in `folder` is
+    /// kept, and running the same command again resumes there.
+    case roundFailed(round: Int, folder: String, reason: String)
 
     public var description: String {
         switch self {
@@ -52,6 +58,10 @@ public enum TrainingError: Error, Sendable, Equatable, CustomStringConvertible {
             "model '\(path)': \(reason)"
         case .cannotWrite(let path, let reason):
             "cannot write '\(path)': \(reason)"
+        case .judgeFailed(let judge, let reason):
+            "judge \(judge): \(reason)"
+        case .roundFailed(let round, let folder, let reason):
+            "round \(round) (\(folder)): \(reason). Earlier rounds and this round's finished stages are kept; run the same command again to resume."
         }
     }
 }

@@ -24,38 +24,19 @@ struct Generate: ParsableCommand {
     @Option(help: "A prompt as comma-separated token ids (1,17,42).")
     var promptIds: String?
 
-    @Option(help: "New tokens per sequence at most.")
-    var maxNewTokens = 32
+    @Flag(help: "Render the prompt through the tokenizer's chat template as a user message, with the generation prompt (prompt-file rows may hold message lists).")
+    var chat = false
 
-    @Flag(help: "Greedy decoding (the default unless a sampling flag is given).")
-    var greedy = false
+    @Option(help: "A Jinja chat template replacing the tokenizer_config.json's chat_template.")
+    var chatTemplate: String?
 
-    @Option(help: "Sample with this temperature.")
-    var temperature: Float?
-
-    @Option(help: "Sample from the k most likely tokens (transformers' default when sampling: 50; 0 = all).")
-    var topK: Int?
-
-    @Option(help: "Sample from the smallest set of tokens whose probability exceeds p.")
-    var topP: Float?
-
-    @Option(help: "Sample only tokens at least this fraction as likely as the most likely one.")
-    var minP: Float?
-
-    @Option(help: "Penalise tokens already in the sequence (1 = off), as transformers' repetition_penalty.")
-    var repetitionPenalty: Float = 1
+    @OptionGroup var decoding: DecodingFlags
 
     @Option(help: "Seed of the sampling draws.")
     var seed: UInt64 = 0
 
-    @Option(parsing: .singleValue, help: "Stop a sequence once its text contains this string (repeatable).")
-    var stop: [String] = []
-
     @Option(help: "Sequences per prompt.")
     var numReturnSequences = 1
-
-    @Flag(help: "Recompute the whole prefix each step instead of feeding the KV cache.")
-    var noCache = false
 
     @Flag(help: "Print {\"output_ids\": [[...]], \"text\": [...]} instead of streaming text.")
     var json = false
@@ -79,17 +60,11 @@ struct Generate: ParsableCommand {
             }
             prompts = [.ids(ids.map { $0! })]
         }
-        let sampling = [temperature != nil, topK != nil, topP != nil, minP != nil].contains(true)
-        if greedy && sampling { throw ValidationError("--greedy cannot be combined with --temperature, --top-k, --top-p or --min-p") }
-        let options = GenerationOptions(
-            maxNewTokens: maxNewTokens,
-            sampling: sampling
-                ? .sampling(temperature: temperature ?? 1, topK: topK ?? 50, topP: topP ?? 1, minP: minP,
-                            repetitionPenalty: repetitionPenalty)
-                : .greedy(repetitionPenalty: repetitionPenalty),
-            seed: seed, stopStrings: stop, numReturnSequences: numReturnSequences, useKVCache: !noCache)
-        let parameters = GenerateParameters(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer,
+        let options = try decoding.options(sampleByDefault: false, returnSequences: numReturnSequences, seed: seed)
+        var parameters = GenerateParameters(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer,
                                             prompts: prompts, options: options, outputPath: output)
+        parameters.chat = chat
+        parameters.chatTemplatePath = chatTemplate
         var streamed = false
         let result = try GenerateCommand.run(parameters, stream: json ? nil : { text in
             streamed = true
@@ -104,6 +79,50 @@ struct Generate: ParsableCommand {
                 print("[\(index)] \(text)")
             }
         }
+    }
+}
+
+/// How tokens are chosen and when a sequence stops: the flags of `generate`, `sample` and `iterate`.
+struct DecodingFlags: ParsableArguments {
+    @Option(help: "New tokens per sequence at most.")
+    var maxNewTokens = 32
+
+    @Flag(help: "Greedy decoding (generate's default unless a sampling flag is given).")
+    var greedy = false
+
+    @Option(help: "Sample with this temperature.")
+    var temperature: Float?
+
+    @Option(help: "Sample from the k most likely tokens (transformers' default when sampling: 50; 0 = all).")
+    var topK: Int?
+
+    @Option(help: "Sample from the smallest set of tokens whose probability exceeds p.")
+    var topP: Float?
+
+    @Option(help: "Sample only tokens at least this fraction as likely as the most likely one.")
+    var minP: Float?
+
+    @Option(help: "Penalise tokens already in the sequence (1 = off), as transformers' repetition_penalty.")
+    var repetitionPenalty: Float = 1
+
+    @Option(parsing: .singleValue, help: "Stop a sequence once its text contains this string (repeatable).")
+    var stop: [String] = []
+
+    @Flag(help: "Recompute the whole prefix each step instead of feeding the KV cache.")
+    var noCache = false
+
+    /// The library's options: sampling when a sampling flag is given or `sampleByDefault` (then transformers'
+    /// defaults: temperature 1, top-k 50), greedy otherwise.
+    func options(sampleByDefault: Bool, returnSequences: Int, seed: UInt64) throws -> GenerationOptions {
+        let sampling = [temperature != nil, topK != nil, topP != nil, minP != nil].contains(true)
+        if greedy && sampling { throw ValidationError("--greedy cannot be combined with --temperature, --top-k, --top-p or --min-p") }
+        return GenerationOptions(
+            maxNewTokens: maxNewTokens,
+            sampling: sampling || (sampleByDefault && !greedy)
+                ? .sampling(temperature: temperature ?? 1, topK: topK ?? 50, topP: topP ?? 1, minP: minP,
+                            repetitionPenalty: repetitionPenalty)
+                : .greedy(repetitionPenalty: repetitionPenalty),
+            seed: seed, stopStrings: stop, numReturnSequences: returnSequences, useKVCache: !noCache)
     }
 }
 

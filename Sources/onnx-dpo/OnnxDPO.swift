@@ -11,7 +11,7 @@ struct OnnxDPO: ParsableCommand {
         commandName: "onnx-dpo",
         abstract: "Inspect, run and align language models stored as ONNX files.",
         subcommands: [Inspect.self, Run.self, Train.self, Eval.self, Export.self, Convert.self, Generate.self,
-                      ChatTemplateCommand.self, Bench.self, Report.self])
+                      ChatTemplateCommand.self, Sample.self, Judge.self, Iterate.self, Bench.self, Report.self])
 
     /// ArgumentParser's `main`, with library errors that name an option by its library name re-worded to name
     /// its flag (`namingFlags`).

@@ -16,6 +16,8 @@ let flagsByOption: [String: String] = [
     "objective.labelSmoothing": "--label-smoothing", "objective.simpoGamma": "--simpo-gamma",
     "objective.cpoAlpha": "--cpo-alpha", "objective.tdpoAlpha": "--tdpo-alpha", "objective.terms": "--loss",
     "pairs": "--pairs", "seq": "--seq", "steps": "--steps", "warmup": "--warmup",
+    "modelPath": "--model", "tokenizerPath": "--tokenizer", "judgeModel": "--judge", "judgeTemplate": "--judge-template",
+    "judgeChoices": "--judge-choices", "command": "--command", "margin": "--margin",
     "maxNewTokens": "--max-new-tokens", "temperature": "--temperature", "topK": "--top-k", "topP": "--top-p",
     "minP": "--min-p", "repetitionPenalty": "--repetition-penalty", "numReturnSequences": "--num-return-sequences",
     "prompt": "--prompt", "promptFile": "--prompt-file", "stop": "--stop", "tokenizer": "--tokenizer",

@@ -28,8 +28,8 @@ enum LossChoice: ExpressibleByArgument {
     static var allValueStrings: [String] { DPOObjective.LossType.allValueStrings + KTOObjective.LossType.allValueStrings }
 }
 
-/// The flags `train` and `eval` share: the model, its tokenizer, the data and how it is cut.
-struct DataOptions: ParsableArguments {
+/// The model and its tokenizer: the flags of every command that trains or evaluates.
+struct ModelOptions: ParsableArguments {
     @Option(help: "The .onnx model (a causal LM with input_ids and attention_mask inputs and a logits output).")
     var model: String
 
@@ -38,10 +38,25 @@ struct DataOptions: ParsableArguments {
 
     @Option(help: "The Hugging Face tokenizer.json (tokenizer_config.json beside it gives BOS/EOS/pad).")
     var tokenizer: String
+}
+
+/// The flags `train` and `eval` share: the model, its tokenizer, the data and how it is cut, the loss.
+struct DataOptions: ParsableArguments {
+    @OptionGroup var model: ModelOptions
 
     @Option(help: "Preference data: JSONL with prompt/chosen/rejected strings or message lists (or chosen/rejected, or pre-tokenised ids); with --loss kto or apo_zero_unpaired, unpaired prompt/completion/label records (or pairs, unpaired as TRL does).")
     var data: String
 
+    @OptionGroup var objective: ObjectiveOptions
+
+    /// The options these flags set, the others at their defaults.
+    func trainingOptions(outputDirectory: String) -> DPOTrainingOptions {
+        objective.trainingOptions(model: model, dataPath: data, outputDirectory: outputDirectory)
+    }
+}
+
+/// How the data is cut and what the loss is: the flags `train`, `eval` and `iterate` share.
+struct ObjectiveOptions: ParsableArguments {
     @Option(help: "A Jinja chat template for conversational data (default: the chat_template of the tokenizer_config.json beside --tokenizer).")
     var chatTemplate: String?
 
@@ -96,9 +111,10 @@ struct DataOptions: ParsableArguments {
         }
     }
 
-    /// The options these flags set, the others at their defaults.
-    func trainingOptions(outputDirectory: String) -> DPOTrainingOptions {
-        var options = DPOTrainingOptions(modelPath: model, tokenizerPath: tokenizer, dataPath: data, outputDirectory: outputDirectory)
+    /// The options these flags set for `model` on `dataPath`, the others at their defaults.
+    func trainingOptions(model: ModelOptions, dataPath: String, outputDirectory: String) -> DPOTrainingOptions {
+        var options = DPOTrainingOptions(modelPath: model.model, tokenizerPath: model.tokenizer, dataPath: dataPath,
+                                         outputDirectory: outputDirectory)
         let weights = lossWeights?.values ?? loss.values.map { _ in 1 }
         let paired = loss.values.compactMap { if case .paired(let type) = $0 { type } else { nil } }
         options.objective = DPOObjective(beta: beta, terms: Array(zip(paired, weights)), labelSmoothing: labelSmoothing)
@@ -114,21 +130,15 @@ struct DataOptions: ParsableArguments {
         options.data.maxLength = maxLength == 0 ? nil : maxLength
         options.batchSize = batchSize
         options.seed = seed
-        options.logitsOutput = logitsOutput
+        options.logitsOutput = model.logitsOutput
         options.chatTemplatePath = chatTemplate
         return options
     }
 }
 
-struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Train LoRA adapters with DPO; writes metrics.jsonl, checkpoints and <output-dir>/adapter (PEFT format).")
-
-    @OptionGroup var common: DataOptions
-
-    @Option(help: "Where metrics, checkpoints, the reference cache and the adapter go.")
-    var outputDir: String
-
+/// How adapters are trained: LoRA, the optimiser and schedule, steps, eval and checkpoints. `train` and `iterate`
+/// share them.
+struct TrainingFlags: ParsableArguments {
     @Option(help: "LoRA rank r.")
     var rank = defaults.lora.rank
     @Option(help: "LoRA alpha (scale alpha/r, or alpha/√r with --rslora).")
@@ -163,28 +173,19 @@ struct Train: ParsableCommand {
     @Flag(help: "Keep the dataset's order instead of shuffling each epoch (always, with --loss kto).")
     var noShuffle = false
 
-    @Option(help: "Held-out eval data (JSONL); otherwise --eval-fraction of --data.")
-    var evalData: String?
     @Option(help: "Fraction of --data held out for eval.")
     var evalFraction = defaults.evalFraction
     @Option(help: "Evaluate every N steps (and at the end).")
     var evalEvery: Int?
     @Option(help: "Write a checkpoint every N steps (and at the end).")
     var checkpointEvery: Int?
-    @Option(help: "Start from this adapter folder (PEFT or MLX).")
-    var initAdapter: String?
-    @Flag(help: "Continue from the newest checkpoint in --output-dir.")
-    var resume = false
     @Flag(help: "Do not write TensorBoard event files to <output-dir>/runs.")
     var noTensorboard = false
     @Flag(help: "Keep activations only at block boundaries and recompute each block in the backward pass: far less memory for long sequences, about one more forward pass per step, the same gradients.")
     var gradientCheckpointing = false
 
-    @OptionGroup var processes: ProcessOptions
-
-    /// The run these flags ask for: the one place they become library options.
-    var options: DPOTrainingOptions {
-        var options = common.trainingOptions(outputDirectory: outputDir)
+    /// Sets these flags' library options in `options`.
+    func apply(to options: inout DPOTrainingOptions) {
         options.lora = LoRAConfiguration(rank: rank, alpha: alpha, dropout: dropout, useRSLoRA: rslora,
                                          initialization: initialization)
         if !targets.isEmpty { options.targets = targets }
@@ -198,14 +199,41 @@ struct Train: ParsableCommand {
         options.maxSteps = maxSteps
         options.epochs = epochs
         options.shuffle = options.shuffle && !noShuffle
-        options.evalDataPath = evalData
         options.evalFraction = evalFraction
         options.evalEvery = evalEvery
         options.checkpointEvery = checkpointEvery
-        options.initAdapter = initAdapter
-        options.resume = resume
         options.tensorBoard = !noTensorboard
         options.gradientCheckpointing = gradientCheckpointing
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train LoRA adapters with DPO; writes metrics.jsonl, checkpoints and <output-dir>/adapter (PEFT format).")
+
+    @OptionGroup var common: DataOptions
+
+    @Option(help: "Where metrics, checkpoints, the reference cache and the adapter go.")
+    var outputDir: String
+
+    @Option(help: "Held-out eval data (JSONL); otherwise --eval-fraction of --data.")
+    var evalData: String?
+    @Option(help: "Start from this adapter folder (PEFT or MLX).")
+    var initAdapter: String?
+    @Flag(help: "Continue from the newest checkpoint in --output-dir.")
+    var resume = false
+
+    @OptionGroup var training: TrainingFlags
+
+    @OptionGroup var processes: ProcessOptions
+
+    /// The run these flags ask for: the one place they become library options.
+    var options: DPOTrainingOptions {
+        var options = common.trainingOptions(outputDirectory: outputDir)
+        training.apply(to: &options)
+        options.evalDataPath = evalData
+        options.initAdapter = initAdapter
+        options.resume = resume
         return options
     }
 
@@ -301,7 +329,7 @@ final class ProgressPrinter {
         objective["kl"].map { String(format: "kl %.4f", $0) } ?? String(format: "reward acc %.2f", objective.rewardsAccuracies)
     }
 
-    private func emit(_ line: String, final: Bool) {
+    func emit(_ line: String, final: Bool) {
         if live {
             FileHandle.standardOutput.write(Data(("\r\u{1B}[K" + line + (final ? "\n" : "")).utf8))
         } else {

@@ -254,3 +254,37 @@ final class GenerationTests: XCTestCase {
         XCTAssertFalse(pieces.joined().contains("\u{FFFD}"))
     }
 }
+
+/// `generate --chat`: prompts rendered by the chat template with the generation prompt, as transformers renders them.
+final class ChatGenerationTests: XCTestCase {
+    func testChatPromptsAreRenderedAsTransformersDoes() throws {
+        struct Case: Decodable { var template: String, conversation: String, add_generation_prompt: Bool, rendered: String? }
+        struct References: Decodable { var cases: [Case] }
+        let references = try JSONDecoder().decode(References.self, from: Data(contentsOf: URL(fileURLWithPath: fixturePath("chat_templates/expected.json"))))
+        let expected = try XCTUnwrap(references.cases.first {
+            $0.template == "qwen2_5" && $0.conversation == "user" && $0.add_generation_prompt
+        }).rendered ?? ""
+        let folder = try temporaryDirectory(for: self)
+        let tokenizerPath = fixturePath("models/qwen2-dynamo/tokenizer.json")
+        let tokenizer = try Tokenizer(path: tokenizerPath)
+        for prompt in [Prompt.text("Hello!"), .messages([.object([("role", .string("user")), ("content", .string("Hello!"))])])] {
+            let output = folder.appendingPathComponent("out.jsonl").path
+            var parameters = GenerateParameters(modelPath: fixturePath("models/qwen2-dynamo/model.onnx"), tokenizerPath: tokenizerPath,
+                                                prompts: [prompt], options: GenerationOptions(maxNewTokens: 2), outputPath: output)
+            parameters.chat = true
+            parameters.chatTemplatePath = fixturePath("chat_templates/qwen2_5.jinja")
+            _ = try GenerateCommand.run(parameters)
+            struct Line: Decodable { var prompt_ids: [Int] }
+            let line = try JSONDecoder().decode(Line.self, from: Data(try String(contentsOfFile: output, encoding: .utf8).utf8))
+            XCTAssertEqual(tokenizer.decode(line.prompt_ids), expected)
+            XCTAssertEqual(line.prompt_ids, tokenizer.encode(expected, addSpecialTokens: false), "no BOS added to a rendered chat")
+        }
+        // Without a template the request is refused naming --chat.
+        var parameters = GenerateParameters(modelPath: fixturePath("models/gpt2-dynamo/model.onnx"),
+                                            prompts: [.text("Hello!")], options: GenerationOptions(maxNewTokens: 2))
+        parameters.chat = true
+        XCTAssertThrowsError(try GenerateCommand.run(parameters)) { error in
+            XCTAssertTrue("\(error)".contains("chat"), "\(error)")
+        }
+    }
+}

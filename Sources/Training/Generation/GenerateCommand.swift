@@ -66,6 +66,12 @@ public struct GenerateParameters: Sendable {
     public var options: GenerationOptions
     /// A JSONL file to write one line per row to.
     public var outputPath: String?
+    /// Render every prompt through the tokenizer's chat template (a text prompt as one user message) with the
+    /// generation prompt, as transformers' `apply_chat_template(add_generation_prompt=True)`; message-list prompts
+    /// are always rendered.
+    public var chat = false
+    /// A Jinja template replacing the tokenizer_config.json's `chat_template`.
+    public var chatTemplatePath: String?
 
     public init(modelPath: String, adapterPath: String? = nil, tokenizerPath: String? = nil, prompts: [Prompt],
                 options: GenerationOptions, outputPath: String? = nil) {
@@ -91,10 +97,20 @@ public struct GenerateParameters: Sendable {
             }
             if let text = object["prompt"] as? String {
                 prompts.append(.text(text))
+            } else if object["prompt"] is [Any] || object["messages"] is [Any] {
+                // A chat (TRL's conversational prompt, or a `messages` row): kept as JSON for the template.
+                let row = try? parseJSON(Array(line.utf8))
+                guard case .array(let messages)? = row?["prompt"] ?? row?["messages"],
+                      messages.allSatisfy({ if case .string? = $0["role"] { true } else { false } }) else {
+                    throw TrainingError.invalidDataRecord(path: path, line: offset + 1, reason:
+                        "a chat prompt must be a list of {\"role\", \"content\"} messages")
+                }
+                prompts.append(.messages(messages))
             } else if let ids = object["prompt_ids"] as? [Int] {
                 prompts.append(.ids(ids))
             } else {
-                throw TrainingError.missingDataKey(path: path, line: offset + 1, key: "prompt (text) or prompt_ids (a list of ids)")
+                throw TrainingError.missingDataKey(path: path, line: offset + 1,
+                                                   key: "prompt (text or messages), messages, or prompt_ids (a list of ids)")
             }
         }
         guard !prompts.isEmpty else { throw TrainingError.emptyDataset(path: path, reason: "no prompt lines") }
@@ -120,7 +136,7 @@ public enum GenerateCommand {
         let needsTokenizer = parameters.tokenizerPath != nil || parameters.prompts.contains { if case .text = $0 { true } else { false } }
             || !parameters.options.stopStrings.isEmpty || FileManager.default.fileExists(atPath: tokenizerPath)
         let tokenizer = needsTokenizer ? try Tokenizer(path: tokenizerPath) : nil
-        let prompts = try parameters.prompts.enumerated().map { try $1.tokenIDs(tokenizer: tokenizer, index: $0) }
+        let prompts = try tokenIDs(parameters, tokenizer: tokenizer, tokenizerPath: tokenizerPath)
         let generator: Generator
         do {
             generator = try Generator.open(modelPath: parameters.modelPath, adapterPath: parameters.adapterPath)
@@ -147,5 +163,40 @@ public enum GenerateCommand {
                                "finish_reason": sequence.finishReason.rawValue])
         }
         return output
+    }
+
+    /// Each prompt's ids: chats rendered with the generation prompt and tokenised without added special tokens (the
+    /// template writes them), as transformers' `apply_chat_template(tokenize=True)`; the rest as `Prompt.tokenIDs`.
+    static func tokenIDs(_ parameters: GenerateParameters, tokenizer: Tokenizer?, tokenizerPath: String) throws -> [[Int]] {
+        let chats = parameters.prompts.contains { if case .messages = $0 { true } else { false } }
+        guard parameters.chat || chats else {
+            return try parameters.prompts.enumerated().map { try $1.tokenIDs(tokenizer: tokenizer, index: $0) }
+        }
+        guard let tokenizer else {
+            throw TrainingError.invalidOption(option: "tokenizer", reason: "is needed to render chat prompts")
+        }
+        let template: TokenizerChatTemplate
+        do {
+            template = try TokenizerChatTemplate.load(path: tokenizerPath, templatePath: parameters.chatTemplatePath)
+        } catch {
+            throw TrainingError.invalidOption(option: "chat", reason: "needs a chat template: \(error)")
+        }
+        return try parameters.prompts.enumerated().map { index, prompt in
+            let messages: [JSONValue]
+            switch prompt {
+            case .ids: return try prompt.tokenIDs(tokenizer: tokenizer, index: index)
+            case .text(let text): messages = [.object([("role", .string("user")), ("content", .string(text))])]
+            case .messages(let given): messages = given
+            }
+            let rendered: String
+            do {
+                rendered = try template.render(messages: messages, addGenerationPrompt: true)
+            } catch {
+                throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1): the chat template of '\(template.configPath)' failed: \(error)")
+            }
+            let ids = tokenizer.encode(rendered, addSpecialTokens: false)
+            guard !ids.isEmpty else { throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1) renders to no tokens") }
+            return ids
+        }
     }
 }

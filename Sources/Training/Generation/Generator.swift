@@ -72,6 +72,9 @@ public enum DecodeStrategy: String, Sendable, Codable {
 public enum Prompt: Sendable, Equatable {
     case text(String)
     case ids([Int])
+    /// A chat: `{"role", "content"}` messages, rendered by the tokenizer's chat template with the generation prompt
+    /// (`GenerateCommand.run`) before it becomes ids.
+    case messages([JSONValue])
 
     /// The prompt's ids; throws when it has none (`index` names it in the error).
     public func tokenIDs(tokenizer: Tokenizer?, index: Int) throws -> [Int] {
@@ -87,6 +90,8 @@ public enum Prompt: Sendable, Equatable {
             let ids = tokenizer.encode(text)
             guard !ids.isEmpty else { throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1) gives no tokens") }
             return ids
+        case .messages:
+            throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1) is a chat: render it with a chat template first")
         }
     }
 }
