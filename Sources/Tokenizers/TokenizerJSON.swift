@@ -372,3 +372,58 @@ struct TokenizerConfigReader {
         return scalars[0]
     }
 }
+
+extension JSONValue: Codable {
+    /// Reads any JSON value through a `Decoder`. `JSONDecoder` hands objects over as dictionaries, so their keys come
+    /// back sorted, not in file order; use `parseJSON` where the order matters.
+    public init(from decoder: any Swift.Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            let entries = try container.decode([String: JSONValue].self)
+            self = .object(entries.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) })
+        }
+    }
+
+    /// Writes the value; an object's keys in its order (an encoder's `sortedKeys` sorts them).
+    public func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .null:
+            var container = encoder.singleValueContainer()
+            try container.encodeNil()
+        case .bool(let value):
+            var container = encoder.singleValueContainer()
+            try container.encode(value)
+        case .number(let value):
+            var container = encoder.singleValueContainer()
+            // Integral numbers as integers, as Python's json writes the ints it read.
+            if value.rounded() == value, abs(value) < 9.0e15 { try container.encode(Int64(value)) } else { try container.encode(value) }
+        case .string(let value):
+            var container = encoder.singleValueContainer()
+            try container.encode(value)
+        case .array(let elements):
+            var container = encoder.unkeyedContainer()
+            for element in elements { try container.encode(element) }
+        case .object(let entries):
+            var container = encoder.container(keyedBy: JSONKey.self)
+            for (key, value) in entries { try container.encode(value, forKey: JSONKey(key)) }
+        }
+    }
+
+    private struct JSONKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ key: String) { stringValue = key }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}

@@ -29,6 +29,10 @@ struct Sample: ParsableCommand {
     var seed: UInt64 = 0
     @Flag(help: "Continue an interrupted run from <output>.partial.")
     var resume = false
+    @Flag(help: "Render text prompts as one user message through the chat template (message-list prompts always are).")
+    var chat = false
+    @Option(help: "A Jinja chat template replacing the tokenizer_config.json's chat_template.")
+    var chatTemplate: String?
 
     func run() throws {
         var run = SamplingRun(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer ?? besideModel(model, "tokenizer.json"),
@@ -36,6 +40,8 @@ struct Sample: ParsableCommand {
         run.completionsPerPrompt = completions
         run.generation = try decoding.options(sampleByDefault: true, returnSequences: completions, seed: seed)
         run.resume = resume
+        run.chat = chat
+        run.chatTemplatePath = chatTemplate
         let progress = ProgressPrinter(total: 0)
         let summary = try Sampling.run(run) { done, total in progress.emit("sampled \(done)/\(total) prompts", final: done == total) }
         print("\(summary.completions) completions of \(summary.prompts) prompts written to \(output)"
@@ -64,6 +70,8 @@ struct Iterate: ParsableCommand {
     var outputDir: String
     @Option(name: .customLong("n"), help: "Completions per prompt.")
     var completions = 4
+    @Flag(help: "Render text prompts as one user message through the chat template (--chat-template, or the tokenizer's); message-list prompts always are, and their pairs train as conversational data.")
+    var chat = false
 
     @OptionGroup var decoding: DecodingFlags
     @OptionGroup var judging: JudgeOptions
@@ -74,6 +82,7 @@ struct Iterate: ParsableCommand {
         var options = IterationOptions(modelPath: model.model, tokenizerPath: model.tokenizer, promptsPath: prompts,
                                        outputDirectory: outputDir, rounds: rounds, judge: judging.specification)
         options.completionsPerPrompt = completions
+        options.chat = chat
         options.generation = try decoding.options(sampleByDefault: true, returnSequences: completions, seed: objective.seed)
         options.training = objective.trainingOptions(model: model, dataPath: "", outputDirectory: "")
         training.apply(to: &options.training)

@@ -71,12 +71,15 @@ struct Judge: ParsableCommand {
     var adapter: String?
     @Option(help: "The tokenizer of --model.")
     var tokenizer: String?
+    @Option(help: "--by confidence on chat samples: a Jinja chat template replacing the tokenizer_config.json's.")
+    var chatTemplate: String?
 
     @Flag(help: "Print the summary as one JSON object.")
     var json = false
 
     func run() throws {
-        let specification = judging.specification
+        var specification = judging.specification
+        specification.chatTemplatePath = chatTemplate
         let judge = try specification.makeJudge(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer)
         let summary = try Judging.run(input: input, output: output, judge: judge, selection: specification.selection,
                                       margin: specification.margin)

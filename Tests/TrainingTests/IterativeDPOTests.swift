@@ -142,4 +142,36 @@ final class IterativeDPOTests: XCTestCase {
         }
         XCTAssertTrue(FileManager.default.fileExists(atPath: options.outputDirectory + "/round-1/samples.jsonl"))
     }
+
+    /// Chat prompts: rendered with the chat template when sampled, kept as messages, paired as conversational records
+    /// that training renders as TRL does.
+    func testAChatRoundTrainsOnConversationalPairs() throws {
+        let folder = try temporaryDirectory(for: self)
+        let model = fixturePath("models/qwen2-dynamo/model.onnx"), tokenizer = fixturePath("models/qwen2-dynamo/tokenizer.json")
+        let prompts = folder.appendingPathComponent("chats.jsonl").path
+        try """
+            {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]}
+            {"prompt": "Name a colour."}
+            {"messages": [{"role": "user", "content": "Count to three."}]}
+
+            """.write(toFile: prompts, atomically: true, encoding: .utf8)
+        var options = IterationOptions(modelPath: model, tokenizerPath: tokenizer, promptsPath: prompts,
+                                       outputDirectory: folder.appendingPathComponent("loop").path, rounds: 1,
+                                       judge: JudgeSpecification(method: .confidence))
+        options.chat = true
+        options.completionsPerPrompt = 3
+        options.generation = GenerationOptions(maxNewTokens: 5, sampling: .sampling(temperature: 1.5), seed: 11)
+        options.training.chatTemplatePath = fixturePath("chat_templates/qwen2_5.jinja")
+        options.training.batchSize = 2
+        options.training.maxSteps = 1
+        options.training.tensorBoard = false
+        let summary = try XCTUnwrap(try IterativeDPO(options: options).run().first)
+        let samples = try JSONLines.read(SampledPrompt.self, from: options.outputDirectory + "/round-1/samples.jsonl").map(\.value)
+        XCTAssertEqual(samples[1].prompt, .messages([.object([("role", .string("user")), ("content", .string("Name a colour."))])]),
+                       "a text prompt sampled with chat is kept as its user message")
+        let pairs = try PreferenceDataset.load(path: options.outputDirectory + "/round-1/pairs.jsonl")
+        XCTAssertEqual(pairs.format, .conversational)
+        XCTAssertEqual(pairs.pairs.count, summary.judge.pairs)
+        XCTAssertEqual(summary.trainingSteps, 1)
+    }
 }

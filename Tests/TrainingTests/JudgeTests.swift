@@ -18,7 +18,7 @@ final class JudgeTests: XCTestCase {
 
     func testBestVsWorstPairsTheExtremesAndSkipsTies() {
         let made = Judging.pairs(sample(["a", "b", "c"]), Judgement(scores: [1, 3, 2]), selection: .bestVsWorst, margin: 0)
-        XCTAssertEqual(made.map { [$0.chosen, $0.rejected] }, [["b", "a"]])
+        XCTAssertEqual(made.map { [$0.chosen.plainText, $0.rejected.plainText] }, [["b", "a"]])
         XCTAssertEqual(made.first?.chosenScore, 3)
         XCTAssertNil(made.first?.preference, "a scoring judge gives hard labels")
         XCTAssertTrue(Judging.pairs(sample(["a", "b"]), Judgement(scores: [2, 2]), selection: .bestVsWorst, margin: 0).isEmpty)
@@ -30,17 +30,17 @@ final class JudgeTests: XCTestCase {
 
     func testAllPairsAboveTheMarginHigherScoreChosen() {
         let made = Judging.pairs(sample(["a", "b", "c", "d"]), Judgement(scores: [1, 3, 2, 3]), selection: .all, margin: 0.5)
-        XCTAssertEqual(made.map { $0.chosen + $0.rejected }, ["ba", "ca", "da", "bc", "dc"])
+        XCTAssertEqual(made.map { $0.chosen.plainText + $0.rejected.plainText }, ["ba", "ca", "da", "bc", "dc"])
     }
 
     func testPairwiseVerdictsAreOrientedAndSoft() {
         let win = [[0.5, 0.2, 0.9], [0.8, 0.5, 0.55], [0.1, 0.45, 0.5]]
         let judgement = Judgement(scores: [0.55, 0.675, 0.275], winProbabilities: win)
         let all = Judging.pairs(sample(["a", "b", "c"]), judgement, selection: .all, margin: 0.1)
-        XCTAssertEqual(all.map { $0.chosen + $0.rejected }, ["ba", "ac"], "b over c is within the margin")
+        XCTAssertEqual(all.map { $0.chosen.plainText + $0.rejected.plainText }, ["ba", "ac"], "b over c is within the margin")
         XCTAssertEqual(all.map(\.preference), [0.8, 0.9])
         let best = Judging.pairs(sample(["a", "b", "c"]), judgement, selection: .bestVsWorst, margin: 0)
-        XCTAssertEqual(best.map { $0.chosen + $0.rejected }, ["bc"])
+        XCTAssertEqual(best.map { $0.chosen.plainText + $0.rejected.plainText }, ["bc"])
         XCTAssertEqual(best.first?.preference, 0.55)
     }
 
@@ -65,7 +65,7 @@ final class JudgeTests: XCTestCase {
         struct Tokenized: Decodable { var pairs: [Pair] }
         let reference = try JSONDecoder().decode(Tokenized.self, from: Data(contentsOf: URL(fileURLWithPath: fixturePath("trl/tokenized.json"))))
         let pairs = Array(reference.pairs.filter { $0.reference_logps != nil }.prefix(6))
-        let samples = pairs.enumerated().map { SampledPrompt(line: $0 + 1, prompt: $1.prompt, completions: [$1.chosen, $1.rejected]) }
+        let samples = pairs.enumerated().map { SampledPrompt(line: $0 + 1, prompt: .text($1.prompt), completions: [$1.chosen, $1.rejected]) }
         var specification = JudgeSpecification(method: .confidence)
         specification.batchSize = 3  // rows of different lengths share a padded batch
         let judge = try specification.makeJudge(modelPath: model, tokenizerPath: tokenizer)
@@ -96,7 +96,7 @@ final class JudgeTests: XCTestCase {
         XCTAssertEqual(summary.promptsWithoutPairs, 1)
         XCTAssertEqual(summary.completions, 5)
         let written = try JSONLines.read(JudgedPair.self, from: output)
-        XCTAssertEqual(written.map { [$0.value.chosen, $0.value.rejected] }, [["a longer one", "short"]])
+        XCTAssertEqual(written.map { [$0.value.chosen.plainText, $0.value.rejected.plainText] }, [["a longer one", "short"]])
         // Train reads the file as explicit-prompt preference data.
         let dataset = try PreferenceDataset.load(path: output)
         XCTAssertEqual(dataset.pairs.first?.content, .explicit(prompt: "Q:", chosen: "a longer one", rejected: "short"))

@@ -136,7 +136,14 @@ public enum GenerateCommand {
         let needsTokenizer = parameters.tokenizerPath != nil || parameters.prompts.contains { if case .text = $0 { true } else { false } }
             || !parameters.options.stopStrings.isEmpty || FileManager.default.fileExists(atPath: tokenizerPath)
         let tokenizer = needsTokenizer ? try Tokenizer(path: tokenizerPath) : nil
-        let prompts = try tokenIDs(parameters, tokenizer: tokenizer, tokenizerPath: tokenizerPath)
+        let prompts: [[Int]]
+        if let tokenizer {
+            let prompter = try PromptTokenizer(tokenizer: tokenizer, tokenizerPath: tokenizerPath, chat: parameters.chat,
+                                               templatePath: parameters.chatTemplatePath, prompts: parameters.prompts)
+            prompts = try parameters.prompts.enumerated().map { try prompter.ids($1, index: $0) }
+        } else {
+            prompts = try parameters.prompts.enumerated().map { try $1.tokenIDs(tokenizer: nil, index: $0) }
+        }
         let generator: Generator
         do {
             generator = try Generator.open(modelPath: parameters.modelPath, adapterPath: parameters.adapterPath)
@@ -164,39 +171,52 @@ public enum GenerateCommand {
         }
         return output
     }
+}
 
-    /// Each prompt's ids: chats rendered with the generation prompt and tokenised without added special tokens (the
-    /// template writes them), as transformers' `apply_chat_template(tokenize=True)`; the rest as `Prompt.tokenIDs`.
-    static func tokenIDs(_ parameters: GenerateParameters, tokenizer: Tokenizer?, tokenizerPath: String) throws -> [[Int]] {
-        let chats = parameters.prompts.contains { if case .messages = $0 { true } else { false } }
-        guard parameters.chat || chats else {
-            return try parameters.prompts.enumerated().map { try $1.tokenIDs(tokenizer: tokenizer, index: $0) }
-        }
-        guard let tokenizer else {
-            throw TrainingError.invalidOption(option: "tokenizer", reason: "is needed to render chat prompts")
-        }
-        let template: TokenizerChatTemplate
+/// Prompts to ids: text with the tokenizer's special tokens, ids as given, and chats (a `Prompt.messages`, or any
+/// text prompt when `chat`) rendered by the chat template with the generation prompt and tokenised without added
+/// special tokens (the template writes them), as transformers' `apply_chat_template(add_generation_prompt=True)`.
+public struct PromptTokenizer {
+    public let tokenizer: Tokenizer
+    public let chat: Bool
+    /// The template, read when chats are expected (`chat`, or a message-list prompt among those given to `init`).
+    public let template: TokenizerChatTemplate?
+
+    /// `tokenizerPath` locates the tokenizer_config.json (or chat_template.jinja) beside it; `templatePath` replaces
+    /// its template.
+    public init(tokenizer: Tokenizer, tokenizerPath: String, chat: Bool, templatePath: String?, prompts: [Prompt]) throws {
+        self.tokenizer = tokenizer
+        self.chat = chat
+        let chats = chat || prompts.contains { if case .messages = $0 { true } else { false } }
         do {
-            template = try TokenizerChatTemplate.load(path: tokenizerPath, templatePath: parameters.chatTemplatePath)
+            template = chats ? try TokenizerChatTemplate.load(path: tokenizerPath, templatePath: templatePath) : nil
         } catch {
             throw TrainingError.invalidOption(option: "chat", reason: "needs a chat template: \(error)")
         }
-        return try parameters.prompts.enumerated().map { index, prompt in
-            let messages: [JSONValue]
-            switch prompt {
-            case .ids: return try prompt.tokenIDs(tokenizer: tokenizer, index: index)
-            case .text(let text): messages = [.object([("role", .string("user")), ("content", .string(text))])]
-            case .messages(let given): messages = given
-            }
-            let rendered: String
-            do {
-                rendered = try template.render(messages: messages, addGenerationPrompt: true)
-            } catch {
-                throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1): the chat template of '\(template.configPath)' failed: \(error)")
-            }
-            let ids = tokenizer.encode(rendered, addSpecialTokens: false)
-            guard !ids.isEmpty else { throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1) renders to no tokens") }
-            return ids
+    }
+
+    /// The messages a prompt is rendered from when it is a chat (a text prompt under `chat`: one user message).
+    public func messages(_ prompt: Prompt) -> [JSONValue]? {
+        switch prompt {
+        case .messages(let messages): messages
+        case .text(let text) where chat: [.object([("role", .string("user")), ("content", .string(text))])]
+        default: nil
         }
+    }
+
+    /// The ids of prompt number `index` (0-based; errors name it from 1).
+    public func ids(_ prompt: Prompt, index: Int) throws -> [Int] {
+        guard let messages = messages(prompt), let template else {
+            return try prompt.tokenIDs(tokenizer: tokenizer, index: index)
+        }
+        let rendered: String
+        do {
+            rendered = try template.render(messages: messages, addGenerationPrompt: true)
+        } catch {
+            throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1): the chat template of '\(template.configPath)' failed: \(error)")
+        }
+        let ids = tokenizer.encode(rendered, addSpecialTokens: false)
+        guard !ids.isEmpty else { throw TrainingError.invalidOption(option: "prompt", reason: "#\(index + 1) renders to no tokens") }
+        return ids
     }
 }

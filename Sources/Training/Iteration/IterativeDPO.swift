@@ -28,6 +28,9 @@ public struct IterationOptions: Sendable {
     /// Completions per prompt (K) and how they are sampled (the seed changes with the round).
     public var completionsPerPrompt = 4
     public var generation = GenerationOptions(maxNewTokens: 64, sampling: .sampling())
+    /// Sample text prompts as one user message through the chat template (`training.chatTemplatePath`, or the
+    /// tokenizer's); message-list prompts always are. Their pairs are conversational records.
+    public var chat = false
     public var judge: JudgeSpecification
     /// Every round's training settings; the model, data, output folder and resumption are set per round.
     public var training: DPOTrainingOptions
@@ -132,6 +135,8 @@ public final class IterativeDPO {
         sampling.generation = options.generation
         sampling.generation.seed = options.generation.seed &+ UInt64(round) &* 0x9E37_79B9_7F4A_7C15
         sampling.resume = true
+        sampling.chat = options.chat
+        sampling.chatTemplatePath = options.training.chatTemplatePath
         let samples: SamplingSummary
         if let done = read(SamplingSummary.self, samplingSummaryPath), FileManager.default.fileExists(atPath: samplesPath) {
             report(.stage(round: round, name: "sample", skipped: true))
@@ -150,7 +155,9 @@ public final class IterativeDPO {
             judged = done
         } else {
             report(.stage(round: round, name: "judge", skipped: false))
-            let judge = try options.judge.makeJudge(modelPath: policy, tokenizerPath: options.tokenizerPath)
+            var specification = options.judge
+            specification.chatTemplatePath = specification.chatTemplatePath ?? options.training.chatTemplatePath
+            let judge = try specification.makeJudge(modelPath: policy, tokenizerPath: options.tokenizerPath)
             judged = try Judging.run(input: samplesPath, output: pairsPath, judge: judge, selection: options.judge.selection,
                                      margin: options.judge.margin)
             try write(judged, to: judgeSummaryPath)

@@ -28,6 +28,8 @@ public struct JudgeSpecification: Codable, Sendable, Equatable {
     public var margin: Double = 0
     /// Rows per forward pass of a model judge.
     public var batchSize: Int = 4
+    /// The chat template of chat prompts (confidence by mean log-prob; nil: the one beside the tokenizer).
+    public var chatTemplatePath: String?
 
     public init(method: Method) { self.method = method }
 
@@ -44,11 +46,12 @@ public struct JudgeSpecification: Codable, Sendable, Equatable {
         case .confidence where confidence == .agreement:
             return ConfidenceJudge()
         case .confidence:
-            let tokenizer = try Tokenizer(path: try required(tokenizerPath, "tokenizerPath"))
+            let path = try required(tokenizerPath, "tokenizerPath")
+            let tokenizer = try Tokenizer(path: path)
             let session = try Session.open(modelPath: try required(modelPath, "modelPath"), adapterPath: adapterPath)
             return ConfidenceJudge(scorer: try ContinuationScorer(session: session, padTokenID: try PreferenceBatch.padTokenID(for: tokenizer),
                                                                   batchSize: batchSize),
-                                   tokenizer: tokenizer)
+                                   tokenizer: tokenizer, tokenizerPath: path, chatTemplatePath: chatTemplatePath)
         case .judgeModel:
             let judgePath = try required(judgeModel, "judgeModel")
             let tokenizer = try Tokenizer(path: judgeTokenizer ?? Self.tokenizerBeside(judgePath))

@@ -46,12 +46,17 @@ public struct ConfidenceJudge: CompletionJudge {
     public let measure: Measure
     let scorer: ContinuationScorer?
     let tokenizer: Tokenizer?
+    /// Where chat prompts' template comes from: the tokenizer's folder, or a template file.
+    let tokenizerPath: String?, chatTemplatePath: String?
 
-    /// Mean token log-probabilities under the model `scorer` runs, tokenised by `tokenizer`.
-    public init(scorer: ContinuationScorer, tokenizer: Tokenizer) {
+    /// Mean token log-probabilities under the model `scorer` runs, tokenised by `tokenizer` (read from
+    /// `tokenizerPath`; chat prompts rendered with the template beside it, or `chatTemplatePath`).
+    public init(scorer: ContinuationScorer, tokenizer: Tokenizer, tokenizerPath: String, chatTemplatePath: String? = nil) {
         measure = .meanLogProb
         self.scorer = scorer
         self.tokenizer = tokenizer
+        self.tokenizerPath = tokenizerPath
+        self.chatTemplatePath = chatTemplatePath
     }
 
     /// Agreement among each prompt's samples (no model needed).
@@ -59,6 +64,8 @@ public struct ConfidenceJudge: CompletionJudge {
         measure = .agreement
         scorer = nil
         tokenizer = nil
+        tokenizerPath = nil
+        chatTemplatePath = nil
     }
 
     public var scoreName: String { measure == .meanLogProb ? "token log-prob" : "agreement (unigram F1)" }
@@ -74,12 +81,21 @@ public struct ConfidenceJudge: CompletionJudge {
                 return Judgement(scores: Self.agreementScores(sample.completions))
             }
         }
+        // Chats are tokenised as training tokenises conversational pairs, with the chat template.
+        let chats = samples.contains { if case .messages = $0.prompt { true } else { false } }
+        let template = chats ? try TokenizerChatTemplate.load(path: tokenizerPath ?? tokenizer.path, templatePath: chatTemplatePath) : nil
         var rows: [ContinuationScorer.Row] = []
         for sample in samples {
             for completion in sample.completions {
-                let pair = PreferencePair(content: .explicit(prompt: sample.prompt, chosen: completion, rejected: completion),
-                                          line: sample.line)
-                let tokenized = try pair.tokenized(with: tokenizer, path: path)
+                let content: PreferencePair.Content
+                switch (sample.prompt, sample.prompt.completion(completion)) {
+                case (.messages(let prompt), .messages(let answer)):
+                    content = .conversational(Conversation(prompt: prompt, chosen: answer, rejected: answer))
+                case (.text(let prompt), _), (.messages, .text(let prompt)):
+                    content = .explicit(prompt: prompt, chosen: completion, rejected: completion)
+                }
+                let pair = PreferencePair(content: content, line: sample.line)
+                let tokenized = try pair.tokenized(with: tokenizer, chatTemplate: template, path: path)
                 rows.append(.init(context: tokenized.promptIDs, continuation: tokenized.chosenIDs))
             }
         }
@@ -112,7 +128,7 @@ public struct ConfidenceJudge: CompletionJudge {
 
 /// Any scorer a user has (a reward model, a test suite, a fact checker) as a shell command: it reads one JSON
 /// object per completion on stdin, `{"completion", "index", "line", "prompt"}` (`line`: the samples file's line,
-/// `index`: the completion's position on it), and prints one score per completion, in order, on its own line: a
+/// `index`: the completion's position on it; `prompt`: text, or a chat's messages), and prints one score per completion, in order, on its own line: a
 /// number, or an object with a numeric `"score"`. It runs once over the whole samples file.
 ///
 /// Pairs: best against worst of each prompt, as self-rewarding LMs and Snorkel's iterative DPO build them.
@@ -128,7 +144,8 @@ public struct CommandJudge: CompletionJudge {
         var completion: String
         var index: Int
         var line: Int
-        var prompt: String
+        /// Text, or a chat's messages.
+        var prompt: LoopPrompt
     }
 
     public func judge(_ samples: [SampledPrompt], path: String) throws -> [Judgement] {
@@ -225,7 +242,8 @@ private final class LockedData: @unchecked Sendable {
 
 // MARK: - A judge model (RLAIF)
 
-/// RLAIF's AI labeler (Lee et al. 2023, arXiv 2309.00267): a judge model reads the prompt and two answers and the
+/// RLAIF's AI labeler (Lee et al. 2023, arXiv 2309.00267): a judge model reads the prompt (a chat as `role: content`
+/// lines) and two answers and the
 /// probability it gives to answering "1" rather than "2" (from its next-token log-probabilities, normalised over the
 /// two choices) says which answer is better. Each pair is judged in both orders and the two probabilities averaged,
 /// which removes the judge's position bias; the result is the pair's soft `preference`.
@@ -308,7 +326,8 @@ public struct ModelJudge: CompletionJudge {
         for sample in samples {
             for i in sample.completions.indices {
                 for j in sample.completions.indices where j != i {
-                    rows += try choiceRows(after: render(prompt: sample.prompt, first: sample.completions[i], second: sample.completions[j]))
+                    rows += try choiceRows(after: render(prompt: sample.prompt.plainText, first: sample.completions[i],
+                                                         second: sample.completions[j]))
                 }
             }
         }

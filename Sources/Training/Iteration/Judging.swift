@@ -44,7 +44,8 @@ public enum Judging {
             } else {
                 guard scores[better] - scores[worse] > margin else { return nil }
             }
-            return JudgedPair(prompt: sample.prompt, chosen: texts[better], rejected: texts[worse], preference: preference,
+            return JudgedPair(prompt: sample.prompt, chosen: sample.prompt.completion(texts[better]),
+                              rejected: sample.prompt.completion(texts[worse]), preference: preference,
                               chosenScore: scores[better], rejectedScore: scores[worse], sampleLine: sample.line)
         }
         guard texts.count >= 2 else { return [] }

@@ -19,6 +19,10 @@ public struct SamplingRun: Sendable {
     public var generation = GenerationOptions(maxNewTokens: 64, sampling: .sampling())
     /// Continue a `.partial` output left by an interrupted run instead of starting over.
     public var resume = false
+    /// Render text prompts as one user message through the chat template (message-list prompts always are), and keep
+    /// them as messages in the samples; `chatTemplatePath` replaces the tokenizer_config.json's template.
+    public var chat = false
+    public var chatTemplatePath: String?
 
     public init(modelPath: String, adapterPath: String? = nil, tokenizerPath: String, promptsPath: String, outputPath: String) {
         self.modelPath = modelPath
@@ -58,12 +62,16 @@ public enum Sampling {
             throw TrainingError.invalidDataRecord(path: run.promptsPath, line: empty.line, reason: "the prompt is empty")
         }
         let tokenizer = try Tokenizer(path: run.tokenizerPath)
+        let prompter = try PromptTokenizer(tokenizer: tokenizer, tokenizerPath: run.tokenizerPath, chat: run.chat,
+                                           templatePath: run.chatTemplatePath, prompts: prompts.map(\.value.prompt.generatorPrompt))
         let generator = try Generator.open(modelPath: run.modelPath, adapterPath: run.adapterPath)
+        // What was rendered is what the samples keep: a chat's messages.
+        func kept(_ prompt: LoopPrompt) -> LoopPrompt { prompter.messages(prompt.generatorPrompt).map(LoopPrompt.messages) ?? prompt }
         let output = try PartialJSONLines(path: run.outputPath, resume: run.resume)
         // A resumed file's lines are the first prompts', in order; anything else is another run's and is refused.
         let done = try output.resumedLines.enumerated().map { index, line in
             guard index < prompts.count, let sample = try? JSONDecoder().decode(SampledPrompt.self, from: line),
-                  sample.line == prompts[index].line, sample.prompt == prompts[index].value.prompt else {
+                  sample.line == prompts[index].line, sample.prompt == kept(prompts[index].value.prompt) else {
                 throw TrainingError.invalidDataRecord(path: output.partialPath, line: index + 1, reason:
                     "is not the sample of prompt \(index + 1) of \(run.promptsPath): remove the file to start over")
             }
@@ -73,7 +81,13 @@ public enum Sampling {
         options.numReturnSequences = run.completionsPerPrompt
         var completions = done.reduce(0) { $0 + $1.completions.count }, truncated = 0
         for (index, (line, record)) in prompts.enumerated().dropFirst(done.count) {
-            let ids = try Prompt.text(record.prompt).tokenIDs(tokenizer: tokenizer, index: line - 1)
+            let prompt = record.prompt.generatorPrompt
+            let ids: [Int]
+            do {
+                ids = try prompter.ids(prompt, index: index)
+            } catch let error as TrainingError {
+                throw TrainingError.invalidDataRecord(path: run.promptsPath, line: line, reason: "\(error)")
+            }
             options.seed = run.generation.seed &+ UInt64(line) &* 0xD1B5_4A32_D192_ED03
             let sequences: [GeneratedSequence]
             do {
@@ -88,7 +102,7 @@ public enum Sampling {
             }
             truncated += sequences.filter { $0.finishReason == .maxNewTokens || $0.finishReason == .contextLength }.count
             completions += texts.count
-            try output.append(SampledPrompt(line: line, prompt: record.prompt, completions: texts))
+            try output.append(SampledPrompt(line: line, prompt: kept(record.prompt), completions: texts))
             progress(index + 1, prompts.count)
         }
         try output.finish()
