@@ -130,6 +130,10 @@ def main():
     for folder in sorted((FIXTURES / "fuzz").iterdir()):
         copy(folder.name, [path.relative_to(FIXTURES) for path in sorted(folder.iterdir())])
 
+    copy("chat_template", [f"chat_templates/{name}.jinja" for name in [
+        "qwen2_5", "qwen3", "llama3_1", "llama3_2", "phi3", "gemma", "gemma3", "smolvlm", "deepseekv3", "cohere",
+        "gptoss", "lfm2"]])
+
     copy("jsonl", [f"data/{name}.jsonl" for name in [
         "bad_malformed", "bad_missing_key", "bad_mixed", "bad_not_string", "implicit", "preferences",
         "pretokenized"]] + ["dpo/eval.jsonl"])

@@ -47,6 +47,22 @@ final class DPOTrainerTests: XCTestCase {
                        metrics.map { $0.filter { !["tokens_per_second", "eta_seconds"].contains($0.key) } })
     }
 
+    /// Gradient checkpointing recomputes blocks instead of keeping them: the run is the same, bit for bit.
+    func testGradientCheckpointingTrainsTheSameAdapter() throws {
+        func train(checkpointing: Bool) throws -> (metrics: [[String: Double]], adapter: Data) {
+            let output = try temporaryDirectory(for: self)
+            var options = options(output)
+            options.gradientCheckpointing = checkpointing
+            options.tensorBoard = false
+            try DPOTrainer(options: options).train()
+            let adapter = try Data(contentsOf: output.appendingPathComponent("adapter/adapter_model.safetensors"))
+            return (try Self.metrics(output).map { $0.filter { !["tokens_per_second", "eta_seconds"].contains($0.key) } }, adapter)
+        }
+        let plain = try train(checkpointing: false), checkpointed = try train(checkpointing: true)
+        XCTAssertEqual(checkpointed.metrics, plain.metrics)
+        XCTAssertEqual(checkpointed.adapter, plain.adapter)
+    }
+
     func testAKilledRunResumesToABitIdenticalAdapter() throws {
         let arguments = ["train", "--model", Self.model, "--tokenizer", Self.tokenizer, "--data", Self.data,
                          "--lr", "1e-2", "--batch-size", "2", "--max-steps", "8", "--no-shuffle", "--checkpoint-every", "1"]

@@ -25,6 +25,7 @@ let fuzzTargets: [FuzzTarget] = [
     FuzzTarget(name: "onnx_adapter", run: fuzzONNXAdapter),
     FuzzTarget(name: "tokenizer", run: fuzzTokenizer),
     FuzzTarget(name: "jsonl", run: fuzzPreferenceData),
+    FuzzTarget(name: "chat_template", run: fuzzChatTemplate),
 ]
 
 /// An ONNX model file (through the C++ bridge over libonnx/libprotobuf), every initializer then decoded, inline or
@@ -91,4 +92,33 @@ func fuzzPreferenceData(_ scratch: ScratchFolder, _ bytes: [UInt8]) throws {
     let path = try scratch.write(bytes, to: "preferences.jsonl")
     _ = try? UnpairedDataset.load(path: path)
     _ = try PreferenceDataset.load(path: path)
+}
+
+/// The conversations a fuzzed chat template renders: a system prompt, a multi-turn exchange with an assistant
+/// tool call, and a message whose content is a list of parts, as real chat data has them.
+let chatProbes: [[JSONValue]] = {
+    let text = """
+        [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|> {{ x }}"},
+          {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "naïve 日本語 🤗\\n"}],
+         [{"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
+          {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]},
+          {"role": "tool", "content": "4"}]]
+        """
+    guard case .array(let conversations) = try! parseJSON(Array(text.utf8)) else { fatalError("chat probes") }
+    return conversations.map { if case .array(let messages) = $0 { messages } else { [] } }
+}()
+
+/// A chat template (the Jinja source of a tokenizer_config.json's `chat_template`): parsed, then rendered over each
+/// probe conversation with and without the generation prompt, with special tokens and a tool list. Template errors
+/// (unsupported constructs, `raise_exception`, a failing filter) are thrown; the engine's limits on recursion,
+/// nesting and repetition keep a hostile template from hanging or overflowing the stack.
+func fuzzChatTemplate(_ scratch: ScratchFolder, _ bytes: [UInt8]) throws {
+    let template = try ChatTemplate(source: String(decoding: bytes, as: UTF8.self))
+    let tools: JSONValue = .array([.object([("type", .string("function")), ("function", .object([("name", .string("add"))]))])])
+    for messages in chatProbes {
+        for generationPrompt in [false, true] {
+            _ = try? template.render(messages: messages, addGenerationPrompt: generationPrompt, tools: tools,
+                                     context: ["bos_token": .string("<s>"), "eos_token": .string("</s>")])
+        }
+    }
 }
