@@ -24,6 +24,15 @@ extension Operator {
     public static var domain: String { "" }
 }
 
+/// An op that derives something from its initializer inputs once, when a session is built, instead of on every
+/// run (a quantised weight unpacked for its kernel). The session prepares it again when `setInitializer` replaces
+/// one of those inputs.
+public protocol PreparingOperator: Operator {
+    /// This op prepared for `constants`: the node's inputs that are initializers, nil where an input is computed
+    /// or fed.
+    func prepared(constants: [Tensor?]) throws -> Self
+}
+
 extension Array where Element == Tensor? {
     /// Input `index`, which the op requires.
     @inlinable public func required(_ index: Int) throws(KernelError) -> Tensor {

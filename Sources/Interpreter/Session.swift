@@ -13,7 +13,7 @@ public final class Session: @unchecked Sendable {
 
     private struct Step {
         let node: Node
-        let op: any Operator
+        var op: any Operator
         let inputSlots: [Int?]
         let outputSlots: [Int?]
         /// Slots whose last reader is this step; released once it has run.
@@ -103,6 +103,7 @@ public final class Session: @unchecked Sendable {
         self.constants = constants
         self.slotCount = slots.count
         checkpointPlan = Self.checkpointPlan(steps, constants: constants)
+        try prepareOperators()
     }
 
     /// Runs the graph on `feeds` (keyed by input name) and returns the graph outputs named in `outputNames`
@@ -173,12 +174,33 @@ public final class Session: @unchecked Sendable {
         }
         steps = kept
         checkpointPlan = Self.checkpointPlan(steps, constants: constants)
+        try prepareOperators()
         return folded
     }
 
     private static func checkpointPlan(_ steps: [Step], constants: [(slot: Int, tensor: Tensor)]) -> CheckpointPlan {
         CheckpointPlan(steps: steps.map { ($0.node.opType, $0.inputSlots, $0.outputSlots) },
                        constantSlots: Set(constants.map(\.slot)))
+    }
+
+    /// Prepares the steps whose op derives something from its initializer inputs (`PreparingOperator`): all of
+    /// them, or those reading one of `slots`.
+    private func prepareOperators(readingAny slots: Set<Int>? = nil) throws {
+        let targets = steps.indices.filter { index in
+            steps[index].op is any PreparingOperator
+                && (slots.map { slots in steps[index].inputSlots.contains { $0.map(slots.contains) ?? false } } ?? true)
+        }
+        guard !targets.isEmpty else { return }
+        let constantBySlot = Dictionary(constants.map { ($0.slot, $0.tensor) }, uniquingKeysWith: { _, last in last })
+        for index in targets {
+            guard let op = steps[index].op as? any PreparingOperator else { continue }
+            do {
+                steps[index].op = try op.prepared(constants: steps[index].inputSlots.map { $0.flatMap { constantBySlot[$0] } })
+            } catch let error as KernelError {
+                throw InterpreterError.nodeFailed(node: steps[index].node.label, opType: steps[index].node.opType,
+                                                  reason: error.message)
+            }
+        }
     }
 
     /// Replaces the values of initializer `name` (same shape and type), for parameters that change between runs.
@@ -192,6 +214,7 @@ public final class Session: @unchecked Sendable {
                 "expected \(current.dataType)\(current.shape), got \(tensor.dataType)\(tensor.shape)")
         }
         constants[index].tensor = tensor
+        try prepareOperators(readingAny: [slot])
     }
 
     /// The forward pass shared by `run` and `forward`: with a `tape`, marks which values depend on a trainable one

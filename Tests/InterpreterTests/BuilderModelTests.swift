@@ -32,6 +32,27 @@ final class BuilderModelTests: XCTestCase {
         }
     }
 
+    /// MatMulNBits unpacks its initializer weight once, when the session is built (`PreparingOperator`), and reads it
+    /// directly for a few rows (decoding): a weight replaced with `setInitializer` is prepared again.
+    func testAReplacedQuantisedWeightIsPreparedAgain() throws {
+        let fixture = try XCTUnwrap(try BuilderFixture.all().first { $0.precision == "int4" })
+        let model = try fixture.model()
+        let node = try XCTUnwrap(model.graph.nodes.first { $0.opType == "MatMulNBits" })
+        let weight = try XCTUnwrap(model.graph.initializers.first { $0.name == node.inputs[1] })
+        let original = try model.loadTensor(weight)
+        var feeds = ["input_ids": Tensor(shape: [1, 3], int64s: [5, 9, 2]), "attention_mask": Tensor(shape: [1, 3], int64s: [1, 1, 1])]
+        feeds.merge(try KVCacheInputs(model: model).emptyFeeds(batch: 1)) { a, _ in a }
+        let session = try Session(model: model)
+        let before = try XCTUnwrap(session.run(feeds)["logits"]).floats
+        // Every nibble 0 instead: a different weight.
+        try session.setInitializer(weight.name, Tensor(shape: original.shape, int64s: [Int64](repeating: 0, count: original.count),
+                                                       dataType: original.dataType))
+        let changed = try XCTUnwrap(session.run(feeds)["logits"]).floats
+        XCTAssertNotEqual(changed, before)
+        try session.setInitializer(weight.name, original)
+        XCTAssertEqual(try XCTUnwrap(session.run(feeds)["logits"]).floats, before)
+    }
+
     /// `inspect` names what kind of file it is.
     func testFormatNamesTheBuilderTheQuantisationTheCacheAndTheAttentionOp() throws {
         for fixture in try BuilderFixture.all() {

@@ -27,6 +27,23 @@ struct MatMulNBits: Operator {
     let outputFeatures: Int
     let bits: Int
     let blockSize: Int
+    /// The weight's bytes, scales and zero points, unpacked once when B, the scales and the zero points are
+    /// initializers (`prepared(constants:)`); nil when one of them is computed or fed.
+    var quantized: QuantizedWeight?
+    /// Whether the node has input 3 (zero points).
+    let hasZeroPoints: Bool
+
+    /// B, its scales and zero points as the kernels read them: `bytes` `[N, kb, bs·bits/8]`, and per block its scale
+    /// and zero point (`W = (q − z)·s`).
+    struct QuantizedWeight: Sendable {
+        var bytes: [UInt8]
+        var scales: [Float]
+        var zeroPoints: [Float]
+    }
+
+    /// Rows of A up to which the product reads the quantised weight directly (one pass over its bytes per row,
+    /// nothing dequantised): decoding, where A is a token or a few. More rows dequantise once and use the GEMM.
+    static let directRows = 16
 
     init(node: Node, version: Int) throws {
         func refuse(_ attribute: String, _ reason: String) -> GraphError {
@@ -44,13 +61,39 @@ struct MatMulNBits: Operator {
         }
         let prepacked = try node.int("weight_prepacked", default: 0)
         guard prepacked == 0 else { throw refuse("weight_prepacked", "= \(prepacked) (CUDA only) is not supported; only 0 is") }
+        hasZeroPoints = node.inputs.count > 3 && !node.inputs[3].isEmpty
         if node.inputs.count > 4 && !node.inputs[4].isEmpty {
             throw refuse("input 4 (g_idx)", "is not supported (act-order GPTQ); re-quantise without g_idx")
         }
     }
 
-    /// The dequantised weight `[N, K]`.
+    /// The dequantised weight `[N, K]`: from the prepared bytes when there are some, else from the inputs.
     func weight(_ inputs: [Tensor?]) throws(KernelError) -> Tensor {
+        let quantized = try prepared(inputs)
+        let (K, N, bs) = (inputFeatures, outputFeatures, blockSize)
+        let blocks = (K + bs - 1) / bs, blobSize = bs * bits / 8, perByte = 8 / bits, mask = UInt8((1 << bits) - 1)
+        var w = [Float](repeating: 0, count: N * K)
+        w.withUnsafeMutableBufferPointer { w in
+            quantized.bytes.withUnsafeBufferPointer { bytes in
+                Parallel.forEachChunk(N, minimumPerThread: max(1, 65_536 / max(K, 1))) { rows in
+                    for n in rows {
+                        for block in 0..<blocks {
+                            let s = quantized.scales[n * blocks + block], z = quantized.zeroPoints[n * blocks + block]
+                            let blob = (n * blocks + block) * blobSize, start = n * K + block * bs
+                            for i in 0..<min(bs, K - block * bs) {
+                                let q = (bytes[blob + i / perByte] >> UInt8((i % perByte) * bits)) & mask
+                                w[start + i] = (Float(q) - z) * s
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [N, K], floats: w)
+    }
+
+    /// B, the scales and the zero points of `inputs`, checked and unpacked.
+    func unpack(_ inputs: [Tensor?]) throws(KernelError) -> QuantizedWeight {
         let (K, N, bs) = (inputFeatures, outputFeatures, blockSize)
         let blocks = (K + bs - 1) / bs, blobSize = bs * bits / 8
         let packed = try inputs.required(1), scales = try inputs.required(2)
@@ -85,19 +128,11 @@ struct MatMulNBits: Operator {
                 throw KernelError("zero_points cannot be bool")
             }
         }
-        var w = [Float](repeating: 0, count: N * K)
+        var zeroPoints = [Float](repeating: 0, count: N * blocks)
         for n in 0..<N {
-            for block in 0..<blocks {
-                let s = scale[n * blocks + block], z = zeroPoint(n, block)
-                let blob = (n * blocks + block) * blobSize
-                for i in 0..<min(bs, K - block * bs) {
-                    let byte = bytes[blob + i / perByte]
-                    let q = Float((byte >> Int64((i % perByte) * bits)) & mask)
-                    w[n * K + block * bs + i] = (q - z) * s
-                }
-            }
+            for block in 0..<blocks { zeroPoints[n * blocks + block] = zeroPoint(n, block) }
         }
-        return Tensor(shape: [N, K], floats: w)
+        return QuantizedWeight(bytes: bytes.map { UInt8(truncatingIfNeeded: $0) }, scales: scale, zeroPoints: zeroPoints)
     }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
@@ -105,8 +140,11 @@ struct MatMulNBits: Operator {
         guard a.rank >= 1, a.shape.last == inputFeatures, case .float = a.storage else {
             throw KernelError("A must be floating-point [..., \(inputFeatures)] (K), got \(a.dataType)\(a.shape)")
         }
-        var y = try matrixProduct(a.dataType == .float ? a : Tensor(shape: a.shape, floats: a.floats),
-                                  weight(inputs), transposeB: true)
+        let rows = a.count / inputFeatures
+        var y = rows <= Self.directRows
+            ? try directProduct(a, try prepared(inputs))
+            : try matrixProduct(a.dataType == .float ? a : Tensor(shape: a.shape, floats: a.floats),
+                                weight(inputs), transposeB: true)
         if let bias = inputs.optional(5) {
             guard bias.shape == [outputFeatures] else {
                 throw KernelError("bias must have shape [\(outputFeatures)] (N), got \(bias.shape)")
@@ -116,6 +154,95 @@ struct MatMulNBits: Operator {
         return [Tensor(shape: y.shape, floats: roundedToPrecision(y.floats, a.dataType), dataType: a.dataType)]
     }
 
+}
+
+extension MatMulNBits: PreparingOperator {
+    func prepared(constants: [Tensor?]) throws -> MatMulNBits {
+        var prepared = self
+        // Only when B, its scales and its zero points (when the node has them) are all initializers.
+        let constant = constants.optional(1) != nil && constants.optional(2) != nil
+            && (!hasZeroPoints || constants.optional(3) != nil)
+        prepared.quantized = constant ? try unpack(constants) : nil
+        return prepared
+    }
+
+    /// The prepared weight, or the one of `inputs` unpacked now.
+    func prepared(_ inputs: [Tensor?]) throws(KernelError) -> QuantizedWeight {
+        if let quantized { return quantized }
+        return try unpack(inputs)
+    }
+
+    /// `A · Wᵀ` read straight from the quantised bytes: each weight `(q − z)·s` made in a register as it is
+    /// multiplied (the same value the dequantised GEMM reads), 16 at a time for 4 bits. One pass over the weight per
+    /// row of A, nothing dequantised into memory.
+    func directProduct(_ a: Tensor, _ quantized: QuantizedWeight) throws(KernelError) -> Tensor {
+        let (K, N, bs) = (inputFeatures, outputFeatures, blockSize)
+        let blocks = (K + bs - 1) / bs, blobSize = bs * bits / 8, rows = a.count / K
+        let values = a.floats
+        // For 4 bits, each row of A split into its even and odd elements, so that a byte's low nibble meets the even
+        // element and its high nibble the odd one, 8 bytes (16 weights) at a time in SIMD registers.
+        let fourBits = bits == 4
+        let half = (K + 1) / 2
+        var even = [Float](repeating: 0, count: fourBits ? rows * half : 0), odd = even
+        if fourBits {
+            for m in 0..<rows {
+                for k in 0..<K {
+                    if k % 2 == 0 { even[m * half + k / 2] = values[m * K + k] } else { odd[m * half + k / 2] = values[m * K + k] }
+                }
+            }
+        }
+        var y = [Float](repeating: 0, count: rows * N)
+        y.withUnsafeMutableBufferPointer { y in
+            values.withUnsafeBufferPointer { a in
+                even.withUnsafeBufferPointer { even in
+                    odd.withUnsafeBufferPointer { odd in
+                        quantized.bytes.withUnsafeBufferPointer { bytes in
+                            Parallel.forEachChunk(N, minimumPerThread: max(1, 262_144 / max(K * rows, 1))) { outputs in
+                                for n in outputs {
+                                    for m in 0..<rows {
+                                        var total: Float = 0
+                                        for block in 0..<blocks {
+                                            let blob = bytes.baseAddress! + (n * blocks + block) * blobSize
+                                            let index = n * blocks + block
+                                            let z = quantized.zeroPoints[index], s = quantized.scales[index]
+                                            let count = min(bs, K - block * bs)
+                                            if fourBits {
+                                                let lows = even.baseAddress! + m * half + block * bs / 2
+                                                let highs = odd.baseAddress! + m * half + block * bs / 2
+                                                var sums = SIMD8<Float>()
+                                                var i = 0  // weights
+                                                while i + 16 <= count {
+                                                    let packed = UnsafeRawPointer(blob + i / 2).loadUnaligned(as: SIMD8<UInt8>.self)
+                                                    let low = (SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: packed & 0x0F)) - z) * s
+                                                    let high = (SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: packed &>> 4)) - z) * s
+                                                    let at = i / 2
+                                                    sums += low * UnsafeRawPointer(lows + at).loadUnaligned(as: SIMD8<Float>.self)
+                                                    sums += high * UnsafeRawPointer(highs + at).loadUnaligned(as: SIMD8<Float>.self)
+                                                    i += 16
+                                                }
+                                                total += sums.sum()
+                                                let row = a.baseAddress! + m * K + block * bs
+                                                while i < count {
+                                                    let byte = blob[i >> 1]
+                                                    total += (Float(i % 2 == 0 ? byte & 0x0F : byte >> 4) - z) * s * row[i]
+                                                    i += 1
+                                                }
+                                            } else {
+                                                let row = a.baseAddress! + m * K + block * bs
+                                                for i in 0..<count { total += (Float(blob[i]) - z) * s * row[i] }
+                                            }
+                                        }
+                                        y[m * N + n] = total
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: Array(a.shape.dropLast()) + [N], floats: y)
+    }
 }
 
 extension MatMulNBits: DifferentiableOperator {

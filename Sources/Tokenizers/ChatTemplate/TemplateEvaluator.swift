@@ -21,6 +21,10 @@ final class TemplateScope {
     }
 
     func set(_ name: String, _ value: TemplateValue) { variables[name] = value }
+
+    /// Drops every variable: breaks the cycle a macro makes with the scope it is defined in (the scope holds the
+    /// macro, whose closure holds the scope), which reference counting would never free.
+    func removeAll() { variables.removeAll() }
 }
 
 /// What a statement asks of the loop around it.
@@ -35,9 +39,17 @@ final class TemplateEvaluator {
     /// overflowing the stack.
     private var callDepth = 0
     private static let maximumCallDepth = 100
+    /// The scopes macros were defined in and the namespaces assigned to: cleared when rendering ends, since a macro
+    /// in its own scope (or a namespace holding itself) is a reference cycle.
+    private var cyclicScopes: [TemplateScope] = []
+    private var assignedNamespaces: [TemplateNamespace] = []
 
     static func render(_ statements: [Statement], scope: TemplateScope) throws(ChatTemplateError) -> String {
         let evaluator = TemplateEvaluator()
+        defer {
+            for scope in evaluator.cyclicScopes { scope.removeAll() }
+            for namespace in evaluator.assignedNamespaces { namespace.attributes = TemplateDictionary() }
+        }
         do {
             _ = try evaluator.execute(statements, scope: scope)
         } catch let error as ChatTemplateError {
@@ -185,11 +197,13 @@ final class TemplateEvaluator {
                     message: "cannot assign attribute on non-namespace object '\(namespaceName)'", location: location)
             }
             namespace.attributes[attribute] = value
+            assignedNamespaces.append(namespace)
         }
     }
 
     private func makeMacro(_ definition: MacroDefinition, scope: TemplateScope) -> TemplateFunction {
-        TemplateFunction(name: definition.name) { [unowned self] arguments in
+        cyclicScopes.append(scope)
+        return TemplateFunction(name: definition.name) { [unowned self] arguments in
             let callScope = TemplateScope(parent: scope)
             if arguments.positional.count > definition.parameters.count {
                 throw TemplateFailure(
