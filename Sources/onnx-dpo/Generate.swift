@@ -6,14 +6,7 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text from a model (KV cache when the graph has one), optionally with an adapter applied unmerged.")
 
-    @Option(help: "The .onnx model.")
-    var model: String
-
-    @Option(help: "An adapter folder (PEFT or MLX) to apply unmerged.")
-    var adapter: String?
-
-    @Option(help: "tokenizer.json (default: the one beside the model).")
-    var tokenizer: String?
+    @OptionGroup var policy: PolicyOptions
 
     @Option(help: "A prompt (text, tokenised with the tokenizer's special tokens).")
     var prompt: String?
@@ -23,12 +16,6 @@ struct Generate: ParsableCommand {
 
     @Option(help: "A prompt as comma-separated token ids (1,17,42).")
     var promptIds: String?
-
-    @Flag(help: "Render the prompt through the tokenizer's chat template as a user message, with the generation prompt (prompt-file rows may hold message lists).")
-    var chat = false
-
-    @Option(help: "A Jinja chat template replacing the tokenizer_config.json's chat_template.")
-    var chatTemplate: String?
 
     @OptionGroup var decoding: DecodingFlags
 
@@ -61,10 +48,10 @@ struct Generate: ParsableCommand {
             prompts = [.ids(ids.map { $0! })]
         }
         let options = try decoding.options(sampleByDefault: false, returnSequences: numReturnSequences, seed: seed)
-        var parameters = GenerateParameters(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer,
+        var parameters = GenerateParameters(modelPath: policy.model, adapterPath: policy.adapter, tokenizerPath: policy.tokenizer,
                                             prompts: prompts, options: options, outputPath: output)
-        parameters.chat = chat
-        parameters.chatTemplatePath = chatTemplate
+        parameters.chat = policy.chat
+        parameters.chatTemplatePath = policy.chatTemplate
         var streamed = false
         let result = try GenerateCommand.run(parameters, stream: json ? nil : { text in
             streamed = true
@@ -80,6 +67,28 @@ struct Generate: ParsableCommand {
             }
         }
     }
+}
+
+/// The model that generates, its adapter and tokenizer, and whether prompts are chats: the flags `generate` and
+/// `sample` share.
+struct PolicyOptions: ParsableArguments {
+    @Option(help: "The .onnx model.")
+    var model: String
+
+    @Option(help: "An adapter folder (PEFT or MLX) to apply unmerged.")
+    var adapter: String?
+
+    @Option(help: "tokenizer.json (default: the one beside the model).")
+    var tokenizer: String?
+
+    @Flag(help: "Render text prompts through the tokenizer's chat template as one user message, with the generation prompt (prompt-file rows may also hold message lists, which always are).")
+    var chat = false
+
+    @Option(help: "A Jinja chat template replacing the tokenizer_config.json's chat_template.")
+    var chatTemplate: String?
+
+    /// The tokenizer.json to read.
+    var tokenizerPath: String { tokenizer ?? besideModel(model, "tokenizer.json") }
 }
 
 /// How tokens are chosen and when a sequence stops: the flags of `generate`, `sample` and `iterate`.
@@ -134,8 +143,6 @@ extension Bench {
 
         @Option(help: "The .onnx model.")
         var model: String
-        @Option(help: "tokenizer.json (unused: prompts are synthetic ids; accepted for symmetry with generate).")
-        var tokenizer: String?
         @Option(help: "Batch sizes, comma-separated.")
         var batch = CommaList<Int>([1, 4])
         @Option(help: "Tokens per prompt.")

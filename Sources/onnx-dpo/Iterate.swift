@@ -12,12 +12,7 @@ struct Sample: ParsableCommand {
             <output>.partial as prompts finish; --resume continues an interrupted run from there.
             """)
 
-    @Option(help: "The .onnx model (the policy).")
-    var model: String
-    @Option(help: "An adapter folder (PEFT or MLX) applied unmerged.")
-    var adapter: String?
-    @Option(help: "tokenizer.json (default: the one beside the model).")
-    var tokenizer: String?
+    @OptionGroup var policy: PolicyOptions
     @Option(help: "The prompts: JSONL with a \"prompt\" string per line.")
     var prompts: String
     @Option(name: .customLong("n"), help: "Completions per prompt.")
@@ -29,19 +24,15 @@ struct Sample: ParsableCommand {
     var seed: UInt64 = 0
     @Flag(help: "Continue an interrupted run from <output>.partial.")
     var resume = false
-    @Flag(help: "Render text prompts as one user message through the chat template (message-list prompts always are).")
-    var chat = false
-    @Option(help: "A Jinja chat template replacing the tokenizer_config.json's chat_template.")
-    var chatTemplate: String?
 
     func run() throws {
-        var run = SamplingRun(modelPath: model, adapterPath: adapter, tokenizerPath: tokenizer ?? besideModel(model, "tokenizer.json"),
+        var run = SamplingRun(modelPath: policy.model, adapterPath: policy.adapter, tokenizerPath: policy.tokenizerPath,
                               promptsPath: prompts, outputPath: output)
         run.completionsPerPrompt = completions
         run.generation = try decoding.options(sampleByDefault: true, returnSequences: completions, seed: seed)
         run.resume = resume
-        run.chat = chat
-        run.chatTemplatePath = chatTemplate
+        run.chat = policy.chat
+        run.chatTemplatePath = policy.chatTemplate
         let progress = ProgressPrinter(total: 0)
         let summary = try Sampling.run(run) { done, total in progress.emit("sampled \(done)/\(total) prompts", final: done == total) }
         print("\(summary.completions) completions of \(summary.prompts) prompts written to \(output)"
