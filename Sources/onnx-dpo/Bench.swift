@@ -9,7 +9,8 @@ import Training
 /// its result's `BenchResult.line`.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed and memory.", subcommands: [Forward.self, TrainStep.self, GenerateTokens.self, GEMM.self])
+        abstract: "Measure speed and memory.",
+        subcommands: [Forward.self, TrainStep.self, Checkpointing.self, GenerateTokens.self, GEMM.self])
 }
 
 /// The flags every bench command takes.
@@ -117,5 +118,86 @@ extension TrainingBenchmark.Result: BenchResult {
                stepSeconds, pairs, seq, steps, gradientCheckpointing ? ", gradient checkpointing" : "", tokensPerSecond,
                Double(peakMemoryBytes) / 1_048_576, referenceSeconds)
             + (processes > 1 ? String(format: "  %d processes, gradient allreduce %.2f ms", processes, allreduceSeconds * 1000) : "")
+    }
+}
+
+extension Bench {
+    /// The memory/time trade of gradient checkpointing: `bench train` with and without it at each length, each in a
+    /// process of its own (peak memory is a per-process high-water mark), under an address-space limit so that a run
+    /// that does not fit fails by itself instead of waking the kernel's OOM killer.
+    struct Checkpointing: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "checkpointing",
+            abstract: "Time and peak memory of a DPO step with and without --gradient-checkpointing, per sequence length.")
+
+        @Option(help: "The .onnx model.")
+        var model: String
+        @Option(help: "Preference pairs per step.")
+        var pairs = 2
+        @Option(help: "Tokens per sequence, comma-separated.")
+        var seq = CommaList<Int>([128, 1024, 4096])
+        @Option(help: "Address-space limit of each run in GiB (default: 85% of the machine's memory).")
+        var memoryLimit: Double?
+        @Flag(help: "Print one JSON object.")
+        var json = false
+
+        struct Row: Encodable {
+            var seq: Int
+            var gradientCheckpointing: Bool
+            /// Nil when the run failed (`failure` says how).
+            var stepSeconds: Double?
+            var peakMemoryBytes: Int?
+            var failure: String?
+        }
+
+        func run() throws {
+            let limit = memoryLimit ?? Double(ProcessInfo.processInfo.physicalMemory) * 0.85 / 1_073_741_824
+            guard limit > 0 else { throw ValidationError("--memory-limit must be positive") }
+            var rows: [Row] = []
+            for length in seq.values {
+                for checkpointing in [false, true] {
+                    rows.append(try measure(seq: length, checkpointing: checkpointing, limitGiB: limit))
+                    if !json { print(Self.line(rows.last!)) }
+                }
+            }
+            if json { print(try jsonText(rows)) }
+        }
+
+        /// One `bench train` in a child process.
+        func measure(seq length: Int, checkpointing: Bool, limitGiB: Double) throws -> Row {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            let arguments = ["bench", "train", "--model", model, "--pairs", "\(pairs)", "--seq", "\(length)", "--steps", "1",
+                             "--warmup", "0", "--json"] + (checkpointing ? ["--gradient-checkpointing"] : [])
+            process.arguments = ["-c", "ulimit -v \(Int(limitGiB * 1_048_576)); exec \"$0\" \"$@\"",
+                                 CommandLine.arguments[0]] + arguments
+            let output = Pipe(), errors = Pipe()
+            process.standardOutput = output
+            process.standardError = errors
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile().suffix(300), as: UTF8.self)
+            process.waitUntilExit()
+            var row = Row(seq: length, gradientCheckpointing: checkpointing)
+            struct Measured: Decodable { var stepSeconds: Double; var peakMemoryBytes: Int }
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            if process.terminationReason == .exit, process.terminationStatus == 0,
+               let measured = try? decoder.decode(Measured.self, from: data) {
+                row.stepSeconds = measured.stepSeconds
+                row.peakMemoryBytes = measured.peakMemoryBytes
+            } else {
+                let how = process.terminationReason == .exit ? "exit status \(process.terminationStatus)" : "signal \(process.terminationStatus)"
+                row.failure = "failed (\(how); over the \(String(format: "%.1f", limitGiB)) GiB limit?)"
+                    + (message.isEmpty ? "" : ": " + message.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last.map(String.init)!)
+            }
+            return row
+        }
+
+        static func line(_ row: Row) -> String {
+            let head = String(format: "%5d tokens  %@", row.seq, row.gradientCheckpointing ? "checkpointing  " : "everything kept")
+            guard let seconds = row.stepSeconds, let bytes = row.peakMemoryBytes else { return head + "  " + (row.failure ?? "failed") }
+            return head + String(format: "  %.2f s per step  peak memory %.2f GiB", seconds, Double(bytes) / 1_073_741_824)
+        }
     }
 }
