@@ -158,7 +158,8 @@ extension Bench {
             let result = try GenerationBenchmark.run(modelPath: model, batches: batch.values, promptTokens: promptTokens,
                                                      newTokens: newTokens, useKVCache: !noCache)
             if json { print(try jsonText(result)); return }
-            print("\(result.model) (\(result.strategy.rawValue), load \(String(format: "%.2f", result.loadSeconds)) s)")
+            print("\(result.model) (\(result.strategy.rawValue), load \(String(format: "%.2f", result.loadSeconds)) s, peak memory "
+                  + String(format: "%.1f MiB)", Double(result.peakMemoryBytes) / 1_048_576))
             for row in result.measurements {
                 print(String(format: "batch %d: prompt %.1f tokens/s (%d tokens, %.3f s)  decode %.1f tokens/s (%d new, %.3f s)",
                              row.batch, row.promptTokensPerSecond, row.batch * row.promptTokens, row.promptSeconds,

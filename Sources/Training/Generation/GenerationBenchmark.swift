@@ -25,6 +25,8 @@ public enum GenerationBenchmark {
         public var strategy: DecodeStrategy
         public var loadSeconds: Double
         public var measurements: [Measurement]
+        /// The process's peak resident memory after every measurement (`getrusage`).
+        public var peakMemoryBytes: Int
     }
 
     /// Measures each batch size in `batches` once, after one untimed warm-up run of the first.
@@ -60,7 +62,7 @@ public enum GenerationBenchmark {
         }
         _ = try measure(batch: batches[0])
         return Result(model: modelPath, strategy: useKVCache ? generator.strategy : .recompute, loadSeconds: loadSeconds,
-                      measurements: try batches.map { try measure(batch: $0) })
+                      measurements: try batches.map { try measure(batch: $0) }, peakMemoryBytes: peakResidentMemory())
     }
 
     private static func seconds(since start: DispatchTime) -> Double {
