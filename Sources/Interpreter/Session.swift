@@ -23,6 +23,10 @@ public final class Session: @unchecked Sendable {
     private var steps: [Step]
     /// Where `forward(gradientCheckpointing: true)` cuts the graph (see `CheckpointPlan`).
     public private(set) var checkpointPlan: CheckpointPlan
+    /// The attention score computations `forward` recomputes in the backward pass instead of keeping
+    /// (`CheckpointPlan.attentionCores`), nested in `checkpointPlan`'s blocks.
+    public private(set) var attentionPlan: CheckpointPlan
+    private let graphOutputSlots: Set<Int>
     /// Initializers read by nodes `foldConstants` precomputed: training them would not reach those nodes.
     private var foldedSources: Set<String> = []
 
@@ -102,7 +106,8 @@ public final class Session: @unchecked Sendable {
         self.slotByName = slots
         self.constants = constants
         self.slotCount = slots.count
-        checkpointPlan = Self.checkpointPlan(steps, constants: constants)
+        graphOutputSlots = Set(graph.outputs.compactMap { slots[$0.name] })
+        (checkpointPlan, attentionPlan) = Self.plans(steps, constants: constants, graphOutputSlots: graphOutputSlots)
         try prepareOperators()
     }
 
@@ -121,8 +126,15 @@ public final class Session: @unchecked Sendable {
     /// values each block reads from before it are kept, and `backward` runs each block's forward again, recording
     /// it, just before differentiating it. Gradients are those of the run without checkpointing, bit for bit; the
     /// activations held at once drop from every block's to one block's, for one more forward pass of the blocks.
+    ///
+    /// With `recomputeAttention` (the default), attention's score and probability matrices (`attentionPlan`) are
+    /// not kept either: each attention core is run again from its Q, K, V and mask just before it is
+    /// differentiated, inside a recomputed block too. Gradients are again the same bit for bit; a step holds no
+    /// `[batch, heads, queries, keys]` matrix but the one being differentiated, for one more pass of the attention
+    /// products.
     public func forward(_ feeds: [String: Tensor], trainable: Set<String>, outputNames: [String]? = nil,
-                        profile: OpProfile? = nil, gradientCheckpointing: Bool = false) throws -> ForwardPass {
+                        profile: OpProfile? = nil, gradientCheckpointing: Bool = false,
+                        recomputeAttention: Bool = true) throws -> ForwardPass {
         var slots: [String: Int] = [:]
         for name in trainable.sorted() {
             guard !foldedSources.contains(name) else {
@@ -135,7 +147,8 @@ public final class Session: @unchecked Sendable {
             slots[name] = slot
         }
         let tape = Tape(slotCount: slotCount, trainable: slots,
-                        checkpoints: gradientCheckpointing && !checkpointPlan.segments.isEmpty ? checkpointPlan : nil)
+                        checkpoints: gradientCheckpointing && !checkpointPlan.segments.isEmpty ? checkpointPlan : nil,
+                        attention: recomputeAttention && !attentionPlan.segments.isEmpty ? attentionPlan : nil)
         let outputs = try execute(feeds, outputNames: outputNames, profile: profile, tape: tape)
         return ForwardPass(outputs: outputs, session: self, tape: tape)
     }
@@ -173,14 +186,18 @@ public final class Session: @unchecked Sendable {
             folded += 1
         }
         steps = kept
-        checkpointPlan = Self.checkpointPlan(steps, constants: constants)
+        (checkpointPlan, attentionPlan) = Self.plans(steps, constants: constants, graphOutputSlots: graphOutputSlots)
         try prepareOperators()
         return folded
     }
 
-    private static func checkpointPlan(_ steps: [Step], constants: [(slot: Int, tensor: Tensor)]) -> CheckpointPlan {
-        CheckpointPlan(steps: steps.map { ($0.node.opType, $0.inputSlots, $0.outputSlots) },
-                       constantSlots: Set(constants.map(\.slot)))
+    private static func plans(_ steps: [Step], constants: [(slot: Int, tensor: Tensor)], graphOutputSlots: Set<Int>)
+        -> (blocks: CheckpointPlan, attention: CheckpointPlan) {
+        let planSteps = steps.map { ($0.node.opType, $0.inputSlots, $0.outputSlots) }
+        let constantSlots = Set(constants.map(\.slot))
+        let blocks = CheckpointPlan(steps: planSteps, constantSlots: constantSlots)
+        return (blocks, CheckpointPlan.attentionCores(steps: planSteps, constantSlots: constantSlots,
+                                                      graphOutputSlots: graphOutputSlots, nestingIn: blocks))
     }
 
     /// Prepares the steps whose op derives something from its initializer inputs (`PreparingOperator`): all of
@@ -238,11 +255,20 @@ public final class Session: @unchecked Sendable {
         }
 
         for index in steps.indices {
-            if let tape, let segment = tape.checkpoints?.segmentStarting[index] {
-                tape.segmentInputs[segment] = tape.checkpoints!.inputs[segment].map { ($0, values[$0]!) }
+            var save = true
+            if let tape {
+                if let segment = tape.checkpoints?.segmentStarting[index] {
+                    tape.segmentInputs[segment] = tape.checkpoints!.inputs[segment].map { ($0, values[$0]!) }
+                }
+                // A block's steps save nothing (nor capture their attention cores' inputs: the block's
+                // recomputation does); an attention core's steps save nothing but the core's inputs.
+                if tape.checkpoints?.segmentOfStep[index] != nil {
+                    save = false
+                } else {
+                    save = tape.captureAttentionInputs(at: index, values)
+                }
             }
-            try run(step: index, values: &values, profile: profile, tape: tape,
-                    save: tape?.checkpoints?.segmentOfStep[index] == nil)
+            try run(step: index, values: &values, profile: profile, tape: tape, save: save)
         }
 
         var result: [String: Tensor] = [:]
@@ -293,7 +319,8 @@ public final class Session: @unchecked Sendable {
         for slot in step.releases { values[slot] = nil }
     }
 
-    /// Runs checkpointed segment `segment` again from the values saved at its start, recording it on `tape`.
+    /// Runs checkpointed block `segment` again from the values saved at its start, recording it on `tape` (its
+    /// attention cores' inputs only, when the tape recomputes those too).
     private func recompute(segment: Int, tape: Tape, profile: OpProfile?) throws {
         guard let plan = tape.checkpoints, let saved = tape.segmentInputs.removeValue(forKey: segment) else {
             throw InterpreterError.invalidGraph(reason: "checkpointed block \(segment) has no saved inputs")
@@ -302,7 +329,22 @@ public final class Session: @unchecked Sendable {
         for (slot, tensor) in constants { values[slot] = tensor }
         for (slot, tensor) in saved { values[slot] = tensor }
         for index in plan.segments[segment] {
-            try run(step: index, values: &values, profile: profile, tape: tape, save: true, profileSuffix: " (recompute)")
+            let save = tape.captureAttentionInputs(at: index, values)
+            try run(step: index, values: &values, profile: profile, tape: tape, save: save, profileSuffix: " (recompute)")
+        }
+    }
+
+    /// Runs attention core `core` again from its saved inputs, recording it on `tape`.
+    private func recompute(attentionCore core: Int, tape: Tape, profile: OpProfile?) throws {
+        guard let plan = tape.attention, let saved = tape.attentionInputs.removeValue(forKey: core) else {
+            throw InterpreterError.invalidGraph(reason: "attention core \(core) has no saved inputs")
+        }
+        var values = [Tensor?](repeating: nil, count: slotCount)
+        for (slot, tensor) in constants { values[slot] = tensor }
+        for (slot, tensor) in saved { values[slot] = tensor }
+        for index in plan.segments[core] {
+            try run(step: index, values: &values, profile: profile, tape: tape, save: true,
+                    profileSuffix: " (recompute)")
         }
     }
 
@@ -321,6 +363,9 @@ public final class Session: @unchecked Sendable {
         for index in steps.indices.reversed() {
             if let segment = tape.checkpoints?.segmentEnding[index] {
                 try recompute(segment: segment, tape: tape, profile: profile)
+            }
+            if let core = tape.attention?.segmentEnding[index] {
+                try recompute(attentionCore: core, tape: tape, profile: profile)
             }
             guard let record = tape.records[index] else { continue }
             tape.records[index] = nil  // saved activations go as soon as this rule has run
@@ -434,6 +479,10 @@ public final class ForwardPass: @unchecked Sendable {
     /// reaches. Everything else ran without saving anything.
     public let recordedOperators: [String]
 
+    /// Bytes of forward values the pass holds for `backward` (saved rule inputs and outputs, checkpointed blocks'
+    /// and attention cores' inputs), each buffer counted once however many records share it; 0 after `backward`.
+    public var keptBytes: Int { tape?.keptBytes ?? 0 }
+
     fileprivate init(outputs: [String: Tensor], session: Session, tape: Tape) {
         self.outputs = outputs
         self.session = session
@@ -471,12 +520,49 @@ final class Tape {
     /// backward recomputes it.
     let checkpoints: CheckpointPlan?
     var segmentInputs: [Int: [(slot: Int, tensor: Tensor)]] = [:]
+    /// The attention cores recomputed in the backward pass, and per core its inputs, kept until then.
+    let attention: CheckpointPlan?
+    var attentionInputs: [Int: [(slot: Int, tensor: Tensor)]] = [:]
 
-    init(slotCount: Int, trainable: [String: Int], checkpoints: CheckpointPlan? = nil) {
+    init(slotCount: Int, trainable: [String: Int], checkpoints: CheckpointPlan? = nil, attention: CheckpointPlan? = nil) {
         self.trainable = trainable
         self.checkpoints = checkpoints
+        self.attention = attention
         requiresGradient = [Bool](repeating: false, count: slotCount)
         records = []
+    }
+
+    /// Bytes of the values held, each storage buffer once (see `ForwardPass.keptBytes`).
+    var keptBytes: Int {
+        var seen = Set<UnsafeRawPointer>()
+        var bytes = 0
+        func count(_ tensor: Tensor?) {
+            guard let tensor else { return }
+            let (address, size): (UnsafeRawPointer?, Int) = switch tensor.storage {
+            case .float(let values): values.withUnsafeBytes { ($0.baseAddress, $0.count) }
+            case .int64(let values): values.withUnsafeBytes { ($0.baseAddress, $0.count) }
+            case .bool(let values): values.withUnsafeBytes { ($0.baseAddress, $0.count) }
+            }
+            guard let address, seen.insert(address).inserted else { return }
+            bytes += size
+        }
+        for case let record? in records {
+            record.inputs.forEach(count)
+            record.outputs.forEach(count)
+        }
+        for inputs in segmentInputs.values { inputs.forEach { count($0.tensor) } }
+        for inputs in attentionInputs.values { inputs.forEach { count($0.tensor) } }
+        return bytes
+    }
+
+    /// Before step `index` runs on `values`: keeps the inputs of the attention core starting there, and says
+    /// whether the step saves what its rule needs (false inside a core, which is recomputed instead).
+    func captureAttentionInputs(at index: Int, _ values: [Tensor?]) -> Bool {
+        guard let attention else { return true }
+        if let core = attention.segmentStarting[index] {
+            attentionInputs[core] = attention.inputs[core].compactMap { slot in values[slot].map { (slot, $0) } }
+        }
+        return attention.segmentOfStep[index] == nil
     }
 
     /// Marks the float outputs of a node that reads a value requiring a gradient, and saves what its rule needs.

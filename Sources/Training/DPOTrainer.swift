@@ -56,6 +56,10 @@ public struct DPOTrainingOptions: Sendable {
     /// (`Session.forward(gradientCheckpointing:)`): far less memory for long sequences, one more forward of the
     /// blocks per step, the same gradients.
     public var gradientCheckpointing = false
+    /// Keep attention's score and probability matrices for the backward pass instead of recomputing them
+    /// (`Session.forward(recomputeAttention:)`): a little faster, and `layers × batch × heads × length²` floats more
+    /// memory per step. Off by default, as torch's memory-efficient attention.
+    public var keepAttentionScores = false
 
     /// Where the trained adapter is written (PEFT format): `<outputDirectory>/adapter`.
     public var adapterDirectory: String { (outputDirectory as NSString).appendingPathComponent("adapter") }
@@ -512,7 +516,8 @@ public final class DPOTrainer {
         }
         let pass = try session.forward(inputs,
                                        trainable: Set(adapted.parameterNames), outputNames: [logitsOutput],
-                                       profile: profile, gradientCheckpointing: options.gradientCheckpointing)
+                                       profile: profile, gradientCheckpointing: options.gradientCheckpointing,
+                                       recomputeAttention: !options.keepAttentionScores)
         let logits = try logits(from: pass.outputs)
         let (evaluation, dLogits) = try options.kto.map {
             try applyKTO($0, batch, logits: logits, share: share, of: global, reference: referenceChosen,

@@ -17,6 +17,8 @@ public enum TrainingBenchmark {
         public var seq: Int
         public var steps: Int
         public var gradientCheckpointing: Bool
+        /// Whether attention's score matrices were kept rather than recomputed (`--keep-attention`).
+        public var keepAttentionScores: Bool
         /// Median over the timed steps.
         public var stepSeconds: Double
         /// `2 · pairs · seq / stepSeconds`: tokens through the policy per second.
@@ -35,7 +37,8 @@ public enum TrainingBenchmark {
     /// Runs `warmup` untimed and `steps` timed DPO steps on synthetic pairs: token ids drawn (seeded) below the
     /// vocabulary size, the first half of each row prompt and the second half completion.
     public static func run(modelPath: String, pairs: Int, seq: Int, warmup: Int = 1, steps: Int = 3,
-                           gradientCheckpointing: Bool = false, profile: OpProfile? = nil,
+                           gradientCheckpointing: Bool = false, keepAttentionScores: Bool = false,
+                           profile: OpProfile? = nil,
                            communicator: any Communicator = SingleProcess()) throws -> Result {
         for (option, value, least) in [("pairs", pairs, 1), ("seq", seq, 2), ("steps", steps, 1), ("warmup", warmup, 0)]
         where value < least {
@@ -59,6 +62,7 @@ public enum TrainingBenchmark {
         options.shuffle = false
         options.data.maxLength = nil
         options.gradientCheckpointing = gradientCheckpointing
+        options.keepAttentionScores = keepAttentionScores
         let trainer = try DPOTrainer(options: options, model: model, padTokenID: 0, trainPairs: synthetic, cacheKey: nil,
                                   communicator: communicator)
         trainer.profile = profile
@@ -77,7 +81,8 @@ public enum TrainingBenchmark {
         let median = durations[durations.count / 2]
         let adapter = try trainer.currentAdapter()
         let gradientFloats = adapter.a.values.reduce(0) { $0 + $1.count } + adapter.b.values.reduce(0) { $0 + $1.count }
-        return Result(pairs: pairs, seq: seq, steps: steps, gradientCheckpointing: gradientCheckpointing, stepSeconds: median,
+        return Result(pairs: pairs, seq: seq, steps: steps, gradientCheckpointing: gradientCheckpointing,
+                      keepAttentionScores: keepAttentionScores, stepSeconds: median,
                       tokensPerSecond: Double(2 * pairs * seq) / median, peakMemoryBytes: peakResidentMemory(),
                       referenceSeconds: Double(referenceEnd - start) / 1e9, processes: communicator.size,
                       allreduceSeconds: communicator.size > 1 ? try communicator.timeAllreduce(floats: gradientFloats) : 0)

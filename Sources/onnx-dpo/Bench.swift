@@ -85,6 +85,8 @@ extension Bench {
         var steps = 3
         @Flag(help: "Keep activations only at block boundaries and recompute blocks in the backward pass.")
         var gradientCheckpointing = false
+        @Flag(help: "Keep attention's score matrices for the backward pass instead of recomputing them.")
+        var keepAttention = false
         @OptionGroup var processes: ProcessOptions
 
         func run() throws {
@@ -92,7 +94,8 @@ extension Bench {
             try processes.run { communicator in
                 let measure = { (profile: OpProfile?) in
                     try TrainingBenchmark.run(modelPath: bench.model, pairs: pairs, seq: seq, warmup: bench.warmup ?? 1,
-                                              steps: steps, gradientCheckpointing: gradientCheckpointing, profile: profile,
+                                              steps: steps, gradientCheckpointing: gradientCheckpointing,
+                                              keepAttentionScores: keepAttention, profile: profile,
                                               communicator: communicator)
                 }
                 if communicator.isRoot {
@@ -114,21 +117,23 @@ extension ForwardBenchmark.Result: BenchResult {
 
 extension TrainingBenchmark.Result: BenchResult {
     var line: String {
-        String(format: "%.3f s per DPO step (%d pairs × %d tokens, median of %d%@)  %.1f tokens/s  peak memory %.1f MiB  reference pass %.2f s",
-               stepSeconds, pairs, seq, steps, gradientCheckpointing ? ", gradient checkpointing" : "", tokensPerSecond,
+        String(format: "%.3f s per DPO step (%d pairs × %d tokens, median of %d%@%@)  %.1f tokens/s  peak memory %.1f MiB  reference pass %.2f s",
+               stepSeconds, pairs, seq, steps, gradientCheckpointing ? ", gradient checkpointing" : "",
+               keepAttentionScores ? ", attention kept" : "", tokensPerSecond,
                Double(peakMemoryBytes) / 1_048_576, referenceSeconds)
             + (processes > 1 ? String(format: "  %d processes, gradient allreduce %.2f ms", processes, allreduceSeconds * 1000) : "")
     }
 }
 
 extension Bench {
-    /// The memory/time trade of gradient checkpointing: `bench train` with and without it at each length, each in a
-    /// process of its own (peak memory is a per-process high-water mark), under an address-space limit so that a run
+    /// The memory/time trade of what a step keeps for its backward pass: `bench train` keeping everything
+    /// (`--keep-attention`), recomputing attention's score matrices (the default), and with gradient checkpointing,
+    /// at each length, each in a process of its own (peak memory is a per-process high-water mark), under an address-space limit so that a run
     /// that does not fit fails by itself instead of waking the kernel's OOM killer.
     struct Checkpointing: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "checkpointing",
-            abstract: "Time and peak memory of a DPO step with and without --gradient-checkpointing, per sequence length.")
+            abstract: "Time and peak memory of a DPO step keeping everything, recomputing attention, and with --gradient-checkpointing, per sequence length.")
 
         @Option(help: "The .onnx model.")
         var model: String
@@ -141,9 +146,27 @@ extension Bench {
         @Flag(help: "Print one JSON object.")
         var json = false
 
+        /// What a step keeps for its backward pass.
+        enum Mode: String, Encodable, CaseIterable {
+            /// `--keep-attention`: every value the gradient rules read, attention's score matrices included.
+            case everythingKept = "everything-kept"
+            /// The default: attention cores recomputed in the backward pass.
+            case attentionRecomputed = "attention-recomputed"
+            /// `--gradient-checkpointing`: block inputs only, blocks (and their attention) recomputed.
+            case checkpointing
+
+            var flags: [String] {
+                switch self {
+                case .everythingKept: ["--keep-attention"]
+                case .attentionRecomputed: []
+                case .checkpointing: ["--gradient-checkpointing"]
+                }
+            }
+        }
+
         struct Row: Encodable {
             var seq: Int
-            var gradientCheckpointing: Bool
+            var mode: Mode
             /// Nil when the run failed (`failure` says how).
             var stepSeconds: Double?
             var peakMemoryBytes: Int?
@@ -155,20 +178,23 @@ extension Bench {
             guard limit > 0 else { throw ValidationError("--memory-limit must be positive") }
             var rows: [Row] = []
             for length in seq.values {
-                for checkpointing in [false, true] {
-                    rows.append(try measure(seq: length, checkpointing: checkpointing, limitGiB: limit))
-                    if !json { print(Self.line(rows.last!)) }
+                for mode in Mode.allCases {
+                    rows.append(try measure(seq: length, mode: mode, limitGiB: limit))
+                    if !json {
+                        // Unbuffered: each run takes minutes, so show it as it ends, also when stdout is a file.
+                        FileHandle.standardOutput.write(Data((Self.line(rows.last!) + "\n").utf8))
+                    }
                 }
             }
             if json { print(try jsonText(rows)) }
         }
 
         /// One `bench train` in a child process.
-        func measure(seq length: Int, checkpointing: Bool, limitGiB: Double) throws -> Row {
+        func measure(seq length: Int, mode: Mode, limitGiB: Double) throws -> Row {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             let arguments = ["bench", "train", "--model", model, "--pairs", "\(pairs)", "--seq", "\(length)", "--steps", "1",
-                             "--warmup", "0", "--json"] + (checkpointing ? ["--gradient-checkpointing"] : [])
+                             "--warmup", "0", "--json"] + mode.flags
             process.arguments = ["-c", "ulimit -v \(Int(limitGiB * 1_048_576)); exec \"$0\" \"$@\"",
                                  CommandLine.arguments[0]] + arguments
             let output = Pipe(), errors = Pipe()
@@ -178,7 +204,7 @@ extension Bench {
             let data = output.fileHandleForReading.readDataToEndOfFile()
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile().suffix(300), as: UTF8.self)
             process.waitUntilExit()
-            var row = Row(seq: length, gradientCheckpointing: checkpointing)
+            var row = Row(seq: length, mode: mode)
             struct Measured: Decodable { var stepSeconds: Double; var peakMemoryBytes: Int }
             let decoder = JSONDecoder()
             decoder.keyDecodingStrategy = .convertFromSnakeCase
@@ -195,7 +221,7 @@ extension Bench {
         }
 
         static func line(_ row: Row) -> String {
-            let head = String(format: "%5d tokens  %@", row.seq, row.gradientCheckpointing ? "checkpointing  " : "everything kept")
+            let head = String(format: "%5d tokens  %@", row.seq, row.mode.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0))
             guard let seconds = row.stepSeconds, let bytes = row.peakMemoryBytes else { return head + "  " + (row.failure ?? "failed") }
             return head + String(format: "  %.2f s per step  peak memory %.2f GiB", seconds, Double(bytes) / 1_073_741_824)
         }

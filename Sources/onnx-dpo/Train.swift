@@ -183,6 +183,8 @@ struct TrainingFlags: ParsableArguments {
     var noTensorboard = false
     @Flag(help: "Keep activations only at block boundaries and recompute each block in the backward pass: far less memory for long sequences, about one more forward pass per step, the same gradients.")
     var gradientCheckpointing = false
+    @Flag(help: "Keep attention's score matrices for the backward pass instead of recomputing them: a little faster, far more memory on long sequences.")
+    var keepAttention = false
 
     /// Sets these flags' library options in `options`.
     func apply(to options: inout DPOTrainingOptions) {
@@ -204,6 +206,7 @@ struct TrainingFlags: ParsableArguments {
         options.checkpointEvery = checkpointEvery
         options.tensorBoard = !noTensorboard
         options.gradientCheckpointing = gradientCheckpointing
+        options.keepAttentionScores = keepAttention
     }
 }
 

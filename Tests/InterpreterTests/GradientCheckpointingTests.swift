@@ -25,17 +25,29 @@ final class GradientCheckpointingTests: XCTestCase {
         }
         let trainable = projectionWeights(model)
         guard !trainable.isEmpty else { failures.append("\(name): no projection weight"); return }
-        let plain = try session.forward(feeds, trainable: trainable)
-        let checkpointed = try session.forward(feeds, trainable: trainable, gradientCheckpointing: true)
+        // Everything kept; attention cores recomputed (the default); blocks and their attention cores recomputed;
+        // blocks recomputed with their attention kept.
+        let plain = try session.forward(feeds, trainable: trainable, recomputeAttention: false)
+        let runs = [
+            ("attention recomputed", try session.forward(feeds, trainable: trainable)),
+            ("checkpointing", try session.forward(feeds, trainable: trainable, gradientCheckpointing: true)),
+            ("checkpointing, attention kept",
+             try session.forward(feeds, trainable: trainable, gradientCheckpointing: true, recomputeAttention: false)),
+        ]
+        if !session.attentionPlan.segments.isEmpty, runs[0].1.keptBytes >= plain.keptBytes {
+            failures.append("\(name): recomputing attention keeps \(runs[0].1.keptBytes) bytes, everything \(plain.keptBytes)")
+        }
         let logitsName = session.outputs[0].name
         let logits = try XCTUnwrap(plain.outputs[logitsName])
-        XCTAssertEqual(checkpointed.outputs[logitsName]?.floats, logits.floats, "\(name): the forward pass is the same")
-        XCTAssertEqual(checkpointed.recordedOperators, plain.recordedOperators, "\(name): the same nodes are differentiated")
         let seed = Tensor(shape: logits.shape, floats: uniformTestValues(logits.count, seed: 7))
         let expected = try plain.backward([logitsName: seed])
-        let actual = try checkpointed.backward([logitsName: seed])
-        for weight in trainable.sorted() where actual[weight]?.floats != expected[weight]?.floats {
-            failures.append("\(name): the gradient of \(weight) differs with checkpointing")
+        for (label, run) in runs {
+            XCTAssertEqual(run.outputs[logitsName]?.floats, logits.floats, "\(name), \(label): the forward pass is the same")
+            XCTAssertEqual(run.recordedOperators, plain.recordedOperators, "\(name), \(label): the same nodes are differentiated")
+            let actual = try run.backward([logitsName: seed])
+            for weight in trainable.sorted() where actual[weight]?.floats != expected[weight]?.floats {
+                failures.append("\(name): the gradient of \(weight) differs with \(label)")
+            }
         }
     }
 
@@ -67,5 +79,45 @@ final class GradientCheckpointingTests: XCTestCase {
         for segment in plan.segments {
             XCTAssertEqual(session.nodes[segment.upperBound].opType, "Add", "a block ends at a residual sum")
         }
+    }
+
+    /// Every Softmax attention of the exports is one attention core: from the score product to the product that
+    /// reads the probabilities, and the tape keeps none of the `[batch, heads, queries, keys]` matrices.
+    func testAttentionCoresAreFoundAndNotKept() throws {
+        var failures: [String] = []
+        for fixture in try ExportFixture.all() {
+            let model = try fixture.model()
+            let session = try Session(model: model)
+            let nodes = session.nodes
+            let softmaxes = nodes.filter { $0.opType == "Softmax" }.count
+            let cores = session.attentionPlan.segments
+            if cores.count != softmaxes {
+                failures.append("\(fixture.name): \(cores.count) attention cores for \(softmaxes) Softmax nodes")
+            }
+            for core in cores {
+                let types = core.map { nodes[$0].opType }
+                if !["MatMul", "FusedMatMul"].contains(types.first!) || !["MatMul", "FusedMatMul"].contains(types.last!)
+                    || !types.contains("Softmax") {
+                    failures.append("\(fixture.name): attention core \(types)")
+                }
+            }
+            // What the tape keeps shrinks by at least the probabilities (batch x heads x queries x keys per layer),
+            // less the one additive mask (batch x queries x keys) the recomputation reads and every layer shares.
+            let feeds = try fixture.inputs()
+            let trainable = projectionWeights(model)
+            let kept = try session.forward(feeds, trainable: trainable, recomputeAttention: false).keptBytes
+            let recomputed = try session.forward(feeds, trainable: trainable).keptBytes
+            let ids = try XCTUnwrap(feeds["input_ids"])
+            let configuration = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: "\(fixture.folder)/config.json"))) as? [String: Any]
+            let heads = try XCTUnwrap((configuration?["num_attention_heads"] ?? configuration?["n_head"]) as? Int)
+            let (batch, length) = (ids.shape[0], ids.shape[1])
+            let probabilities = softmaxes * batch * heads * length * length * MemoryLayout<Float>.size
+            let mask = batch * length * length * MemoryLayout<Float>.size
+            if kept - recomputed < probabilities - mask {
+                failures.append("\(fixture.name): recomputing attention saves \(kept - recomputed) bytes of \(kept), less than the \(probabilities) of the probabilities less a \(mask)-byte mask")
+            }
+        }
+        XCTAssert(failures.isEmpty, failures.joined(separator: "\n"))
     }
 }

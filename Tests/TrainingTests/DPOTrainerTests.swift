@@ -47,20 +47,25 @@ final class DPOTrainerTests: XCTestCase {
                        metrics.map { $0.filter { !["tokens_per_second", "eta_seconds"].contains($0.key) } })
     }
 
-    /// Gradient checkpointing recomputes blocks instead of keeping them: the run is the same, bit for bit.
-    func testGradientCheckpointingTrainsTheSameAdapter() throws {
-        func train(checkpointing: Bool) throws -> (metrics: [[String: Double]], adapter: Data) {
+    /// Gradient checkpointing recomputes blocks, and by default attention's score matrices are recomputed rather
+    /// than kept (`keepAttentionScores`): every combination trains the same run, bit for bit.
+    func testRecomputationTrainsTheSameAdapter() throws {
+        func train(checkpointing: Bool, keepAttention: Bool) throws -> (metrics: [[String: Double]], adapter: Data) {
             let output = try temporaryDirectory(for: self)
             var options = options(output)
             options.gradientCheckpointing = checkpointing
+            options.keepAttentionScores = keepAttention
             options.tensorBoard = false
             try DPOTrainer(options: options).train()
             let adapter = try Data(contentsOf: output.appendingPathComponent("adapter/adapter_model.safetensors"))
             return (try Self.metrics(output).map { $0.filter { !["tokens_per_second", "eta_seconds"].contains($0.key) } }, adapter)
         }
-        let plain = try train(checkpointing: false), checkpointed = try train(checkpointing: true)
-        XCTAssertEqual(checkpointed.metrics, plain.metrics)
-        XCTAssertEqual(checkpointed.adapter, plain.adapter)
+        let plain = try train(checkpointing: false, keepAttention: true)
+        for (checkpointing, keepAttention) in [(false, false), (true, false), (true, true)] {
+            let run = try train(checkpointing: checkpointing, keepAttention: keepAttention)
+            XCTAssertEqual(run.metrics, plain.metrics, "checkpointing \(checkpointing), attention kept \(keepAttention)")
+            XCTAssertEqual(run.adapter, plain.adapter, "checkpointing \(checkpointing), attention kept \(keepAttention)")
+        }
     }
 
     func testAKilledRunResumesToABitIdenticalAdapter() throws {
