@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Builds the onnx-community-style int8 fixtures under fixtures/int8/ (issue 9): DynamicQuantizeLinear +
+MatMulInteger projections and a uint8 embedding Gather + DequantizeLinear, as transformers.js's
+`scripts/quantize.py` writes `model_quantized.onnx` / `model_int8.onnx` / `model_uint8.onnx`.
+
+  python tools/make_int8_fixtures.py models   fixtures/models/llama-torchscript/model.onnx (tools/make_fixtures.py's
+                                              tiny Llama, optimum-style TorchScript export) through `onnxslim.slim`
+                                              (transformers.js's convert.py slims every export), then quantised by
+                                              `onnxruntime.quantization.quantize_dynamic` with the options
+                                              transformers.js passes to ONNXQuantizer for its q8 modes:
+                                                op_types_to_quantize = IntegerOpsRegistry's keys (MatMul and Gather
+                                                  here; Conv, Attention, LSTM, Transpose, EmbedLayerNormalization
+                                                  are absent from the graph or left alone),
+                                                per_channel = False, reduce_range = False (its defaults, None),
+                                                extra_options EnableSubgraph = True, MatMulConstBOnly = True,
+                                                activations QUInt8 (dynamic quantisation only supports uint8).
+                                              Weights QInt8: `model_int8`, and `model_quantized` for a graph without
+                                              Conv/GroupQueryAttention/MultiHeadAttention, as a Llama's. QUInt8
+                                              weights (`model_uint8`) and per-channel scales are covered by the op
+                                              cases, not by a second model (fixture budget). The value_info that the
+                                              quantizer's shape inference adds (32 KB of intermediate types, no
+                                              semantics) is dropped. Into fixtures/int8/llama-int8/: model.onnx,
+                                              config.json,
+                                                inputs.npz       the source's input_ids/attention_mask [2, 12]
+                                                ort_logits.npz   onnxruntime's logits (graph optimisations off, one
+                                                                 thread, so that the file's own nodes run)
+                                              plus fixtures/int8/fixtures.json.
+  python tools/make_int8_fixtures.py ops      the one-node cases of tools/int8_op_cases.py (DynamicQuantizeLinear,
+                                              MatMulInteger, com.microsoft DynamicQuantizeMatMul and
+                                              MatMulIntegerToFloat), written as tools/make_op_references.py writes
+                                              its cases, into fixtures/int8/ops/.
+
+Needs onnx, onnxruntime and onnxslim (measured: onnx 1.23.2, onnxruntime 1.32.0, onnxslim 0.1.98). Run from anywhere; writes only under
+fixtures/int8/.
+"""
+import json
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "fixtures" / "int8"
+SOURCE = ROOT / "fixtures" / "models" / "llama-torchscript"
+sys.path.insert(0, str(ROOT / "tools"))
+SIZE_LIMIT = 350_000  # bytes for everything under fixtures/int8/
+
+
+def quantize(source, target, weight_type):
+    import onnx
+    import onnxslim
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    slim = target.parent / "slim.onnx"
+    onnx.save(onnxslim.slim(onnx.load(str(source))), str(slim))
+    quantize_dynamic(
+        str(slim), str(target),
+        op_types_to_quantize=list(IntegerOpsRegistry.keys()),
+        per_channel=False, reduce_range=False,
+        weight_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[weight_type],
+        extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True})
+
+
+def ort_logits(path, feeds):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(["logits"], feeds)[0]
+
+
+def models():
+    import onnx
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    entries = []
+    inputs = dict(np.load(SOURCE / "inputs.npz"))
+    for weight_type in ["int8"]:
+        name = f"llama-{weight_type}"
+        folder = OUT / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        with tempfile.TemporaryDirectory() as temporary:
+            quantize(SOURCE / "model.onnx", pathlib.Path(temporary) / "model.onnx", weight_type)
+            model = onnx.load(str(pathlib.Path(temporary) / "model.onnx"))
+        del model.graph.value_info[:]
+        onnx.save(model, str(folder / "model.onnx"))
+        for file in ["config.json"]:
+            shutil.copy(SOURCE / file, folder / file)
+        np.savez(folder / "inputs.npz", **inputs)
+        np.savez(folder / "ort_logits.npz", logits=ort_logits(folder / "model.onnx", inputs).astype(np.float32))
+        counts = {}
+        for node in model.graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        entries.append({"name": name, "path": str((folder / "model.onnx").relative_to(ROOT)),
+                        "architecture": "llama", "weights": weight_type,
+                        "quantized_ops": {op: counts[op] for op in sorted(counts)
+                                          if op in ("DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear")}})
+        print(f"{name}: {sum(f.stat().st_size for f in folder.iterdir()) / 1024:.0f} KiB, {entries[-1]['quantized_ops']}")
+    (OUT / "fixtures.json").write_text(json.dumps(entries, indent=2) + "\n")
+    report_size()
+
+
+def ops():
+    import onnx
+
+    sys.path.insert(0, str(ROOT / "tools" / "op_cases"))
+    import int8_op_cases
+    import make_op_references
+
+    folder = OUT / "ops"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*"):
+        stale.unlink()
+    for case in int8_op_cases.CASES:
+        model = make_op_references.build_model(case)
+        outputs, source = make_op_references.run_reference(case, model)
+        model.doc_string = f"reference outputs computed by {source}"
+        onnx.save(model, folder / f"{case['name']}.onnx")
+        np.savez(folder / f"{case['name']}.inputs.npz", **{n: a for n, a in case["inputs"] if a is not None})
+        np.savez(folder / f"{case['name']}.outputs.npz", **outputs)
+    print(f"wrote {len(int8_op_cases.CASES)} op cases to {folder.relative_to(ROOT)}")
+    report_size()
+
+
+def report_size():
+    total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
+    print(f"fixtures/int8 total {total / 1e3:.0f} KB")
+    assert total < SIZE_LIMIT, f"fixtures/int8 is {total} bytes, over {SIZE_LIMIT}"
+
+
+if __name__ == "__main__":
+    what = sys.argv[1:] or ["ops", "models"]
+    for step in what:
+        {"models": models, "ops": ops}[step]()
