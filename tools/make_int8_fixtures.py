@@ -25,6 +25,17 @@ MatMulInteger projections and a uint8 embedding Gather + DequantizeLinear, as tr
                                                 ort_logits.npz   onnxruntime's logits (graph optimisations off, one
                                                                  thread, so that the file's own nodes run)
                                               plus fixtures/int8/fixtures.json.
+  python tools/make_int8_fixtures.py patterns small graphs (x [2, 3, 16] -> MatMul W1, MatMul W2 reading the same x ->
+                                              Tanh(·)·(·) -> MatMul W3) quantised by quantize_dynamic in the forms
+                                              the whole-model fixture lacks, into fixtures/int8/patterns/ in the op
+                                              cases' format (NAME.onnx, .inputs.npz, .outputs.npz by onnxruntime):
+                                                per_channel_uint8  QUInt8 weights, per_channel, reduce_range (one
+                                                                   scale and zero point per output column)
+                                                per_tensor_int8    QInt8, as the whole-model fixture
+                                                ort_optimized      per_tensor_int8 saved by onnxruntime's optimiser
+                                                                   (level extended): MatMulIntegerToFloat where the
+                                                                   DynamicQuantizeLinear is shared (W1, W2),
+                                                                   DynamicQuantizeMatMul where it is not (W3)
   python tools/make_int8_fixtures.py ops      the one-node cases of tools/int8_op_cases.py (DynamicQuantizeLinear,
                                               MatMulInteger, com.microsoft DynamicQuantizeMatMul and
                                               MatMulIntegerToFloat), written as tools/make_op_references.py writes
@@ -129,6 +140,59 @@ def ops():
     report_size()
 
 
+def patterns():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder = OUT / "patterns"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*"):
+        stale.unlink()
+    rng = np.random.default_rng(88)
+    weights = {name: (rng.standard_normal(shape) * 0.3).astype(np.float32)
+               for name, shape in [("w1", (16, 8)), ("w2", (16, 8)), ("w3", (8, 4))]}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["y1"], name="/proj1/MatMul"),
+             helper.make_node("MatMul", ["x", "w2"], ["y2"], name="/proj2/MatMul"),
+             helper.make_node("Tanh", ["y1"], ["t"], name="/act/Tanh"),
+             helper.make_node("Mul", ["t", "y2"], ["h"], name="/act/Mul"),
+             helper.make_node("MatMul", ["h", "w3"], ["y"], name="/proj3/MatMul")]
+    graph = helper.make_graph(nodes, "pattern", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+                              [numpy_helper.from_array(w, name) for name, w in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = rng.standard_normal((2, 3, 16)).astype(np.float32)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    with tempfile.TemporaryDirectory() as temporary:
+        temporary = pathlib.Path(temporary)
+        onnx.save(model, str(temporary / "float.onnx"))
+        variants = {"per_channel_uint8": (QuantType.QUInt8, True, True), "per_tensor_int8": (QuantType.QInt8, False, False)}
+        for name, (weight_type, per_channel, reduce_range) in variants.items():
+            quantize_dynamic(str(temporary / "float.onnx"), str(temporary / f"{name}.onnx"),
+                             op_types_to_quantize=list(IntegerOpsRegistry.keys()), per_channel=per_channel,
+                             reduce_range=reduce_range, weight_type=weight_type,
+                             extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True})
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(temporary / "ort_optimized.onnx")
+        ort.InferenceSession(str(temporary / "per_tensor_int8.onnx"), options, providers=["CPUExecutionProvider"])
+        for name in [*variants, "ort_optimized"]:
+            quantized = onnx.load(str(temporary / f"{name}.onnx"))
+            del quantized.graph.value_info[:]
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            session = ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            quantized.doc_string = "reference outputs computed by onnxruntime"
+            onnx.save(quantized, str(folder / f"{name}.onnx"))
+            np.savez(folder / f"{name}.inputs.npz", x=x)
+            np.savez(folder / f"{name}.outputs.npz", y=session.run(["y"], {"x": x})[0])
+            print(name, sorted({f"{n.domain}.{n.op_type}".lstrip(".") for n in quantized.graph.node}))
+    report_size()
+
+
 def report_size():
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"fixtures/int8 total {total / 1e3:.0f} KB")
@@ -136,6 +200,6 @@ def report_size():
 
 
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["ops", "models"]
+    what = sys.argv[1:] or ["ops", "patterns", "models"]
     for step in what:
-        {"models": models, "ops": ops}[step]()
+        {"models": models, "ops": ops, "patterns": patterns}[step]()

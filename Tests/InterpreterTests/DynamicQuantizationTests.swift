@@ -11,6 +11,9 @@ import XCTest
 final class DynamicQuantizationTests: XCTestCase {
     static let opsFolder = repositoryPath("fixtures/int8/ops")
     static let modelFolder = repositoryPath("fixtures/int8/llama-int8")
+    /// Small graphs in the forms the whole-model fixture lacks (`tools/make_int8_fixtures.py patterns`).
+    static let patternsFolder = repositoryPath("fixtures/int8/patterns")
+    static let patterns = ["per_channel_uint8", "per_tensor_int8", "ort_optimized"]
 
     static func caseNames() throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: opsFolder)
@@ -121,6 +124,37 @@ final class DynamicQuantizationTests: XCTestCase {
         let scale = reference.floats.map(abs).max() ?? 1
         print("llama-int8: max |ours − onnxruntime| at real tokens \(difference) (max |logit| \(scale))")
         XCTAssertLessThan(difference, 1e-4)
+    }
+
+    /// Per-channel uint8 weights (reduce_range), per-tensor int8, and onnxruntime's optimised forms
+    /// (MatMulIntegerToFloat behind a shared DynamicQuantizeLinear, DynamicQuantizeMatMul): each is rewritten into
+    /// DynamicQuantizeMatMul nodes only, gives the unrewritten graph's numbers bit for bit, equals onnxruntime, and
+    /// its straight-through gradient with respect to x is the dequantised-weights model's within the activations'
+    /// 8-bit rounding.
+    func testEveryQuantizedFormIsFusedExactlyAndTrains() throws {
+        let failures = OpReferenceTests.referenceFailures(folder: Self.patternsFolder, names: Self.patterns)
+        XCTAssert(failures.isEmpty, failures.joined(separator: "\n"))
+        for name in Self.patterns {
+            let model = try Model.load(path: "\(Self.patternsFolder)/\(name).onnx")
+            let feeds = try NPZ.read(path: "\(Self.patternsFolder)/\(name).inputs.npz")
+            XCTAssertEqual(DynamicQuantizedMatMul.find(in: model.graph.nodes).count, 3, name)
+            let fused = try Session(model: model)
+            XCTAssertEqual(fused.nodes.map(\.opType).sorted(), ["DynamicQuantizeMatMul", "DynamicQuantizeMatMul",
+                                                                  "DynamicQuantizeMatMul", "Mul", "Tanh"], name)
+            assertBitIdentical(try fused.run(feeds)["y"], try Session(model: model, optimize: false).run(feeds)["y"], name)
+
+            let pass = try fused.forward(feeds, trainable: ["x"])
+            let y = try XCTUnwrap(pass.outputs["y"])
+            let dY = Tensor(shape: y.shape, floats: uniformTestValues(y.count, seed: 5))
+            let straightThrough = try XCTUnwrap(try pass.backward(["y": dY])["x"])
+            let (dequantized, weights) = try Self.dequantizedModel(model)
+            let floatPass = try Session(model: dequantized, additionalInitializers: weights).forward(feeds, trainable: ["x"])
+            let exact = try XCTUnwrap(try floatPass.backward(["y": dY])["x"])
+            let largest = exact.floats.map(abs).max() ?? 0
+            let difference = zip(straightThrough.floats, exact.floats).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertGreaterThan(largest, 1e-2, name)
+            XCTAssertLessThan(difference, 0.05 * largest, "\(name): straight-through vs dequantised-model dX")
+        }
     }
 
     /// A trainable value reaching a DynamicQuantizeLinear that is not rewritten (here: rewrites off) is refused,
