@@ -10,7 +10,7 @@ import XCTest
 /// fixtures/int8/llama-int8) against onnxruntime, and the straight-through gradient of the fused projection.
 final class DynamicQuantizationTests: XCTestCase {
     static let opsFolder = repositoryPath("fixtures/int8/ops")
-    static let modelFolder = repositoryPath("fixtures/int8/llama-int8")
+    static let modelFolder = Int8Fixture.folder
     /// Small graphs in the forms the whole-model fixture lacks (`tools/make_int8_fixtures.py patterns`).
     static let patternsFolder = repositoryPath("fixtures/int8/patterns")
     static let patterns = ["per_channel_uint8", "per_tensor_int8", "ort_optimized"]
@@ -20,12 +20,9 @@ final class DynamicQuantizationTests: XCTestCase {
             .filter { $0.hasSuffix(".onnx") }.map { String($0.dropLast(5)) }.sorted()
     }
 
-    /// The int8/uint8 values of a quantised tensor (the one place these tests read that storage).
-    static func quantizedValues(_ tensor: Tensor) -> [Int64] { tensor.int64s }
+    static func quantizedValues(_ tensor: Tensor) -> [Int64] { Int8Fixture.quantizedValues(tensor) }
 
-    static func fixture() throws -> (Model, [String: Tensor]) {
-        (try Model.load(path: "\(modelFolder)/model.onnx"), try NPZ.read(path: "\(modelFolder)/inputs.npz"))
-    }
+    static func fixture() throws -> (Model, [String: Tensor]) { (try Int8Fixture.model(), try Int8Fixture.inputs()) }
 
     func testEveryCaseMatchesOnnxruntime() throws {
         let names = try Self.caseNames()
@@ -147,7 +144,7 @@ final class DynamicQuantizationTests: XCTestCase {
             let y = try XCTUnwrap(pass.outputs["y"])
             let dY = Tensor(shape: y.shape, floats: uniformTestValues(y.count, seed: 5))
             let straightThrough = try XCTUnwrap(try pass.backward(["y": dY])["x"])
-            let (dequantized, weights) = try Self.dequantizedModel(model)
+            let (dequantized, weights) = try Int8Fixture.dequantized(model)
             let floatPass = try Session(model: dequantized, additionalInitializers: weights).forward(feeds, trainable: ["x"])
             let exact = try XCTUnwrap(try floatPass.backward(["y": dY])["x"])
             let largest = exact.floats.map(abs).max() ?? 0
@@ -165,36 +162,6 @@ final class DynamicQuantizationTests: XCTestCase {
         assertThrows(["DynamicQuantizeLinear", "no gradient rule", "layers.0/input_layernorm"]) {
             _ = try session.forward(feeds, trainable: ["model.model.layers.0.input_layernorm.weight"])
         }
-    }
-
-    /// The model with every quantised projection replaced by a float MatMul on its dequantised weight
-    /// `(W_q − zp) · scale`, computed here from the initializers.
-    static func dequantizedModel(_ model: Model) throws -> (Model, [String: Tensor]) {
-        var nodes = model.graph.nodes
-        let initializers = Dictionary(model.graph.initializers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var weights: [String: Tensor] = [:]
-        var dropped = Set<Int>()
-        for projection in DynamicQuantizedMatMul.find(in: nodes) {
-            let q = try model.loadTensor(try XCTUnwrap(initializers[projection.weight]))
-            let scale = try model.loadTensor(try XCTUnwrap(initializers[projection.weightScale])).floats
-            let zero = projection.weightZeroPoint.isEmpty ? [0]
-                : quantizedValues(try model.loadTensor(try XCTUnwrap(initializers[projection.weightZeroPoint])))
-            let values = quantizedValues(q), (k, n) = (q.shape[0], q.shape[1])
-            var w = [Float](repeating: 0, count: k * n)
-            for index in w.indices {
-                let column = index % n
-                w[index] = Float(values[index] - zero[zero.count == 1 ? 0 : column]) * scale[scale.count == 1 ? 0 : column]
-            }
-            let name = "dequantized/\(projection.weight)"
-            weights[name] = Tensor(shape: [k, n], floats: w)
-            let output = nodes[projection.outputNode]
-            nodes[projection.outputNode] = Node(name: output.name, opType: "MatMul", inputs: [projection.input, name],
-                                                outputs: output.outputs, index: output.index)
-            dropped.formUnion(projection.nodes.dropLast())
-        }
-        var rewritten = model
-        rewritten.graph.nodes = nodes.enumerated().filter { !dropped.contains($0.offset) }.map(\.element)
-        return (rewritten, weights)
     }
 
     /// Whole model: the gradient of `Σ R·logits` with respect to layer 0's input RMSNorm weight, which reaches the loss
@@ -217,7 +184,7 @@ final class DynamicQuantizationTests: XCTestCase {
         let r = weights(logits)
         let straightThrough = try XCTUnwrap(try pass.backward(["logits": Tensor(shape: logits.shape, floats: r)])[parameter])
 
-        let (dequantized, additional) = try Self.dequantizedModel(model)
+        let (dequantized, additional) = try Int8Fixture.dequantized(model)
         let session = try Session(model: dequantized, additionalInitializers: additional)
         let floatPass = try session.forward(feeds, trainable: [parameter])
         let exact = try XCTUnwrap(try floatPass.backward(["logits": Tensor(shape: logits.shape, floats: r)])[parameter])
