@@ -138,6 +138,12 @@ public enum ONNXExport {
                 throw AdapterError.loraTargetsNotFound(model: model.path, reason: "node \(module.node) of \(module.modulePath) is not in the graph")
             }
             let node = model.graph.nodes[position]
+            if module.targets.first?.layout.storage == .matMulInteger {
+                let type = index.initializers[module.weight].map { "\($0.dataType)" } ?? "quantised"
+                throw AdapterError.unsupportedAdapter(path: model.path, reason:
+                    "the weight '\(module.weight)' of \(module.modulePath) is \(type) (a dynamically quantised MatMul); merging "
+                    + "into quantised weights is not supported: export with --form lora-nodes or lora-inputs")
+            }
             guard let slot = node.inputs.indices.dropFirst().first(where: { index.initializer(behind: node.inputs[$0])?.name == module.weight }),
                   let initializer = index.initializers[module.weight] else {
                 throw AdapterError.loraTargetsNotFound(model: model.path,
