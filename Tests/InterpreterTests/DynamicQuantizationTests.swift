@@ -154,6 +154,32 @@ final class DynamicQuantizationTests: XCTestCase {
         }
     }
 
+    /// The rewrite on hand-made node lists: the quantizer's five nodes become one DynamicQuantizeMatMul at the last
+    /// `Mul`'s place; a replaced node something else still reads (a graph output, another reader of the
+    /// DynamicQuantizeLinear's scale) stays; a MatMulInteger whose A zero point is not the DynamicQuantizeLinear's is
+    /// not the form and is left alone.
+    func testTheRewriteKeepsWhatIsStillReadAndOnlyMatchesTheForm() {
+        func form(aZeroPoint: String = "x_zp") -> [Node] {
+            [Node(name: "dql", opType: "DynamicQuantizeLinear", inputs: ["x"], outputs: ["x_q", "x_scale", "x_zp"]),
+             Node(name: "scales", opType: "Mul", inputs: ["x_scale", "w_scale"], outputs: ["s"]),
+             Node(name: "product", opType: "MatMulInteger", inputs: ["x_q", "w", aZeroPoint, "w_zp"], outputs: ["p"]),
+             Node(name: "cast", opType: "Cast", inputs: ["p"], outputs: ["c"], attributes: ["to": .int(1)]),
+             Node(name: "output", opType: "Mul", inputs: ["c", "s"], outputs: ["y"])]
+        }
+        let fused = GraphOptimizer.fuseDynamicQuantizedMatMuls(form(), graphOutputs: ["y"])
+        XCTAssertEqual(fused.map(\.opType), ["DynamicQuantizeMatMul"])
+        XCTAssertEqual(fused[0].inputs, ["x", "w", "w_scale", "w_zp"])
+        XCTAssertEqual(fused[0].name, "output")
+
+        let shared = GraphOptimizer.fuseDynamicQuantizedMatMuls(
+            form() + [Node(name: "other", opType: "Identity", inputs: ["x_scale"], outputs: ["z"])], graphOutputs: ["y", "z"])
+        XCTAssertEqual(shared.map(\.name), ["dql", "output", "other"])
+        XCTAssertEqual(GraphOptimizer.fuseDynamicQuantizedMatMuls(form(), graphOutputs: ["y", "p"]).map(\.name),
+                       ["dql", "product", "output"])
+        XCTAssertEqual(GraphOptimizer.fuseDynamicQuantizedMatMuls(form(aZeroPoint: "other_zp"), graphOutputs: ["y"]).map(\.opType),
+                       form().map(\.opType))
+    }
+
     /// A trainable value reaching a DynamicQuantizeLinear that is not rewritten (here: rewrites off) is refused,
     /// naming the node, rather than given a gradient that leaves out the integer path.
     func testAnUnfusedDynamicQuantizeLinearRefusesToTrain() throws {
