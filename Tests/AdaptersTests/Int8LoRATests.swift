@@ -33,6 +33,16 @@ final class Int8LoRATests: XCTestCase {
         XCTAssertEqual(modules.map(\.outFeatures), [64, 32, 64, 32])
     }
 
+    /// The with-past layout onnx-community publishes (this source names no nodes, so module paths are structural): q
+    /// and v found by structure.
+    func testQAndVAreFoundInTheWithPastLayout() throws {
+        let model = try Model.load(path: repositoryPath("fixtures/int8/llama-with-past-int8/model.onnx"))
+        let targets = try LoRATargets.find(in: model)
+        XCTAssertEqual(targets.map(\.kind), [.q, .v, .q, .v])
+        XCTAssert(targets.allSatisfy { $0.layout == .matMulInteger && $0.inFeatures == 16 })
+        XCTAssertEqual(targets.map(\.outFeatures), [16, 8, 16, 8], "2 query heads, 1 key/value head of 8")
+    }
+
     func testZeroBGivesTheBaseModelAndTheAdapterChangesIt() throws {
         let (model, feeds) = (try Int8Fixture.model(), try Int8Fixture.inputs())
         let base = try Session(model: model).run(feeds)["logits"]!

@@ -180,6 +180,24 @@ final class DynamicQuantizationTests: XCTestCase {
                        form().map(\.opType))
     }
 
+    /// optimum's with-past layout, as onnx-community's files have it (`tools/make_int8_fixtures.py with_past`): a
+    /// prefill with empty past and a one-token decode step reading the prefill's presents give onnxruntime's logits and
+    /// presents.
+    func testTheWithPastLayoutPrefillsAndDecodesAsOnnxruntime() throws {
+        let folder = repositoryPath("fixtures/int8/llama-with-past-int8")
+        let session = try Session(model: try Model.load(path: "\(folder)/model.onnx"))
+        XCTAssertEqual(session.nodes.filter { $0.opType == "DynamicQuantizeMatMul" }.count, 15)
+        for stage in ["prefill", "decode"] {
+            let outputs = try session.run(try NPZ.read(path: "\(folder)/\(stage).inputs.npz"))
+            let expected = try NPZ.read(path: "\(folder)/\(stage).outputs.npz")
+            XCTAssertEqual(Set(expected.keys), Set(outputs.keys), stage)
+            for (name, reference) in expected.sorted(by: { $0.key < $1.key }) {
+                let actual = try XCTUnwrap(outputs[name], "\(stage) \(name)")
+                XCTAssertNil(closenessProblem(actual, reference, relative: 1e-5, absolute: 1e-5), "\(stage) \(name)")
+            }
+        }
+    }
+
     /// A trainable value reaching a DynamicQuantizeLinear that is not rewritten (here: rewrites off) is refused,
     /// naming the node, rather than given a gradient that leaves out the integer path.
     func testAnUnfusedDynamicQuantizeLinearRefusesToTrain() throws {
