@@ -8,7 +8,8 @@ enum GraphOptimizer {
 
     /// Applies every rewrite, in order.
     static func optimize(_ nodes: [Node], graphOutputs: Set<String>) -> [Node] {
-        let fused = fuseTransposedMatMul(nodes, uses: Uses(nodes), graphOutputs: graphOutputs)
+        let quantized = fuseDynamicQuantizedMatMuls(nodes, graphOutputs: graphOutputs)
+        let fused = fuseTransposedMatMul(quantized, uses: Uses(quantized), graphOutputs: graphOutputs)
         return fuseSwish(fused, uses: Uses(fused), graphOutputs: graphOutputs)
     }
 

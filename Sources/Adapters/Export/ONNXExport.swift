@@ -138,6 +138,12 @@ public enum ONNXExport {
                 throw AdapterError.loraTargetsNotFound(model: model.path, reason: "node \(module.node) of \(module.modulePath) is not in the graph")
             }
             let node = model.graph.nodes[position]
+            if module.targets.first?.layout.storage == .matMulInteger {
+                let type = index.initializers[module.weight].map { "\($0.dataType)" } ?? "quantised"
+                throw AdapterError.unsupportedAdapter(path: model.path, reason:
+                    "the weight '\(module.weight)' of \(module.modulePath) is \(type) (a dynamically quantised MatMul); merging "
+                    + "into quantised weights is not supported: export with --form lora-nodes or lora-inputs")
+            }
             guard let slot = node.inputs.indices.dropFirst().first(where: { index.initializer(behind: node.inputs[$0])?.name == module.weight }),
                   let initializer = index.initializers[module.weight] else {
                 throw AdapterError.loraTargetsNotFound(model: model.path,
@@ -246,10 +252,13 @@ public enum ONNXExport {
     }
 
     /// The one floating-point type of the adapted weights, which the LoRA nodes' tensors must share. A quantised
-    /// weight (MatMulNBits) counts as the type of its scales, which is its activations' type.
+    /// weight (MatMulNBits) counts as the type of its scales, which is its activations' type; a dynamically quantised
+    /// one as float32.
     private static func adapterDataType(modules: [LoRAModule], model: Model) throws -> DataType {
         let types = Dictionary(model.graph.initializers.map { ($0.name, $0.dataType) }, uniquingKeysWith: { first, _ in first })
         let dataTypes = Set(modules.map { module -> DataType in
+            // A dynamically quantised MatMul computes in float32 (DynamicQuantizeLinear reads float32 only).
+            if module.targets.first?.layout.storage == .matMulInteger { return .float }
             guard module.targets.first?.layout.isQuantized == true,
                   let node = model.graph.nodes.first(where: { $0.name == module.node || $0.label == module.node }),
                   node.inputs.count > 2 else { return types[module.weight] ?? .float }

@@ -236,6 +236,8 @@ final class AttentionSearch {
         while !queue.isEmpty {
             let (value, depth) = queue.removeFirst()
             guard depth < 8, seen.insert(value).inserted else { continue }
+            // A dynamically quantised projection reads `value` through its DynamicQuantizeLinear.
+            if let quantized = index.dynamicQuantizedLinears(reading: value).first, let linear = linear(quantized) { return linear }
             for consumer in index.consumers[value] ?? [] {
                 let node = index.node(consumer)
                 guard node.inputs.first == value else { continue }

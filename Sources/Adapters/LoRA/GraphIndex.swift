@@ -15,6 +15,9 @@ final class GraphIndex {
     private let declaredShapes: [String: [Dimension]]
     private let graphOutputs: Set<String>
     private var constantCache: [String: [Int]?] = [:]
+    /// Dynamically quantised MatMuls (onnxruntime's quantizer, onnx-community `model_int8`), by the index of the node
+    /// writing their float output.
+    let quantizedMatMuls: [Int: DynamicQuantizedMatMul]
 
     init(model: Model) {
         self.model = model
@@ -28,6 +31,8 @@ final class GraphIndex {
         }
         declaredShapes = shapes
         graphOutputs = Set(graph.outputs.map(\.name))
+        quantizedMatMuls = Dictionary(DynamicQuantizedMatMul.find(in: graph.nodes).map { ($0.outputNode, $0) },
+                                      uniquingKeysWith: { first, _ in first })
         for node in graph.nodes {
             for output in node.outputs where !output.isEmpty { producer[output] = node.index }
             for input in Set(node.inputs) where !input.isEmpty { consumers[input, default: []].append(node.index) }
@@ -78,6 +83,7 @@ final class GraphIndex {
     /// `node` as a linear layer, or nil when it is not one.
     func linear(_ node: Node) -> Linear? {
         if node.opType == "MatMulNBits", node.domain == "com.microsoft" { return quantizedLinear(node) }
+        if let projection = quantizedMatMuls[node.index] { return dynamicQuantizedLinear(node, projection) }
         guard node.domain.isEmpty, node.inputs.count >= 2, !isConstant(node.inputs[0]),
               let weight = initializer(behind: node.inputs[1]), weight.shape.count == 2, weight.dataType.isFloatingPoint
         else { return nil }
@@ -119,6 +125,25 @@ final class GraphIndex {
             result.bias = biasAdd(after: node, features: n)
         }
         return result
+    }
+
+    /// A dynamically quantised MatMul (`DynamicQuantizedMatMul`) on an int8/uint8 initializer weight `[in, out]`: a
+    /// linear layer whose node is the one writing its float output (the last `Mul` of the quantizer's form), whose
+    /// input is the float activation before its `DynamicQuantizeLinear`, and whose weight stays frozen. Its bias is
+    /// the fused node's, or an `Add` of a 1-D initializer right after it.
+    private func dynamicQuantizedLinear(_ node: Node, _ projection: DynamicQuantizedMatMul) -> Linear? {
+        guard !isConstant(projection.input), let weight = initializer(behind: projection.weight), weight.shape.count == 2,
+              weight.dataType == .int8 || weight.dataType == .uint8 else { return nil }
+        var result = Linear(node: node, weight: weight, layout: .matMulInteger, inFeatures: weight.shape[0],
+                            outFeatures: weight.shape[1])
+        result.bias = projection.bias.isEmpty ? biasAdd(after: node, features: weight.shape[1])
+            : initializer(behind: projection.bias)?.name ?? projection.bias
+        return result
+    }
+
+    /// The dynamically quantised linear layers reading `value` as their float input, in graph order.
+    func dynamicQuantizedLinears(reading value: String) -> [Int] {
+        quantizedMatMuls.values.filter { $0.input == value }.map(\.outputNode).sorted()
     }
 
     /// The bias of `MatMul + Add(bias)`: a 1-D initializer of `features` values added to the MatMul's output,

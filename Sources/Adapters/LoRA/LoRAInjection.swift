@@ -156,6 +156,9 @@ struct LoRAAttachment {
         dropoutMask: ((String) -> String)?
     ) throws -> [LoRAAttachment] {
         let nodes = model.graph.nodes
+        // A dynamically quantised projection's adapter reads the float activation before its DynamicQuantizeLinear.
+        let quantizedInputs = Dictionary(DynamicQuantizedMatMul.find(in: nodes).map { ($0.outputNode, $0.input) },
+                                         uniquingKeysWith: { first, _ in first })
         var names = FreshNames(model: model)
         func fresh(_ base: String) -> String { names.make(base) }
         var attachments: [LoRAAttachment] = []
@@ -170,7 +173,7 @@ struct LoRAAttachment {
             }
             let output = node.outputs[0]
             let prefix = "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
-            var adapterInput = node.inputs[0]
+            var adapterInput = quantizedInputs[index] ?? node.inputs[0]
             var added: [Node] = []
             var mask: (name: String, features: Int)?
             if let dropoutMask {

@@ -42,6 +42,12 @@ public struct LoRATarget: Sendable, Equatable, Codable {
         /// `[out, ⌈in / blockSize⌉, blockSize · bits / 8]` and dequantised to `[out, in]`; every output feature.
         /// The adapter trains in fp32 beside it, and the weight never gets a gradient.
         case matMulNBits(bits: Int, blockSize: Int)
+        /// onnxruntime's dynamically quantised MatMul (`DynamicQuantizeLinear → MatMulInteger → Cast → Mul`, or its
+        /// fused `MatMulIntegerToFloat` / `DynamicQuantizeMatMul` forms; onnx-community `model_int8`): a frozen
+        /// int8/uint8 weight `[in, out]` with a per-tensor or per-column scale; every output feature. The adapter
+        /// reads the float activation before the `DynamicQuantizeLinear` and adds to the float output; it trains in
+        /// fp32 and the weight never gets a gradient.
+        case matMulInteger
 
         /// How the weight is stored, fused or not (`.matMul` or `.gemm`).
         public var storage: Layout {
@@ -56,10 +62,12 @@ public struct LoRATarget: Sendable, Equatable, Codable {
             return storage == .gemm(transB: true)
         }
 
-        /// True for a block-quantised weight (MatMulNBits).
+        /// True for a quantised weight (MatMulNBits, or a dynamically quantised MatMul).
         public var isQuantized: Bool {
-            if case .matMulNBits = storage { return true }
-            return false
+            switch storage {
+            case .matMulNBits, .matMulInteger: return true
+            default: return false
+            }
         }
 
         /// The output features of a weight with `outFeatures` outputs that this layout covers, in order.
@@ -154,6 +162,7 @@ extension LoRATarget: CustomStringConvertible {
         case .matMul: text += " MatMul [in, out]"
         case .gemm(let transB): text += transB ? " Gemm [out, in]" : " Gemm [in, out]"
         case .matMulNBits(let bits, let blockSize): text += " MatMulNBits \(bits)-bit, block \(blockSize) [out, in]"
+        case .matMulInteger: text += " dynamically quantised MatMulInteger [in, out]"
         case .fused(let storage, let columns):
             var stored = storage.isWeightOutByIn ? "[out, in]" : "[in, out]"
             if case .matMulNBits(let bits, let blockSize) = storage { stored = "MatMulNBits \(bits)-bit, block \(blockSize) [out, in]" }

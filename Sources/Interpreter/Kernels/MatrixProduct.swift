@@ -87,7 +87,7 @@ func matrixProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
 }
 
 /// `(outputBatchIndex, aBatchIndex, bBatchIndex)` for every entry of the broadcast batch.
-private func batchPairs(_ aBatch: [Int], _ bBatch: [Int], _ batch: [Int]) -> [(Int, Int, Int)] {
+func batchPairs(_ aBatch: [Int], _ bBatch: [Int], _ batch: [Int]) -> [(Int, Int, Int)] {
     var pairs: [(Int, Int, Int)] = []
     let plan = BroadcastPlan(output: batch, operands: [aBatch, bBatch])
     pairs.reserveCapacity(plan.count)
