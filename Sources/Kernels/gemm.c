@@ -231,9 +231,23 @@ static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n
     }
 }
 
+void kernels_portable_gemv(int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k, float alpha,
+                           const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    kernels_gemv_body(transpose_a, transpose_b, m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Whether an [m, n, k] product takes the few-row path.
+static int few_rows(size_t m, size_t n, size_t k) { return m >= 1 && m <= KERNELS_GEMV_MAX_ROWS && n > 0 && k > 0; }
+
+static kernels_gemv_fn gemv_of(const kernels_table *table) { return table->gemv ? table->gemv : kernels_portable_gemv; }
+
 void kernels_sgemm(int transpose_a, int transpose_b, size_t m, size_t n, size_t k, float alpha,
                    const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
     const kernels_table *table = kernels_table_for(kernels_active_isa());
+    if (few_rows(m, n, k)) {
+        gemv_of(table)(transpose_a, transpose_b, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     b_source source = {NULL, 0, transpose_b, b, ldb};
     gemm(table, transpose_a, m, n, k, alpha, a, lda, source, beta, c, (ptrdiff_t)ldc, 1);
 }
@@ -388,11 +402,47 @@ static void run_split(split_t *split, size_t threads, kernels_parallel_for loop,
     }
 }
 
+// A few-row product split by columns: memory-bound, so worth splitting from far smaller sizes than the GEMM.
+#define KERNELS_GEMV_PARALLEL_MIN_B ((size_t)1 << 17)
+
+typedef struct {
+    kernels_gemv_fn gemv;
+    int transpose_a, transpose_b;
+    size_t m, n, k;
+    float alpha, beta;
+    const float *a;
+    size_t lda;
+    const float *b;
+    size_t ldb;
+    float *c;
+    size_t ldc;
+    size_t columns_per_piece;
+} gemv_split_t;
+
+static void run_gemv_piece(void *context, size_t index) {
+    const gemv_split_t *split = context;
+    const size_t j0 = index * split->columns_per_piece;
+    if (j0 >= split->n) return;
+    const size_t j1 = split->n - j0 < split->columns_per_piece ? split->n : j0 + split->columns_per_piece;
+    split->gemv(split->transpose_a, split->transpose_b, split->m, j0, j1, split->k, split->alpha, split->a, split->lda,
+                split->b, split->ldb, split->beta, split->c, split->ldc);
+}
+
 void kernels_sgemm_parallel(int transpose_a, int transpose_b, size_t m, size_t n, size_t k, float alpha,
                             const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc,
                             size_t threads, kernels_parallel_for loop, void *loop_context) {
     const kernels_isa isa = kernels_active_isa();
     const kernels_table *table = kernels_table_for(isa);
+    if (few_rows(m, n, k) && threads > 1 && loop && n * k >= KERNELS_GEMV_PARALLEL_MIN_B) {
+        // Pieces of whole 64-byte lines of C, a few per thread so a shared core balances.
+        const size_t pieces_wanted = threads * KERNELS_PIECES_PER_THREAD;
+        size_t columns = (n + pieces_wanted - 1) / pieces_wanted;
+        columns = (columns + 15) / 16 * 16;
+        gemv_split_t split = {gemv_of(table), transpose_a, transpose_b, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc,
+                              columns};
+        loop(loop_context, (n + columns - 1) / columns, &split, run_gemv_piece);
+        return;
+    }
     if (threads <= 1 || !loop || m * n * k < KERNELS_PARALLEL_MIN_WORK || m == 0 || n == 0 || k == 0) {
         kernels_sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;

@@ -25,6 +25,17 @@ typedef void (*kernels_tile_fn)(size_t k, const float *a, const void *b, float a
 typedef void (*kernels_direct_tile_fn)(size_t k, const float *a, size_t lda, const void *b, float alpha, float beta,
                                        float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols);
 
+// Products of at most KERNELS_GEMV_MAX_ROWS rows (decoding: one token per sequence) are bound by reading op(B),
+// which the packed path would read, write into panels and read again. These read it once, in place:
+//   C[r * ldc + j] = alpha * sum_p op(A)[r][p] * op(B)[p][j] + beta * C[r * ldc + j]   for r < m, j0 <= j < j1,
+// op(A)[r][p] = a[r * lda + p] (a[p * lda + r] when transpose_a), op(B)[p][j] = b[p * ldb + j] (b[j * ldb + p]
+// when transpose_b); beta == 0 means C is written without being read. With op(B) = B the rows of B stream through
+// in column chunks while C's chunk stays in L1; with op(B) = Bᵀ each output is a dot product of contiguous rows.
+#define KERNELS_GEMV_MAX_ROWS 4
+typedef void (*kernels_gemv_fn)(int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k,
+                                float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                                float *c, size_t ldc);
+
 /// One ISA's micro-kernels and the blocking that suits its register tile.
 typedef struct {
     kernels_isa isa;
@@ -32,7 +43,16 @@ typedef struct {
     int nr;                    // columns of the register tile (the width of a packed B panel)
     kernels_tile_fn tile[3];   // indexed by kernels_type of the B panel
     kernels_direct_tile_fn direct_tile[3];  // the same on an unpacked A, or NULL where A is always packed
+    kernels_gemv_fn gemv;      // few-row products on an unpacked op(B), or NULL for `kernels_portable_gemv`
 } kernels_table;
+
+/// The few-row product in plain C (see kernels_gemv_fn), for ISAs without their own.
+void kernels_portable_gemv(int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k, float alpha,
+                           const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
+
+// Columns of C a few-row product over op(B) = B accumulates at once: C's chunk (4 rows x 4 KiB) stays in L1 while
+// each row of B's chunk streams through.
+#define KERNELS_GEMV_CHUNK 1024
 
 // The tables each ISA file defines (only those the build's architecture can run exist).
 extern const kernels_table kernels_portable_table;
@@ -99,10 +119,63 @@ static inline void kernels_reference_tile(int mr, int nr, kernels_type type, siz
     }
 }
 
+/// The few-row product (see kernels_gemv_fn) in plain C, written for the compiler to vectorise with the features of
+/// the function it is inlined into (each ISA file wraps it in its TARGET): the j loops are independent lanes, and a
+/// dot product keeps 32 partial sums (several vector accumulators in flight), added in a fixed order at the end.
+static inline __attribute__((always_inline)) void kernels_gemv_body(
+    int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k, float alpha, const float *a,
+    size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    const size_t a_row = transpose_a ? 1 : lda, a_step = transpose_a ? lda : 1;
+    if (!transpose_b) {
+        float acc[KERNELS_GEMV_MAX_ROWS][KERNELS_GEMV_CHUNK] __attribute__((aligned(64)));
+        for (size_t j = j0; j < j1; j += KERNELS_GEMV_CHUNK) {
+            const size_t width = j1 - j < KERNELS_GEMV_CHUNK ? j1 - j : KERNELS_GEMV_CHUNK;
+            for (size_t r = 0; r < m; r++) memset(acc[r], 0, width * sizeof(float));
+            for (size_t p = 0; p < k; p++) {
+                const float *row = b + p * ldb + j;
+                for (size_t r = 0; r < m; r++) {
+                    const float scale = a[r * a_row + p * a_step];
+                    float *out = acc[r];
+                    for (size_t x = 0; x < width; x++) out[x] += scale * row[x];
+                }
+            }
+            for (size_t r = 0; r < m; r++) {
+                float *out = c + r * ldc + j;
+                const float *sums = acc[r];
+                if (beta == 0) {
+                    for (size_t x = 0; x < width; x++) out[x] = alpha * sums[x];
+                } else {
+                    for (size_t x = 0; x < width; x++) out[x] = alpha * sums[x] + beta * out[x];
+                }
+            }
+        }
+        return;
+    }
+    for (size_t j = j0; j < j1; j++) {
+        const float *column = b + j * ldb;  // op(B)[.][j], contiguous
+        for (size_t r = 0; r < m; r++) {
+            const float *row = a + r * a_row;
+            float partial[32] __attribute__((aligned(64))) = {0};
+            size_t p = 0;
+            if (a_step == 1) {
+                for (; p + 32 <= k; p += 32) {
+                    for (int lane = 0; lane < 32; lane++) partial[lane] += row[p + lane] * column[p + lane];
+                }
+            }
+            float sum = 0;
+            for (int lane = 0; lane < 32; lane++) sum += partial[lane];
+            for (; p < k; p++) sum += row[p * a_step] * column[p];
+            float *out = c + r * ldc + j;
+            *out = beta == 0 ? alpha * sum : alpha * sum + beta * *out;
+        }
+    }
+}
+
 /* The six entry points of an x86 ISA file and its table, one definition for every ISA file that includes this
  * header: each file defines TARGET (its function attributes), MR, NR and ROW_CASES(type, DIRECT, LDA) (a switch
- * over `rows` calling its register-blocked `tile`), then says KERNELS_X86_ENTRY_POINTS(its table, its ISA). */
-#define KERNELS_X86_ENTRY_POINTS(TABLE, ISA)                                                                       \
+ * over `rows` calling its register-blocked `tile`) and its few-row product, then says
+ * KERNELS_X86_ENTRY_POINTS(its table, its ISA, its few-row product). */
+#define KERNELS_X86_ENTRY_POINTS(TABLE, ISA, GEMV)                                                                 \
     static TARGET void tile_f32(size_t k, const float *a, const void *b, float alpha, float beta, float *c,        \
                                 ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                              \
         ROW_CASES(KERNELS_TYPE_F32, 0, 0)                                                                          \
@@ -127,6 +200,7 @@ static inline void kernels_reference_tile(int mr, int nr, kernels_type type, siz
                                    float *c, ptrdiff_t rs_c, ptrdiff_t cs_c, int rows, int cols) {                 \
         ROW_CASES(KERNELS_TYPE_BF16, 1, lda)                                                                       \
     }                                                                                                              \
-    const kernels_table TABLE = {ISA, MR, NR, {tile_f32, tile_f16, tile_bf16}, {direct_f32, direct_f16, direct_bf16}};
+    const kernels_table TABLE = {ISA, MR, NR, {tile_f32, tile_f16, tile_bf16}, {direct_f32, direct_f16, direct_bf16}, \
+                                 GEMV};
 
 #endif

@@ -67,6 +67,6 @@ static void tile_bf16(size_t k, const float *a, const void *b, float alpha, floa
     tile(KERNELS_TYPE_BF16, k, a, b, alpha, beta, c, rs_c, cs_c, rows, cols);
 }
 
-const kernels_table kernels_neon_table = {KERNELS_ISA_NEON, MR, NR, {tile_f32, tile_f16, tile_bf16}, {NULL, NULL, NULL}};
+const kernels_table kernels_neon_table = {KERNELS_ISA_NEON, MR, NR, {tile_f32, tile_f16, tile_bf16}, {NULL, NULL, NULL}, NULL};
 
 #endif

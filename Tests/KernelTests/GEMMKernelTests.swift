@@ -68,10 +68,29 @@ final class GEMMKernelTests: XCTestCase {
         }
     }
 
+    func testFewRowsReadOpBInPlace() {
+        // Up to 4 rows (decoding) take the path that reads op(B) where it lies: every row count, both layouts of B,
+        // chunks of C's columns (1024) crossed, dot products longer and shorter than their 32 partial sums.
+        let shapes = [(1, 1031, 70), (2, 65, 1000), (3, 2100, 70), (1, 2100, 150), (4, 7, 31), (4, 1025, 65), (5, 63, 65)]
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 5)
+            for (m, n, k) in shapes {
+                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let (alpha, beta): (Float, Float) = ta == tb ? (1, 0) : (-0.5, 2)
+                    check(isa: isa, m: m, n: n, k: k, ta: ta, tb: tb, alpha: alpha, beta: beta, pad: 3, generator: &generator)
+                }
+                for pool in [reversedSerialLoop, concurrentLoop] {
+                    checkParallel(isa: isa, m: m, n: n, k: k, ta: false, tb: m % 2 == 0, pool: pool, generator: &generator)
+                }
+            }
+        }
+    }
+
     func testBetaZeroAndEmptyInnerDimensionOverwriteNaN() {
         for isa in isas {
             XCTAssertEqual(kernels_force_isa(isa), isa)
-            for (m, n, k) in [(7, 65, 63), (65, 7, 1), (20, 33, 0)] {
+            for (m, n, k) in [(7, 65, 63), (65, 7, 1), (20, 33, 0), (1, 65, 63), (3, 1030, 40)] {
                 let a = [Float](repeating: 1, count: max(m * k, 1)), b = [Float](repeating: 2, count: max(k * n, 1))
                 var c = [Float](repeating: .nan, count: m * n)
                 kernels_sgemm(0, 0, m, n, k, 1, a, max(k, 1), b, n, 0, &c, n)
