@@ -208,6 +208,12 @@ public enum ONNXExport {
                 try editor.addInitializer(name: bName(module.modulePath), dataType: dataType, shape: [0, module.outFeatures], raw: [])
             }
         }
+        for attachment in attachments {
+            for (name, tensor) in attachment.constants {
+                let raw = tensor.int64s.flatMap { value in withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+                try editor.addInitializer(name: name, dataType: .int64, shape: tensor.shape, raw: raw)
+            }
+        }
         // Back to front, so that each attachment's node index still points at its projection.
         for attachment in attachments.sorted(by: { $0.nodeIndex > $1.nodeIndex }) {
             editor.setOutput(ofNodeAt: attachment.nodeIndex, slot: 0, to: attachment.projectionOutput)

@@ -46,6 +46,22 @@ struct ModulePaths {
         return components.dropFirst(root.count).joined(separator: ".")
     }
 
+    /// The Hugging Face module path of the `kind` part (q, k or v) of an attention op's packed qkv projection whose
+    /// node is labelled `fused`. onnxruntime-genai's builder packs the separate `self_attn.q_proj`, `k_proj` and
+    /// `v_proj` of the Hugging Face model into one MatMul named `/model/layers.N/attn/qkv_proj/MatMul`, so
+    /// `model.layers.N.attn.qkv_proj` gives `model.layers.N.self_attn.q_proj` (a last component `qkv_proj` or `qkv`
+    /// becomes `<kind>_proj`, a container `attn` becomes `self_attn`); another name gets `.<kind>_proj` appended, and
+    /// an unnamed projection is `layers.N.attention.<kind>_proj`.
+    static func packedPart(of fused: String?, kind: LoRATarget.Kind, layer: Int) -> String {
+        let part = "\(kind.rawValue)_proj"
+        guard let fused else { return "layers.\(layer).attention.\(part)" }
+        var components = fused.split(separator: ".").map(String.init)
+        guard let last = components.last, last == "qkv_proj" || last == "qkv" else { return "\(fused).\(part)" }
+        components[components.count - 1] = part
+        if components.count >= 2, components[components.count - 2] == "attn" { components[components.count - 2] = "self_attn" }
+        return components.joined(separator: ".")
+    }
+
     /// The module path as the exporter wrote it (wrapper prefix included), nil when there is none.
     static func rawPath(of node: Node) -> String? {
         if let scopes = node.metadata["pkg.torch.onnx.name_scopes"] {
