@@ -6,7 +6,7 @@ import ONNXGraph
 /// Output dimension `d` is `begin[d] + size[d] + end[d]`; a negative amount removes elements. `edge`, `reflect` and
 /// `wrap` are refused at load. LoRA uses it to place a part's `Bᵀ [r, part]` in the columns of a packed projection.
 ///
-/// Backward: `dData[i] = dY[i + begin]` (the padding gets no gradient; removed elements get zero).
+/// Backward: `dData[i] = dY[i + begin]` (removed elements get zero); `dConstant = Σ dY` over the padded positions.
 struct Pad: Operator {
     static let opType = "Pad"
     static let sinceVersions = [11, 13, 18, 19, 21, 23]
@@ -95,10 +95,10 @@ struct Pad: Operator {
 }
 
 extension Pad: DifferentiableOperator {
-    // dData[i] = dY[i + begin]; the constant gets no gradient.
+    // dData[i] = dY[i + begin];  dConstant = Σ dY over the padded positions (every output not copied from data).
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         var result = [Tensor?](repeating: nil, count: context.inputs.count)
-        guard context.wants(0) else { return result }
+        guard context.wants(0) || context.wants(2) else { return result }
         let shape = try context.inputShape(0)
         let (begins, outputShape) = try Self.geometry(shape, context.inputs)
         let dY = context.outputGradient()
@@ -106,8 +106,16 @@ extension Pad: DifferentiableOperator {
             throw KernelError("Pad's output gradient has shape \(dY.shape), expected \(outputShape)")
         }
         var dData = [Float](repeating: 0, count: shape.reduce(1, *))
-        Self.copy(from: shape, to: outputShape, begins: begins) { dData[$0] = upstream[$1] }
-        result[0] = Tensor(shape: shape, floats: dData, dataType: try context.inputType(0))
+        var copied = 0.0
+        Self.copy(from: shape, to: outputShape, begins: begins) {
+            dData[$0] = upstream[$1]
+            copied += Double(upstream[$1])
+        }
+        if context.wants(0) { result[0] = Tensor(shape: shape, floats: dData, dataType: try context.inputType(0)) }
+        if context.wants(2) {
+            let padded = upstream.reduce(0.0) { $0 + Double($1) } - copied
+            result[2] = Tensor(shape: try context.inputShape(2), floats: [Float(padded)], dataType: try context.inputType(2))
+        }
         return result
     }
 
