@@ -234,3 +234,35 @@ def test_lora_inputs_export_loads_in_onnxruntime_genai(fixture, tmp_path):
     while not generator.is_done():
         generator.generate_next_token()
     assert len(generator.get_sequence(0)) == 8
+
+
+def test_carried_genai_config_names_the_output_and_a_refused_export_writes_nothing(tmp_path):
+    """Exported under another file name, the carried genai_config.json names that file (decoder.filename), and the
+    folder still runs in onnxruntime-genai. A refused export writes nothing: no model, data, adapter or side file."""
+    model = ROOT / "fixtures" / "builder" / "llama-int4" / "model.onnx"
+    adapter = random_adapter(model, tmp_path / "adapter", seed=8)
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    onnx_dpo("export", "--model", model, "--adapter", adapter, "--output", folder / "tuned.onnx")
+    config = json.loads((folder / "genai_config.json").read_text())
+    assert config["model"]["decoder"]["filename"] == "tuned.onnx"
+    assert config["search"] == json.loads((model.parent / "genai_config.json").read_text())["search"]
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        og = None
+    if og is not None:
+        genai = og.Model(str(folder))
+        params = og.GeneratorParams(genai)
+        params.set_search_options(max_length=6)
+        generator = og.Generator(genai, params)
+        generator.append_tokens(np.array([[5, 17, 42]], dtype=np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+        assert len(generator.get_sequence(0)) == 6
+
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    result = onnx_dpo("export", "--model", model, "--output", refused / "model.onnx", "--form", "lora-inputs", check=False)
+    assert result.returncode != 0 and "lora-inputs needs an adapter" in result.stderr
+    assert sorted(p.name for p in refused.iterdir()) == []

@@ -62,6 +62,21 @@ final class BuilderLoRATests: XCTestCase {
             XCTAssertEqual(modules.count, 2, "\(name): one shared module per fused projection")
             XCTAssert(modules.allSatisfy { $0.placement == nil && $0.targets.count == 2 }, name)
         }
+        // A builder folder of a model whose Hugging Face attention is one qkv_proj (genai_config.json type phi3):
+        // the packed projection is that module, shared, named as the Hugging Face model names it.
+        let folder = try temporaryDirectory(for: self)
+        let source = repositoryPath("fixtures/builder/llama-fp32")
+        for name in ["model.onnx", "model.onnx.data"] {
+            try FileManager.default.copyItem(atPath: "\(source)/\(name)", toPath: folder.appendingPathComponent(name).path)
+        }
+        let configuration = try String(contentsOfFile: "\(source)/genai_config.json", encoding: .utf8)
+        try configuration.replacingOccurrences(of: "\"type\": \"llama\"", with: "\"type\": \"phi3\"")
+            .write(to: folder.appendingPathComponent("genai_config.json"), atomically: true, encoding: .utf8)
+        let phi3 = try Model.load(path: folder.appendingPathComponent("model.onnx").path)
+        let shared = try LoRAModule.modules(for: try LoRATargets.find(in: phi3), model: phi3)
+        XCTAssertEqual(shared.map(\.modulePath), ["model.layers.0.self_attn.qkv_proj", "model.layers.1.self_attn.qkv_proj"])
+        XCTAssert(shared.allSatisfy { $0.placement == nil && $0.outFeatures == 128 && $0.trainableOutputs == Array(0..<64) + Array(96..<128) })
+
         XCTAssertEqual(ModulePaths.packedPart(of: "model.layers.3.attn.qkv_proj", kind: .v, layer: 3), "model.layers.3.self_attn.v_proj")
         XCTAssertEqual(ModulePaths.packedPart(of: "blocks.1.qkv", kind: .q, layer: 1), "blocks.1.q_proj")
         XCTAssertEqual(ModulePaths.packedPart(of: "encoder.fused", kind: .q, layer: 0), "encoder.fused.q_proj")

@@ -174,6 +174,7 @@ struct Discovery {
         let paths = ModulePaths(graph: model.graph)
         var used = Set<Int>()  // linear nodes that are q, k, v or o
         var nodeIndices: [Int] = []  // graph position of each target's node, for ordering
+        let sourceFusesQKV = ModulePaths.builderModelType(modelPath: model.path).map(ModulePaths.fusedQKVModelTypes.contains) ?? false
         var blockStarts: [Int] = []
 
         for (layer, block) in blocks.enumerated() {
@@ -210,8 +211,11 @@ struct Discovery {
                 var label = paths.modulePath(of: projection.node) ?? "layers.\(layer).attention.\(sharing.joined())"
                 if packed.contains(kind), sharing.count > 1 {
                     // An attention op's packed input: the runtime's packing of the source model's separate q, k
-                    // and v projections, so each part is its own module (see `LoRAModule`).
-                    label = ModulePaths.packedPart(of: paths.modulePath(of: projection.node), kind: kind, layer: layer)
+                    // and v projections, so each part is its own module (see `LoRAModule`); unless the builder's
+                    // configuration names a model whose own attention is fused (Phi-3), whose one module stays shared.
+                    label = sourceFusesQKV
+                        ? ModulePaths.fusedInSource(paths.modulePath(of: projection.node), layer: layer)
+                        : ModulePaths.packedPart(of: paths.modulePath(of: projection.node), kind: kind, layer: layer)
                 }
                 targets.append(Self.target(projection, kind: kind, columns: source.columns, layer: layer, modulePath: label))
                 nodeIndices.append(projection.node.index)
