@@ -266,3 +266,45 @@ def test_carried_genai_config_names_the_output_and_a_refused_export_writes_nothi
     result = onnx_dpo("export", "--model", model, "--output", refused / "model.onnx", "--form", "lora-inputs", check=False)
     assert result.returncode != 0 and "lora-inputs needs an adapter" in result.stderr
     assert sorted(p.name for p in refused.iterdir()) == []
+
+
+def test_int4_merge_into_the_tied_lm_head_gives_the_projection_its_own_copy(tmp_path):
+    """The int4 builds read their embedding through GatherBlockQuantized from the lm_head's int4 weight and scales. An
+    adapter on lm_head merges into private copies of both (reported), so the embedding keeps the original bytes; the
+    merged model in onnxruntime is within a quarter of the adapter's effect of `onnx-dpo run --adapter`."""
+    from test_export import write_safetensors
+
+    model = ROOT / "fixtures" / "builder" / "llama-int4" / "model.onnx"
+    rng = np.random.default_rng(3)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    write_safetensors(adapter / "adapter_model.safetensors", {
+        "base_model.model.lm_head.lora_A.weight": rng.standard_normal((4, 64)) * 0.1,
+        "base_model.model.lm_head.lora_B.weight": rng.standard_normal((512, 4)) * 0.1})
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 4, "lora_alpha": 8.0, "lora_dropout": 0.0, "use_rslora": False,
+         "target_modules": ["lm_head"], "bias": "none"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    report = json.loads(onnx_dpo("export", "--model", model, "--adapter", adapter, "--output", out / "model.onnx",
+                                 "--json").stdout)
+    assert report["merged_weights"] == [] and len(report["copied_weights"]) == 2, report
+    written = onnx.load(str(out / "model.onnx"), load_external_data=True)
+    base = onnx.load(str(model), load_external_data=True)
+    gather = next(n for n in written.graph.node if n.op_type == "GatherBlockQuantized")
+    head = next(n for n in written.graph.node if n.name == "/lm_head/MatMul_Q4")
+    assert "merged" in head.input[1] and "merged" in head.input[2] and "merged" not in gather.input[2]
+    values = lambda m: {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}  # noqa: E731
+    before, after = values(base), values(written)
+    assert np.array_equal(before["lm_head.MatMul.weight_Q4"], after["lm_head.MatMul.weight_Q4"])
+    assert not np.array_equal(before["lm_head.MatMul.weight_Q4"], after[head.input[1]])
+
+    inputs = model.parent / "inputs.npz"
+    feeds = dict(np.load(inputs))
+    mask = feeds["attention_mask"].astype(bool)
+    onnx_dpo("run", "--model", model, "--inputs", inputs, "--output", tmp_path / "unmerged.npz", "--adapter", adapter)
+    unmerged = np.load(tmp_path / "unmerged.npz")["logits"]
+    exported = accuracy_level_0(out / "model.onnx", tmp_path)
+    merged = ort_logits(exported, feeds_with_empty_past(ort.InferenceSession(str(exported)), feeds))
+    effect = np.abs(unmerged - np.load(model.parent / "ort_logits.npz")["logits"])[mask].max()
+    assert np.abs(merged - unmerged)[mask].max() <= 0.25 * effect
