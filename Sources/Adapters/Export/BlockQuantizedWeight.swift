@@ -46,11 +46,11 @@ struct BlockQuantizedWeight {
     private var blobSize: Int { blockSize * bits / 8 }
     private var levels: Int { (1 << bits) - 1 }
 
-    /// Reads the node's B (`packed`), scales and zero points; throws naming the node when a shape or type is not the
-    /// one its attributes imply.
-    init(node: Node, packed: Tensor, scales: Tensor, zeroPoints: Tensor?) throws {
+    /// Reads the node's B (`packed`), scales and zero points; throws naming the model and the node when a shape or
+    /// type is not the one its attributes imply.
+    init(node: Node, packed: Tensor, scales: Tensor, zeroPoints: Tensor?, modelPath: String = "") throws {
         func fail(_ reason: String) -> AdapterError {
-            .unsupportedAdapter(path: node.label, reason: "MatMulNBits node \(node.label): \(reason)")
+            .unsupportedAdapter(path: modelPath, reason: "cannot merge into MatMulNBits node \(node.label): \(reason)")
         }
         self.node = node.label
         guard let k = try node.int("K"), let n = try node.int("N"), k > 0, n > 0 else { throw fail("K and N are required") }

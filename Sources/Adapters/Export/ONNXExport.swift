@@ -247,7 +247,7 @@ public enum ONNXExport {
         }
         let zeroPoints = try input(3)
         var weight = try BlockQuantizedWeight(node: node, packed: try model.loadTensor(packed), scales: try model.loadTensor(scales),
-                                              zeroPoints: try zeroPoints.map { try model.loadTensor($0) })
+                                              zeroPoints: try zeroPoints.map { try model.loadTensor($0) }, modelPath: model.path)
         let (rows, columns) = (weight.outFeatures, weight.inFeatures)
         var merged = Tensor(shape: [rows, columns], floats: weight.dequantized())
         var changed = Set<Int>()

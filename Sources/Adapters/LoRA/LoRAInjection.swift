@@ -188,9 +188,9 @@ struct LoRAAttachment {
                 sum = fresh("\(output)/lora_partial")
                 attachment.nodes[attachment.nodes.count - 1].outputs[0] = sum
             }
-            let prefix = existing == nil
-                ? "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
-                : "\(node.name.isEmpty ? module.modulePath : node.name)/lora/\(module.modulePath)"
+            // Part modules share their projection, so their nodes are named by module as well.
+            let prefix = "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
+                + (module.placement == nil ? "" : "/\(module.modulePath)")
             var adapterInput = node.inputs[0]
             if let dropoutMask {
                 // PEFT's per-module `lora_dropout` on the adapter's input: x ⊙ mask, the mask a graph input fed
