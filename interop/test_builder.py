@@ -308,3 +308,39 @@ def test_int4_merge_into_the_tied_lm_head_gives_the_projection_its_own_copy(tmp_
     merged = ort_logits(exported, feeds_with_empty_past(ort.InferenceSession(str(exported)), feeds))
     effect = np.abs(unmerged - np.load(model.parent / "ort_logits.npz")["logits"])[mask].max()
     assert np.abs(merged - unmerged)[mask].max() <= 0.25 * effect
+
+
+def test_adapter_trained_on_the_int4_builder_graph_loads_in_peft_on_the_hf_model(tmp_path):
+    """`train` on the int4 builder Llama writes a PEFT adapter with the Hugging Face module names (separate
+    self_attn.q_proj / v_proj on the packed qkv): PEFT loads it onto the Hugging Face Llama holding the file's
+    dequantised weights (tools/dequantize_builder_int4.py) with no missing or unexpected key, and its logits equal
+    `onnx-dpo run --adapter` on the int4 file within 1e-4."""
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    from dequantize_builder_int4 import dequantized_model
+
+    folder = ROOT / "fixtures" / "builder" / "llama-int4"
+    run = tmp_path / "run"
+    onnx_dpo("train", "--model", folder / "model.onnx", "--tokenizer", folder / "tokenizer.json",
+             "--data", FIXTURES / "dpo" / "preferences.jsonl", "--output-dir", run, "--batch-size", 4,
+             "--max-steps", 2, "--lr", "1e-2", "--no-tensorboard")
+    adapter = run / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"], config
+    model, _, _ = dequantized_model(folder, "llama")
+    peft_model = peft.PeftModel.from_pretrained(model, str(adapter))
+    loaded = {n for n, _ in peft_model.named_parameters() if "lora_" in n}
+    assert len(loaded) == 8, loaded  # A and B of q_proj and v_proj in 2 layers
+    inputs = folder / "inputs.npz"
+    onnx_dpo("run", "--model", folder / "model.onnx", "--inputs", inputs, "--output", tmp_path / "ours.npz",
+             "--adapter", adapter)
+    feeds = dict(np.load(inputs))
+    with torch.no_grad():
+        theirs = peft_model(input_ids=torch.from_numpy(feeds["input_ids"]),
+                            attention_mask=torch.from_numpy(feeds["attention_mask"]), use_cache=False).logits.numpy()
+    mask = feeds["attention_mask"].astype(bool)
+    ours = np.load(tmp_path / "ours.npz")["logits"]
+    assert np.abs(ours - theirs)[mask].max() < TOLERANCE
+    assert np.abs(ours - np.load(folder / "ort_logits.npz")["logits"])[mask].max() > 1e-3, "training moved the adapter"
