@@ -105,7 +105,7 @@ def test_int4_merged_export_requantises_as_onnxruntimes_quantizer(fixture, tmp_p
     sys.path.insert(0, str(ROOT / "tools"))
     from dequantize_builder_int4 import dequantize_matmul_nbits
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits
-    from safetensors.numpy import load_file
+    from test_mpi import safetensors as load_file
 
     model = ROOT / fixture["path"]
     adapter = random_adapter(model, tmp_path / "adapter", seed=5)
@@ -124,7 +124,7 @@ def test_int4_merged_export_requantises_as_onnxruntimes_quantizer(fixture, tmp_p
     written = onnx.load(str(out / "model.onnx"), load_external_data=True)
     before = {t.name: onnx.numpy_helper.to_array(t) for t in base.graph.initializer}
     after = {t.name: onnx.numpy_helper.to_array(t) for t in written.graph.initializer}
-    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    tensors = load_file(adapter / "adapter_model.safetensors")
     config = json.loads((adapter / "adapter_config.json").read_text())
     scale = np.float32(config["lora_alpha"] / config["r"])
     checked = 0

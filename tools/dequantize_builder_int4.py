@@ -25,9 +25,9 @@ import sys
 import numpy as np
 import onnx
 import onnx.numpy_helper
-import torch
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # torch is imported where it is used: the interop tests
+                                                        # read dequantize_matmul_nbits without it
 sys.path.insert(0, str(ROOT / "tools"))
 
 
@@ -93,6 +93,7 @@ def dequantized_model(folder, arch):
     """make_fixtures' `arch` model with the int4 file's dequantised weights; every other parameter checked against
     the file. Returns (model, number of parameters replaced, number checked equal)."""
     import make_fixtures
+    import torch
 
     _, info = make_fixtures.train_tokenizer({"llama": "llama3", "qwen2": "gpt2"}[arch])
     model = make_fixtures.build_model(arch, info)
@@ -129,6 +130,8 @@ def dequantized_model(folder, arch):
 
 def check_logits(model, folder, tolerance=1e-4):
     """Max |HF − onnxruntime| over real-token positions of the folder's reference batch; asserts it is small."""
+    import torch
+
     inputs = np.load(folder / "inputs.npz")
     reference = np.load(folder / "ort_logits.npz")["logits"]
     with torch.no_grad():
