@@ -54,8 +54,12 @@ def write_safetensors(path, tensors):
 
 def random_adapter(model_path, folder, seed, rank=4, alpha=8.0):
     """A PEFT adapter with random non-zero A and B on the q and v projections `onnx-dpo inspect` finds; B covers
-    every output feature of the stored weight (all of a fused q/k/v projection)."""
+    every output feature of the stored weight (all of a fused q/k/v projection), or, for the separate q and v
+    modules of an attention op's packed qkv (several module paths on one weight), the module's own part."""
     targets = json.loads(onnx_dpo("inspect", "--json", model_path).stdout)["lora_targets"]
+    paths_per_weight = {}
+    for target in targets:
+        paths_per_weight.setdefault(target["weight"], set()).add(target["module_path"])
     shapes = {t.name: list(t.dims) for t in onnx.load(str(model_path), load_external_data=False).graph.initializer}
     rng = np.random.default_rng(seed)
     tensors, modules = {}, []
@@ -66,6 +70,8 @@ def random_adapter(model_path, folder, seed, rank=4, alpha=8.0):
         modules.append(path)
         shape, inputs = shapes[target["weight"]], target["in_features"]
         outputs = shape[1] if shape[0] == inputs else shape[0]
+        if len(paths_per_weight[target["weight"]]) > 1:
+            outputs = target["out_features"]
         tensors[f"base_model.model.{path}.lora_A.weight"] = rng.standard_normal((rank, inputs)) * 0.1
         tensors[f"base_model.model.{path}.lora_B.weight"] = rng.standard_normal((outputs, rank)) * 0.1
     folder.mkdir(parents=True, exist_ok=True)

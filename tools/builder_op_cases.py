@@ -229,3 +229,10 @@ case("dequantizelinear_blocked", "DequantizeLinear", 21,
       ("x_scale", (rng.random((4, 3)) * 0.1 + 0.01).astype(np.float32)),
       ("x_zero_point", rng.integers(-5, 5, (4, 3), dtype=np.int8))], attrs={"axis": 1, "block_size": 4},
      output_type=TensorProto.FLOAT)
+
+# --- Pad (constant; LoRA places a packed projection's part Bᵀ [r, part] into its columns with it) ----------------
+case("pad_lora_placement", "Pad", 21, [("x", normal(4, 6)), ("pads", np.array([0, 3, 0, 5], dtype=np.int64))])
+case("pad_axes_value_and_crop", "Pad", 18,
+     [("x", normal(2, 3, 5)), ("pads", np.array([1, -1, 2, 0], dtype=np.int64)),
+      ("constant_value", np.array(0.5, dtype=np.float32)), ("axes", np.array([0, -1], dtype=np.int64))])
+case("pad_rank0_rows", "Pad", 13, [("x", np.zeros((0, 6), dtype=np.float32)), ("pads", np.array([0, 2, 0, 1], dtype=np.int64))])

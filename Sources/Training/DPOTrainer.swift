@@ -257,7 +257,8 @@ public final class DPOTrainer {
         scoresCompletionsOnly = scored != nil
         session = try Session(model: scored ?? adapted.model, additionalInitializers: adapted.initializers)
         kvCache = try KVCacheInputs(model: model)
-        parameters = adapted.initializers.filter { $0.key != AdaptedModel.scaleName }
+        let trainable = Set(adapted.parameterNames)
+        parameters = adapted.initializers.filter { trainable.contains($0.key) }
         switch options.optimizer {
         case .adamw: optimizer = AdamW(weightDecay: options.weightDecay)
         case .rmsprop: optimizer = RMSprop(weightDecay: options.weightDecay)

@@ -9,7 +9,10 @@ struct Export: ParsableCommand {
         abstract: "Write a model with an adapter applied into the model's own graph: merged weights, or LoRA kept as nodes.",
         discussion: """
             --form merged       W + scale·ΔW written into each adapted weight (same nodes, names, opsets, metadata, \
-            external-data layout; float16/bfloat16 weights merged in float32 and rounded once).
+            external-data layout; float16/bfloat16 weights merged in float32 and rounded once; MatMulNBits int4/int8 \
+            weights dequantised, merged in float32 and re-quantised with the same bits, block size and zero points, \
+            the re-quantisation error printed).
+            An onnxruntime-genai folder's genai_config.json and tokenizer files are carried beside --output.
             --form lora-nodes   LoRA kept as nodes after each projection; A, B and the scale as initializers.
             --form lora-inputs  LoRA nodes reading <module>.lora_A [in, lora_rank] and <module>.lora_B [lora_rank, out] \
             graph inputs, with the adapter (scale folded into B) in an onnxruntime .onnx_adapter file.
@@ -91,7 +94,13 @@ func printExport(_ report: ONNXExportReport) {
     print("\(report.form.rawValue): \(report.modules.count) adapted modules")
     if !report.mergedWeights.isEmpty { print("  merged in place: \(report.mergedWeights.count) weights") }
     for copy in report.copiedWeights { print("  shared weight, merged into a copy: \(copy)") }
+    for weight in report.requantized {
+        print("  re-quantised \(weight.weight) (\(weight.bits)-bit, block \(weight.blockSize), "
+              + "\(weight.symmetric ? "symmetric" : "zero points"), \(weight.outputFeatures) output features): "
+              + "error / scale max \(String(format: "%.3f", weight.error.maximum)), RMS \(String(format: "%.3f", weight.error.rms))")
+    }
     print("wrote \(report.output)" + (report.dataFile.map { " and \($0)" } ?? ""))
+    for file in report.carriedFiles { print("carried \(file)") }
     if let adapterFile = report.adapterFile { print("wrote \(adapterFile)") }
     print("ONNX 1.12 checker: \(report.checker)")
 }

@@ -34,17 +34,34 @@ final class TRLParityTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(output)/reference_cache"), "SimPO runs no reference pass")
     }
 
+    /// DPO on an int4 base: `tools/reference_dpo_int4.py` ran the same TRL + PEFT run on the Hugging Face Llama whose
+    /// weights are the dequantised int4 weights of fixtures/builder/llama-int4 (`tools/dequantize_builder_int4.py`);
+    /// here the run trains on the int4 file itself (frozen MatMulNBits, KV-cache inputs fed empty), with separate q
+    /// and v modules on the builder's packed qkv projection, loaded from and compared with PEFT's q_proj / v_proj.
+    func testFiveDPOStepsOnTheInt4BuilderBaseMatchTRLAndPEFTOnItsDequantisedWeights() throws {
+        let builder = repositoryPath("fixtures/builder/llama-int4")
+        let trainer = try Self.assertMatchesReference(self, folder: "trl-int4", objective: DPOObjective(beta: 0.1),
+                                                      model: "\(builder)/model.onnx", tokenizer: "\(builder)/tokenizer.json")
+        XCTAssertEqual(trainer.adapted.modules.map(\.modulePath), [
+            "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+            "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj",
+        ])
+        XCTAssertEqual(trainer.adapted.modules.map(\.outFeatures), [64, 32, 64, 32])
+    }
+
     /// Trains as the reference run in `fixtures/<folder>/` did (its initial adapter, AdamW lr 1e-3 constant, clipping at
     /// 1, batch 4, `steps` steps in dataset order) and compares every step's metrics (TRL's names, plus `extraKeys`) and the
     /// final adapter. `logits/*` are not compared: ORPO's and CPO's average over every position and padding.
     @discardableResult
     static func assertMatchesReference(_ test: XCTestCase, folder: String, objective: DPOObjective,
-                                       extraKeys: [String] = [], steps: Int = 5) throws -> DPOTrainer {
+                                       extraKeys: [String] = [], steps: Int = 5,
+                                       model: String = fixturePath("models/llama-dynamo/model.onnx"),
+                                       tokenizer: String = fixturePath("models/llama-dynamo/tokenizer.json")) throws -> DPOTrainer {
         let reference = fixturePath(folder)
         let output = try temporaryDirectory(for: test)
         var options = DPOTrainingOptions(
-            modelPath: fixturePath("models/llama-dynamo/model.onnx"),
-            tokenizerPath: fixturePath("models/llama-dynamo/tokenizer.json"),
+            modelPath: model,
+            tokenizerPath: tokenizer,
             dataPath: fixturePath("dpo/preferences.jsonl"), outputDirectory: output.path)
         options.initAdapter = "\(reference)/initial_adapter"
         options.objective = objective

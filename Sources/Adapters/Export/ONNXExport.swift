@@ -31,10 +31,31 @@ public struct ONNXExportReport: Sendable, Encodable {
     /// `weight -> copy` for weights another node also reads (tied embeddings, deduplicated initializers): the
     /// adapted projection reads a merged copy, the other readers keep the original.
     public var copiedWeights: [String]
+    /// MatMulNBits weights merged and re-quantised (form `merged` on an int4/int8 base), with the re-quantisation
+    /// error.
+    public var requantized: [RequantizedWeight] = []
+    /// Files carried from the input model's folder into the output's (onnxruntime-genai's `genai_config.json`, the
+    /// tokenizer files), so that the output folder runs as the input's did.
+    public var carriedFiles: [String] = []
     /// ONNX 1.12's checker on the output: `passed`, or `skipped: <why>`.
     public var checker: String
     /// The `metadata_props` entry recorded (`ONNXExport.provenanceKey`).
     public var provenance: String
+}
+
+/// One MatMulNBits weight merged and re-quantised by `ONNXExport` (form `merged`).
+public struct RequantizedWeight: Sendable, Codable, Equatable {
+    /// The B initializer (its merged copy's source when the weight is shared).
+    public var weight: String
+    public var modules: [String]
+    public var bits: Int
+    public var blockSize: Int
+    /// True without zero points (`2^(bits−1)`), false with the node's own.
+    public var symmetric: Bool
+    /// Output features re-quantised (those the adapter changes; the others keep their bytes).
+    public var outputFeatures: Int
+    /// `(re-quantised − merged fp32) / scale` over the re-quantised values: max |·| and RMS.
+    public var error: RequantizationError
 }
 
 /// Writes a model with an adapter applied back into the model's own graph (see `ONNXExportForm`), through
@@ -84,6 +105,8 @@ public enum ONNXExport {
             }
             adapterOutput = adapterFile ?? defaultAdapterFile(for: path)
         }
+        // Read now, written last: a side file that cannot be read refuses the export before anything is written.
+        let runtimeFiles = try RuntimeFolder.files(model: model.path, output: path)
         let provenance = try Provenance.json(model: model, adapter: adapter, adapterSource: adapterSource, form: form)
         editor.setMetadata(provenanceKey, provenance)
         report.provenance = provenance
@@ -102,11 +125,20 @@ public enum ONNXExport {
         do {
             let written = try editor.write(to: path)
             report.dataFile = written.dataPath
+            var carried: [String] = []
             do {
                 report.checker = try checkWritten(path)
+                let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
+                for (name, data) in runtimeFiles {
+                    let destination = folder.appendingPathComponent(name).path
+                    try AtomicFile.write(data, to: destination)
+                    carried.append(destination)
+                }
+                report.carriedFiles = carried
             } catch {
                 unlink(path)
                 if let data = written.dataPath { unlink(data) }
+                for file in carried { unlink(file) }
                 throw error
             }
         } catch {
@@ -132,47 +164,121 @@ public enum ONNXExport {
         report: inout ONNXExportReport
     ) throws {
         var names = FreshNames(model: model)
+        // Modules of one projection (q and v parts of a packed qkv) are merged into its weight together.
+        var groups: [(position: Int, modules: [LoRAModule])] = []
         for module in modules {
             let position = nodeIndex(of: module, in: model)
             guard position < model.graph.nodes.count else {
                 throw AdapterError.loraTargetsNotFound(model: model.path, reason: "node \(module.node) of \(module.modulePath) is not in the graph")
             }
+            if let group = groups.firstIndex(where: { $0.position == position }) {
+                groups[group].modules.append(module)
+            } else {
+                groups.append((position, [module]))
+            }
+        }
+        for (position, group) in groups {
             let node = model.graph.nodes[position]
-            if module.targets.first?.layout.storage == .matMulInteger {
-                let type = index.initializers[module.weight].map { "\($0.dataType)" } ?? "quantised"
+            let paths = group.map(\.modulePath).joined(separator: ", ")
+            if let quantized = group.first(where: { $0.targets.first?.layout.storage == .matMulInteger }) {
+                let type = index.initializers[quantized.weight].map { "\($0.dataType)" } ?? "quantised"
                 throw AdapterError.unsupportedAdapter(path: model.path, reason:
-                    "the weight '\(module.weight)' of \(module.modulePath) is \(type) (a dynamically quantised MatMul); merging "
+                    "the weight '\(quantized.weight)' of \(quantized.modulePath) is \(type) (a dynamically quantised MatMul); merging "
                     + "into quantised weights is not supported: export with --form lora-nodes or lora-inputs")
             }
-            guard let slot = node.inputs.indices.dropFirst().first(where: { index.initializer(behind: node.inputs[$0])?.name == module.weight }),
+            guard let module = group.first, group.allSatisfy({ $0.weight == module.weight }),
+                  let slot = node.inputs.indices.dropFirst().first(where: { index.initializer(behind: node.inputs[$0])?.name == module.weight }),
                   let initializer = index.initializers[module.weight] else {
                 throw AdapterError.loraTargetsNotFound(model: model.path,
-                    reason: "\(node.opType) node \(node.label) of \(module.modulePath) does not read the weight '\(module.weight)'")
+                    reason: "\(node.opType) node \(node.label) of \(paths) does not read the weight '\(group[0].weight)'")
+            }
+            if module.targets.first?.layout.isQuantized == true {
+                try mergeQuantized(adapter, modules: group, node: node, position: position, model: model, index: index,
+                                   editor: editor, names: &names, report: &report)
+                continue
             }
             guard [.float, .float16, .bfloat16].contains(initializer.dataType) else {
                 throw AdapterError.unsupportedAdapter(path: model.path, reason:
-                    "the weight '\(initializer.name)' of \(module.modulePath) is \(initializer.dataType); merging supports float32, float16 and bfloat16 weights")
+                    "the weight '\(initializer.name)' of \(paths) is \(initializer.dataType); merging supports float32, float16 and bfloat16 weights and MatMulNBits")
             }
-            let weight = try model.loadTensor(initializer)
-            let merged = try adapter.merged(weight, module: module)
+            var merged = try model.loadTensor(initializer)
+            for module in group { merged = try adapter.merged(merged, module: module) }
             guard let raw = TensorEncoding.raw(merged.floats, as: initializer.dataType) else {
                 preconditionFailure("float32, float16 and bfloat16 are encodable")
             }
-            // The weight may be read elsewhere too: a tied embedding (one initializer feeding a Gather and this
-            // projection, as dynamo writes it), an initializer the exporter deduplicated, or the projection reading it
-            // through an Identity. Then only this projection may see the merged values: it gets its own copy.
-            let soleReader = node.inputs[slot] == initializer.name && index.consumers[initializer.name] == [node.index]
-                && !index.isGraphOutput(initializer.name)
-            if soleReader {
-                try editor.replaceValues(ofInitializer: initializer.name, raw: raw)
-                report.mergedWeights.append(initializer.name)
-            } else {
-                let copy = names.make("\(initializer.name)/merged/\(module.modulePath)")
-                try editor.addInitializer(name: copy, dataType: initializer.dataType, shape: initializer.shape, raw: raw)
-                editor.setInput(ofNodeAt: position, slot: slot, to: copy)
-                report.copiedWeights.append("\(initializer.name) -> \(copy)")
+            try write(raw, into: initializer, slot: slot, of: node, position: position, label: paths, index: index,
+                      editor: editor, names: &names, report: &report)
+        }
+    }
+
+    /// Writes `raw` as the new values of `initializer`, which input `slot` of `node` reads. The weight may be read
+    /// elsewhere too: a tied embedding (one initializer feeding a Gather, or GatherBlockQuantized, and this projection),
+    /// an initializer the exporter deduplicated, or the projection reading it through an Identity. Then only this
+    /// projection may see the merged values: it gets its own copy.
+    private static func write(
+        _ raw: [UInt8], into initializer: Initializer, slot: Int, of node: Node, position: Int, label: String,
+        index: GraphIndex, editor: ModelEditor, names: inout FreshNames, report: inout ONNXExportReport
+    ) throws {
+        let soleReader = node.inputs[slot] == initializer.name && index.consumers[initializer.name] == [node.index]
+            && !index.isGraphOutput(initializer.name)
+        if soleReader {
+            try editor.replaceValues(ofInitializer: initializer.name, raw: raw)
+            report.mergedWeights.append(initializer.name)
+        } else {
+            let copy = names.make("\(initializer.name)/merged/\(label)")
+            try editor.addInitializer(name: copy, dataType: initializer.dataType, shape: initializer.shape, raw: raw)
+            editor.setInput(ofNodeAt: position, slot: slot, to: copy)
+            report.copiedWeights.append("\(initializer.name) -> \(copy)")
+        }
+    }
+
+    /// Merges into a MatMulNBits weight: dequantised to fp32, `W + scale·ΔW` added there, and the output features the
+    /// adapter changes re-quantised with the node's own bits, block size and zero-point scheme (`BlockQuantizedWeight`),
+    /// written back as B, scales and zero points in the node's layout; the others keep their exact bytes.
+    private static func mergeQuantized(
+        _ adapter: LoRAAdapter, modules: [LoRAModule], node: Node, position: Int, model: Model, index: GraphIndex,
+        editor: ModelEditor, names: inout FreshNames, report: inout ONNXExportReport
+    ) throws {
+        let label = modules.map(\.modulePath).joined(separator: ", ")
+        func input(_ slot: Int) throws -> Initializer? {
+            guard slot < node.inputs.count, !node.inputs[slot].isEmpty else { return nil }
+            guard let initializer = index.initializer(behind: node.inputs[slot]) else {
+                throw AdapterError.unsupportedAdapter(path: model.path, reason:
+                    "MatMulNBits node \(node.label) of \(label): input \(slot) '\(node.inputs[slot])' is computed, not an initializer, so it cannot be merged into")
+            }
+            return initializer
+        }
+        guard let packed = try input(1), let scales = try input(2) else {
+            throw AdapterError.unsupportedAdapter(path: model.path, reason: "MatMulNBits node \(node.label) of \(label) has no B or scales")
+        }
+        let zeroPoints = try input(3)
+        var weight = try BlockQuantizedWeight(node: node, packed: try model.loadTensor(packed), scales: try model.loadTensor(scales),
+                                              zeroPoints: try zeroPoints.map { try model.loadTensor($0) }, modelPath: model.path)
+        let (rows, columns) = (weight.outFeatures, weight.inFeatures)
+        var merged = Tensor(shape: [rows, columns], floats: weight.dequantized())
+        var changed = Set<Int>()
+        for module in modules {
+            guard module.inFeatures == columns, module.storedOutFeatures == rows, let b = adapter.b[module.modulePath]?.floats else {
+                throw AdapterError.inconsistentAdapter(reason: "the adapter of \(module.modulePath) does not fit MatMulNBits node \(node.label) [K \(columns), N \(rows)]")
+            }
+            merged = try adapter.merged(merged, module: module)
+            let rank = adapter.configuration.rank
+            for row in module.trainableOutputs where b[(row * rank)..<((row + 1) * rank)].contains(where: { $0 != 0 }) {
+                changed.insert(module.storedOutput(ofRow: row))
             }
         }
+        let error = weight.requantize(rows: changed.sorted(), from: merged.floats)
+        try write(rawUInt8(weight.codes), into: packed, slot: 1, of: node, position: position, label: label, index: index,
+                  editor: editor, names: &names, report: &report)
+        try write(weight.scalesRaw, into: scales, slot: 2, of: node, position: position, label: label, index: index,
+                  editor: editor, names: &names, report: &report)
+        if let zeroPoints, let raw = weight.zeroPointsRaw(zeroPoints.dataType) {
+            try write(raw, into: zeroPoints, slot: 3, of: node, position: position, label: label, index: index,
+                      editor: editor, names: &names, report: &report)
+        }
+        report.requantized.append(RequantizedWeight(
+            weight: packed.name, modules: modules.map(\.modulePath), bits: weight.bits, blockSize: weight.blockSize,
+            symmetric: zeroPoints == nil, outputFeatures: changed.count, error: error))
     }
 
     // MARK: - LoRA as nodes
@@ -212,6 +318,12 @@ public enum ONNXExport {
                                                shape: [.symbolic(rankDimension), .fixed(module.outFeatures)]))
                 try editor.addInitializer(name: aName(module.modulePath), dataType: dataType, shape: [module.inFeatures, 0], raw: [])
                 try editor.addInitializer(name: bName(module.modulePath), dataType: dataType, shape: [0, module.outFeatures], raw: [])
+            }
+        }
+        for attachment in attachments {
+            for (name, tensor) in attachment.constants {
+                let raw = tensor.int64s.flatMap { value in withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+                try editor.addInitializer(name: name, dataType: .int64, shape: tensor.shape, raw: raw)
             }
         }
         // Back to front, so that each attachment's node index still points at its projection.

@@ -34,25 +34,54 @@ public struct LoRAConfiguration: Sendable, Equatable, Codable {
 
 /// One adapted weight: the projection node, its weight, and which of its output features may change (all of
 /// them, or for a fused q/k/v projection only the targeted q and v features).
+///
+/// One module per module path, as PEFT has one adapter per module. Targets on one node that share a module path
+/// share one module (GPT-2's `c_attn`, Phi-3's `qkv_proj`: one Hugging Face module, one A for q and v, B over every
+/// fused output with the k rows zero). Targets on one node with different module paths are separate modules, each
+/// with its own A `[r, in]` and a B `[part, r]` over its own output features only (`placement`): the packed qkv
+/// projection that an attention op (onnxruntime-genai's GroupQueryAttention) reads, which a builder made from the
+/// separate `q_proj`, `k_proj` and `v_proj` of the Hugging Face model (see `Discovery`).
 public struct LoRAModule: Sendable, Equatable {
     /// The Hugging Face module path, PEFT's key (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`).
     public var modulePath: String
     public var node: String
     public var weight: String
     public var inFeatures: Int
-    /// Output features of the whole stored weight (B has this many rows).
+    /// Rows of B: the output features of the whole stored weight, or of the part when `placement` is set.
     public var outFeatures: Int
-    /// The output features the adapter may change, ascending; every one unless the projection is fused.
+    /// Rows of B the adapter may change, ascending; every one unless the module is a shared fused projection.
     public var trainableOutputs: [Int]
-    /// The targets this module adapts (q and v share one module on a fused projection).
+    /// The targets this module adapts (q and v share one module on a fused projection of one module path).
     public var targets: [LoRATarget]
+    /// For a part of a packed projection: the stored weight's output feature of each row of B, ascending; nil when
+    /// row i of B is output feature i of the weight.
+    public var placement: [Int]?
+    /// Output features of the whole stored weight.
+    public var storedOutFeatures: Int
 
-    /// Groups targets by the node they adapt: one module per weight, as PEFT has one adapter per module.
+    public init(modulePath: String, node: String, weight: String, inFeatures: Int, outFeatures: Int,
+                trainableOutputs: [Int], targets: [LoRATarget], placement: [Int]? = nil, storedOutFeatures: Int? = nil) {
+        self.modulePath = modulePath
+        self.node = node
+        self.weight = weight
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.trainableOutputs = trainableOutputs
+        self.targets = targets
+        self.placement = placement
+        self.storedOutFeatures = storedOutFeatures ?? outFeatures
+    }
+
+    /// The stored weight's output feature that row `row` of B adapts.
+    public func storedOutput(ofRow row: Int) -> Int { placement?[row] ?? row }
+
+    /// Groups targets by module path: one module per weight and path, as PEFT has one adapter per module (see the
+    /// type's comment for fused projections).
     public static func modules(for targets: [LoRATarget], model: Model) throws -> [LoRAModule] {
         let shapes = Dictionary(model.graph.initializers.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
         var modules: [LoRAModule] = []
         for target in targets {
-            if let index = modules.firstIndex(where: { $0.node == target.node }) {
+            if let index = modules.firstIndex(where: { $0.node == target.node && $0.modulePath == target.modulePath }) {
                 modules[index].targets.append(target)
                 let columns = target.layout.columns(outOf: modules[index].outFeatures)
                 modules[index].trainableOutputs = Array(Set(modules[index].trainableOutputs + columns)).sorted()
@@ -62,9 +91,23 @@ public struct LoRAModule: Sendable, Equatable {
                 throw AdapterError.loraTargetsNotFound(model: model.path,
                     reason: "the weight '\(target.weight)' of \(target.modulePath) does not have the shape its node implies")
             }
-            modules.append(LoRAModule(modulePath: target.modulePath, node: target.node, weight: target.weight,
-                                      inFeatures: target.inFeatures, outFeatures: outputs,
-                                      trainableOutputs: target.layout.columns(outOf: outputs), targets: [target]))
+            if modules.contains(where: { $0.modulePath == target.modulePath }) {
+                throw AdapterError.loraTargetsNotFound(model: model.path,
+                    reason: "two projections have the module path \(target.modulePath) (nodes \(target.node) and \(modules.first { $0.modulePath == target.modulePath }!.node))")
+            }
+            let separate = targets.contains { $0.node == target.node && $0.modulePath != target.modulePath }
+            if separate, target.isFused {
+                // A part of a packed projection: B covers only its own output features.
+                let columns = target.layout.columns(outOf: outputs)
+                modules.append(LoRAModule(modulePath: target.modulePath, node: target.node, weight: target.weight,
+                                          inFeatures: target.inFeatures, outFeatures: columns.count,
+                                          trainableOutputs: Array(columns.indices), targets: [target],
+                                          placement: columns, storedOutFeatures: outputs))
+            } else {
+                modules.append(LoRAModule(modulePath: target.modulePath, node: target.node, weight: target.weight,
+                                          inFeatures: target.inFeatures, outFeatures: outputs,
+                                          trainableOutputs: target.layout.columns(outOf: outputs), targets: [target]))
+            }
         }
         return modules
     }
@@ -122,12 +165,16 @@ extension LoRAAdapter {
             throw AdapterError.inconsistentAdapter(reason: "cannot merge the adapter of \(module.modulePath) into \(weight)")
         }
         let scale = scale ?? Float(configuration.scale)
-        let rank = configuration.rank, inputs = module.inFeatures, outputs = module.outFeatures
+        let rank = configuration.rank, inputs = module.inFeatures, outputs = module.storedOutFeatures
         let outByIn = module.targets.first?.layout.isWeightOutByIn ?? false
-        for output in module.trainableOutputs where b[(output * rank)..<((output + 1) * rank)].contains(where: { $0 != 0 }) {
+        guard values.count == inputs * outputs else {
+            throw AdapterError.inconsistentAdapter(reason: "cannot merge the adapter of \(module.modulePath) [\(inputs) -> \(outputs)] into \(weight)")
+        }
+        for row in module.trainableOutputs where b[(row * rank)..<((row + 1) * rank)].contains(where: { $0 != 0 }) {
+            let output = module.storedOutput(ofRow: row)
             for input in 0..<inputs {
                 var delta: Float = 0
-                for r in 0..<rank { delta += b[output * rank + r] * a[r * inputs + input] }
+                for r in 0..<rank { delta += b[row * rank + r] * a[r * inputs + input] }
                 values[outByIn ? output * inputs + input : input * outputs + output] += scale * delta
             }
         }

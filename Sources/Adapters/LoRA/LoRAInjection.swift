@@ -75,9 +75,12 @@ public struct AdaptedModel: Sendable {
             nodes.insert(contentsOf: attachment.nodes, at: attachment.nodeIndex + 1)
         }
         for index in nodes.indices { nodes[index].index = index }
+        for attachment in attachments {
+            for (name, tensor) in attachment.constants { initializers[name] = tensor }
+        }
         var rewritten = model
         rewritten.graph.nodes = nodes
-        let dropoutMasks = attachments.compactMap { $0.dropoutMask }
+        let dropoutMasks = attachments.flatMap { $0.dropoutMasks }
         for (name, _) in dropoutMasks {
             rewritten.graph.inputs.append(ValueInfo(name: name, elementType: .float, shape: nil))
         }
@@ -130,27 +133,33 @@ func transposed(_ matrix: Tensor) -> Tensor {
     return Tensor(shape: [columns, rows], floats: result, dataType: matrix.dataType)
 }
 
-/// How one LoRA module is attached to its projection as ONNX nodes, the one place that rewrite is spelled out
-/// (training's `AdaptedModel` and the exporter's LoRA-as-nodes forms both use it):
+/// How the LoRA modules of one projection are attached to it as ONNX nodes, the one place that rewrite is spelled
+/// out (training's `AdaptedModel` and the exporter's LoRA-as-nodes forms both use it):
 ///
 ///     y = Proj(x, W)     becomes     y₀ = Proj(x, W);  y = y₀ + s · ((x ⊙ mask) · Aᵀ) · Bᵀ
 ///
 /// as `[Mul(x, mask)] → MatMul(·, Aᵀ) → MatMul(·, Bᵀ) → [Mul(·, s)] → Add(y₀, ·)` right after the projection,
-/// whose output is renamed to `y₀` so that every reader of `y` sees the sum.
+/// whose output is renamed to `y₀` so that every reader of `y` sees the sum. A module that adapts one part of a
+/// packed projection (`LoRAModule.placement`, the columns `c₀..<c₁` of `n`) reads `Pad(Bᵀ)`, its `[r, part]` padded
+/// with zero columns to `[r, n]` (pads `[0, c₀, 0, n − c₁]`), so the other parts' outputs are untouched; several
+/// modules of one projection add their updates one after the other.
 struct LoRAAttachment {
     /// The projection's index in the original graph.
     var nodeIndex: Int
-    /// The projection's new output name (`y₀`); its old one is now the `Add`'s.
+    /// The projection's new output name (`y₀`); its old one is now the last `Add`'s.
     var projectionOutput: String
     /// The nodes to insert right after the projection, in order.
     var nodes: [Node]
-    /// The dropout mask graph input and the features it masks, when dropout is attached.
-    var dropoutMask: (name: String, features: Int)?
+    /// The dropout mask graph inputs and the features each masks, when dropout is attached.
+    var dropoutMasks: [(name: String, features: Int)]
+    /// Constant initializers the nodes read (the pads of a part module's `Pad`).
+    var constants: [(name: String, tensor: Tensor)]
 
-    /// The attachments of `modules`, in the order of `modules`. `aName`/`bName` name the Aᵀ `[in, r]` and Bᵀ
-    /// `[r, out]` values the MatMuls read (initializers or graph inputs); `scale` names the scalar the update is
-    /// multiplied by (nil: no `Mul`, the scale is folded into Bᵀ); `dropoutMask` names a mask graph input per module
-    /// (nil: no dropout). Throws when a module's node is missing or is a Gemm with `transA = 1`.
+    /// The attachments of `modules`, one per projection node, in the order of the modules' first appearance.
+    /// `aName`/`bName` name the Aᵀ `[in, r]` and Bᵀ `[r, out]` values the MatMuls read (initializers or graph
+    /// inputs); `scale` names the scalar the update is multiplied by (nil: no `Mul`, the scale is folded into Bᵀ);
+    /// `dropoutMask` names a mask graph input per module (nil: no dropout). Throws when a module's node is missing,
+    /// is a Gemm with `transA = 1`, or a part module's output features are not one contiguous range.
     static func plan(
         model: Model, modules: [LoRAModule], aName: (String) -> String, bName: (String) -> String, scale: String?,
         dropoutMask: ((String) -> String)?
@@ -172,35 +181,51 @@ struct LoRAAttachment {
                     reason: "Gemm node \(node.label) transposes its input (transA = 1); LoRA cannot be attached there")
             }
             let output = node.outputs[0]
+            let existing = attachments.firstIndex { $0.nodeIndex == index }
+            var attachment = existing.map { attachments[$0] }
+                ?? LoRAAttachment(nodeIndex: index, projectionOutput: fresh("\(output)/lora_base"), nodes: [],
+                                  dropoutMasks: [], constants: [])
+            // The value the update is added to: the projection's, or the sum with the previous module's update.
+            var sum = attachment.projectionOutput
+            if !attachment.nodes.isEmpty {
+                sum = fresh("\(output)/lora_partial")
+                attachment.nodes[attachment.nodes.count - 1].outputs[0] = sum
+            }
+            // Part modules share their projection, so their nodes are named by module as well.
             let prefix = "\(node.name.isEmpty ? module.modulePath : node.name)/lora"
+                + (module.placement == nil ? "" : "/\(module.modulePath)")
             var adapterInput = quantizedInputs[index] ?? node.inputs[0]
-            var added: [Node] = []
-            var mask: (name: String, features: Int)?
             if let dropoutMask {
                 // PEFT's per-module `lora_dropout` on the adapter's input: x ⊙ mask, the mask a graph input fed
                 // with Bernoulli(1 − p) / (1 − p) values while training and ones otherwise.
                 let name = dropoutMask(module.modulePath)
                 let dropped = fresh("\(output)/lora_dropout")
-                added.append(Node(name: "\(prefix)/dropout", opType: "Mul", inputs: [adapterInput, name], outputs: [dropped]))
-                mask = (name, module.inFeatures)
+                attachment.nodes.append(Node(name: "\(prefix)/dropout", opType: "Mul", inputs: [adapterInput, name], outputs: [dropped]))
+                attachment.dropoutMasks.append((name, module.inFeatures))
                 adapterInput = dropped
             }
-            let base = fresh("\(output)/lora_base")
-            let down = fresh("\(output)/lora_down"), up = fresh("\(output)/lora_up")
-            added.append(Node(name: "\(prefix)/down", opType: "MatMul", inputs: [adapterInput, aName(module.modulePath)], outputs: [down]))
-            added.append(Node(name: "\(prefix)/up", opType: "MatMul", inputs: [down, bName(module.modulePath)], outputs: [up]))
-            var update = up
+            var up = bName(module.modulePath)
+            if let placement = module.placement {
+                guard let first = placement.first, let last = placement.last, last - first + 1 == placement.count else {
+                    throw AdapterError.loraTargetsNotFound(model: model.path,
+                        reason: "the output features of \(module.modulePath) on \(node.label) are not one contiguous range")
+                }
+                let pads = fresh("\(output)/lora_pads")
+                attachment.constants.append((pads, Tensor(shape: [4], int64s: [0, Int64(first), 0, Int64(module.storedOutFeatures - last - 1)])))
+                let padded = fresh("\(output)/lora_B_placed")
+                attachment.nodes.append(Node(name: "\(prefix)/place", opType: "Pad", inputs: [up, pads], outputs: [padded]))
+                up = padded
+            }
+            let down = fresh("\(output)/lora_down"), product = fresh("\(output)/lora_up")
+            attachment.nodes.append(Node(name: "\(prefix)/down", opType: "MatMul", inputs: [adapterInput, aName(module.modulePath)], outputs: [down]))
+            attachment.nodes.append(Node(name: "\(prefix)/up", opType: "MatMul", inputs: [down, up], outputs: [product]))
+            var update = product
             if let scale {
                 update = fresh("\(output)/lora_scaled")
-                added.append(Node(name: "\(prefix)/scale", opType: "Mul", inputs: [up, scale], outputs: [update]))
+                attachment.nodes.append(Node(name: "\(prefix)/scale", opType: "Mul", inputs: [product, scale], outputs: [update]))
             }
-            added.append(Node(name: "\(prefix)/add", opType: "Add", inputs: [base, update], outputs: [output]))
-            attachments.append(LoRAAttachment(nodeIndex: index, projectionOutput: base, nodes: added, dropoutMask: mask))
-        }
-        // Positions are applied back to front, so they must be distinct (one module per projection node).
-        let indices = attachments.map(\.nodeIndex)
-        guard Set(indices).count == indices.count else {
-            throw AdapterError.inconsistentAdapter(reason: "two adapter modules name the same projection node")
+            attachment.nodes.append(Node(name: "\(prefix)/add", opType: "Add", inputs: [sum, update], outputs: [output]))
+            if let existing { attachments[existing] = attachment } else { attachments.append(attachment) }
         }
         return attachments
     }

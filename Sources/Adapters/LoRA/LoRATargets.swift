@@ -174,14 +174,17 @@ struct Discovery {
         let paths = ModulePaths(graph: model.graph)
         var used = Set<Int>()  // linear nodes that are q, k, v or o
         var nodeIndices: [Int] = []  // graph position of each target's node, for ordering
+        let sourceFusesQKV = ModulePaths.builderModelType(modelPath: model.path).map(ModulePaths.fusedQKVModelTypes.contains) ?? false
         var blockStarts: [Int] = []
 
         for (layer, block) in blocks.enumerated() {
             var sources: [(kind: LoRATarget.Kind, source: OperandSource)] = []
+            var packed = Set<LoRATarget.Kind>()
             for operand in block.operands {
                 switch search.source(of: operand) {
                 case .success(let source):
                     sources.append((operand.kind, source))
+                    if operand.positions != nil { packed.insert(operand.kind) }
                 case .failure(let failure):
                     problems[operand.kind, default: []].append(
                         "attention block \(layer) (\(block.label)): the \(Self.role(operand.kind)) operand '\(operand.value)' of \(operand.reader.opType) \(operand.reader.label): \(failure.reason)")
@@ -205,7 +208,15 @@ struct Discovery {
                 let projection = source.projection
                 used.insert(projection.node.index)
                 let sharing = sources.filter { $0.source.projection.node.index == projection.node.index }.map(\.kind.rawValue)
-                let label = paths.modulePath(of: projection.node) ?? "layers.\(layer).attention.\(sharing.joined())"
+                var label = paths.modulePath(of: projection.node) ?? "layers.\(layer).attention.\(sharing.joined())"
+                if packed.contains(kind), sharing.count > 1 {
+                    // An attention op's packed input: the runtime's packing of the source model's separate q, k
+                    // and v projections, so each part is its own module (see `LoRAModule`); unless the builder's
+                    // configuration names a model whose own attention is fused (Phi-3), whose one module stays shared.
+                    label = sourceFusesQKV
+                        ? ModulePaths.fusedInSource(paths.modulePath(of: projection.node), layer: layer)
+                        : ModulePaths.packedPart(of: paths.modulePath(of: projection.node), kind: kind, layer: layer)
+                }
                 targets.append(Self.target(projection, kind: kind, columns: source.columns, layer: layer, modulePath: label))
                 nodeIndices.append(projection.node.index)
             }

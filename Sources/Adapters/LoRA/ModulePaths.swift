@@ -1,3 +1,4 @@
+import Foundation
 import ONNXGraph
 
 /// Hugging Face module paths recovered from what exporters leave in the graph; used only to label targets
@@ -44,6 +45,45 @@ struct ModulePaths {
         let components = raw.split(separator: ".")
         guard components.count > root.count, Array(components.prefix(root.count)) == root else { return nil }
         return components.dropFirst(root.count).joined(separator: ".")
+    }
+
+    /// The Hugging Face module path of the `kind` part (q, k or v) of an attention op's packed qkv projection whose
+    /// node is labelled `fused`. onnxruntime-genai's builder packs the separate `self_attn.q_proj`, `k_proj` and
+    /// `v_proj` of the Hugging Face model into one MatMul named `/model/layers.N/attn/qkv_proj/MatMul`, so
+    /// `model.layers.N.attn.qkv_proj` gives `model.layers.N.self_attn.q_proj` (a last component `qkv_proj` or `qkv`
+    /// becomes `<kind>_proj`, a container `attn` becomes `self_attn`); another name gets `.<kind>_proj` appended, and
+    /// an unnamed projection is `layers.N.attention.<kind>_proj`.
+    static func packedPart(of fused: String?, kind: LoRATarget.Kind, layer: Int) -> String {
+        let part = "\(kind.rawValue)_proj"
+        guard let fused else { return "layers.\(layer).attention.\(part)" }
+        var components = fused.split(separator: ".").map(String.init)
+        guard let last = components.last, last == "qkv_proj" || last == "qkv" else { return "\(fused).\(part)" }
+        components[components.count - 1] = part
+        if components.count >= 2, components[components.count - 2] == "attn" { components[components.count - 2] = "self_attn" }
+        return components.joined(separator: ".")
+    }
+
+    /// The module path of a packed qkv projection whose Hugging Face model has one fused module for it (Phi-3's
+    /// `self_attn.qkv_proj`): the builder's `model.layers.N.attn.qkv_proj` with `attn` read as `self_attn`.
+    static func fusedInSource(_ fused: String?, layer: Int) -> String {
+        guard let fused else { return "layers.\(layer).attention.qkv_proj" }
+        var components = fused.split(separator: ".").map(String.init)
+        if components.count >= 2, components[components.count - 2] == "attn" { components[components.count - 2] = "self_attn" }
+        return components.joined(separator: ".")
+    }
+
+    /// onnxruntime-genai model types (`genai_config.json`'s `model.type`) whose Hugging Face attention computes q, k
+    /// and v in one module (transformers' `Phi3Attention.qkv_proj`), so that the builder's packed qkv is that one
+    /// module and keeps one shared adapter, as PEFT has on the Hugging Face model.
+    static let fusedQKVModelTypes: Set<String> = ["phi3"]
+
+    /// The `model.type` of the `genai_config.json` beside `modelPath`, nil when there is none or it cannot be read.
+    static func builderModelType(modelPath: String) -> String? {
+        let folder = URL(fileURLWithPath: modelPath).deletingLastPathComponent()
+        guard let data = FileManager.default.contents(atPath: folder.appendingPathComponent("genai_config.json").path),
+              let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let model = root["model"] as? [String: Any] else { return nil }
+        return model["type"] as? String
     }
 
     /// The module path as the exporter wrote it (wrapper prefix included), nil when there is none.

@@ -8,6 +8,7 @@ let shapeOperators: [any Operator.Type] = [
     Gather.self,
     GatherBlockQuantized.self,
     Identity.self,
+    Pad.self,
     GatherND.self,
     RangeOperator.self,
     Reshape.self,
