@@ -57,6 +57,9 @@ final class OpReferenceTests: XCTestCase {
         for path in try BuilderOpTests.casePaths() {  // the contrib ops' cases, fixtures/builder/ops
             covered.formUnion(try Model.load(path: "\(path).onnx").graph.nodes.map(\.opType))
         }
+        for path in try AttentionOpTests.casePaths() {  // MultiHeadAttention and Attention, fixtures/attention/ops
+            covered.formUnion(try Model.load(path: "\(path).onnx").graph.nodes.map(\.opType))
+        }
         let missing = OperatorRegistry.standard.operatorTypes.filter { !covered.contains($0) }
         XCTAssertEqual(missing, [], "ops without reference cases")
     }

@@ -5,6 +5,8 @@ let linearAlgebraOperators: [any Operator.Type] = [
     Gemm.self,
     MatMulNBits.self,
     GroupQueryAttention.self,
+    MultiHeadAttention.self,
+    Attention23.self,
     RotaryEmbedding.self,
     RotaryEmbedding23.self,
 ]
