@@ -58,25 +58,36 @@ final class AttentionOpTests: XCTestCase {
     /// A fully masked row (a bool mask with no key, a −∞ float mask row, MultiHeadAttention with
     /// mask_filter_value −∞) gives a zero output row, and a zero upstream gradient gives zero gradients, never NaN.
     func testFullyMaskedRowsAreZeroAndNaNSafe() throws {
-        for name in ["attention_bool_mask_fully_masked_row", "attention_float_mask_minus_infinity_row"] {
+        // Y [B, Nq, S, 4]: query row 0, or row 1, of batch 0's head 0.
+        for (name, row) in [("attention_bool_mask_fully_masked_row", 0), ("attention_float_mask_minus_infinity_row", 1)] {
             let model = try Model.load(path: "\(Self.folder)/\(name).onnx")
             let feeds = try NPZ.read(path: "\(Self.folder)/\(name).inputs.npz")
-            try assertFiniteGradients(model, feeds: feeds, trainable: ["Q", "K", "V"], name: name)
+            try assertFiniteGradients(model, feeds: feeds, trainable: ["Q", "K", "V"], name: name, maskedRow: (4 * row)..<(4 * row + 4))
         }
         // MultiHeadAttention with mask_filter_value −∞ and sequence 0 wholly masked: onnxruntime gives NaN there.
         let name = "mha_mask_fully_masked_row"
         var model = try Model.load(path: "\(Self.folder)/\(name).onnx")
         model.graph.nodes[0].attributes["mask_filter_value"] = .float(-.infinity)
         let feeds = try NPZ.read(path: "\(Self.folder)/\(name).inputs.npz")
-        try assertFiniteGradients(model, feeds: feeds, trainable: ["query", "key", "value"], name: name)
+        // output [B, 3, 8]: all of sequence 0.
+        try assertFiniteGradients(model, feeds: feeds, trainable: ["query", "key", "value"], name: name, maskedRow: 0..<24)
     }
 
-    /// The forward pass is finite, and an upstream gradient of ones (reaching the masked rows too) gives finite,
-    /// non-zero gradients.
-    private func assertFiniteGradients(_ model: Model, feeds: [String: Tensor], trainable: Set<String>, name: String) throws {
+    /// The forward pass is finite with the masked row zero; an upstream gradient of ones (reaching the masked rows
+    /// too) gives finite, non-zero gradients, and a zero upstream gradient gives exactly zero.
+    private func assertFiniteGradients(_ model: Model, feeds: [String: Tensor], trainable: Set<String>, name: String,
+                                       maskedRow: Swift.Range<Int>) throws {
+        let zeroPass = try Session(model: model).forward(feeds, trainable: trainable)
+        let zeroOutput = try XCTUnwrap(zeroPass.outputs.first { $0.key == "Y" || $0.key == "output" })
+        let zeros = try zeroPass.backward([zeroOutput.key: Tensor(shape: zeroOutput.value.shape,
+                                                                   floats: [Float](repeating: 0, count: zeroOutput.value.count))])
+        for input in trainable.sorted() {
+            XCTAssert(try XCTUnwrap(zeros[input]).floats.allSatisfy { $0 == 0 }, "\(name): a zero upstream gradient gives non-zero d\(input)")
+        }
         let pass = try Session(model: model).forward(feeds, trainable: trainable)
         let (outputName, output) = try XCTUnwrap(pass.outputs.first { $0.key == "Y" || $0.key == "output" })
         XCTAssertTrue(output.floats.allSatisfy(\.isFinite), "\(name): forward has non-finite values")
+        XCTAssert(output.floats[maskedRow].allSatisfy { $0 == 0 }, "\(name): the fully masked row is not zero: \(Array(output.floats[maskedRow]))")
         let gradients = try pass.backward([outputName: Tensor(shape: output.shape,
                                                               floats: [Float](repeating: 1, count: output.count))])
         for input in trainable.sorted() {
