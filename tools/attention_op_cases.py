@@ -6,7 +6,8 @@ fixtures/attention/ops/, references computed by onnxruntime.
 Covered: separate 3D and per-head 4D key/value, bias, every key_padding_mask form the CPU kernel reads ([B],
 [3B + 2], [B, T], [B, S, T]), attention_bias broadcast over batch or heads, past/present KV, unidirectional and
 is_causal (with a past: the frontier moves by the past length), scale, softcap, mask_filter_value, GQA and MQA
-grouping, 3D and 4D Attention, bool and float attn_mask (fully masked rows included), the qk outputs of both ops
+grouping, 3D and 4D Attention, bool and float attn_mask (fully masked rows included), Attention-24's
+nonpad_kv_seqlen (with is_causal: bottom-right aligned), the qk outputs of both ops
 and every qk_matmul_output_mode."""
 import numpy as np
 from onnx import TensorProto
@@ -77,7 +78,7 @@ mha("mha_qk_output", qk=True, attention_bias=lambda b, n, s, t: (1, 1, s, t))
 
 # --- ONNX Attention (23, 24) -----------------------------------------------------------------------------------
 def attention(name, batch=2, seq=3, q_heads=2, kv_heads=2, head=4, value_head=None, kv_seq=None, three_d=False,
-              mask=None, past=0, opset=23, qk_mode=None, **attrs):
+              mask=None, past=0, opset=23, qk_mode=None, nonpad=None, **attrs):
     kv_seq = seq if kv_seq is None else kv_seq
     value_head = value_head or head
     total = past + kv_seq
@@ -91,6 +92,8 @@ def attention(name, batch=2, seq=3, q_heads=2, kv_heads=2, head=4, value_head=No
     inputs.append(("attn_mask", None if mask is None else mask(batch, q_heads, seq, total)))
     if past:
         inputs += [("past_key", normal(batch, kv_heads, past, head)), ("past_value", normal(batch, kv_heads, past, value_head))]
+    if nonpad is not None:
+        inputs += [("past_key", None), ("past_value", None), ("nonpad_kv_seqlen", np.array(nonpad, dtype=np.int64))]
     while inputs[-1][1] is None:
         inputs.pop()
     outputs = ["Y", "present_key", "present_value"] if past or qk_mode is not None else ["Y"]
@@ -125,5 +128,11 @@ attention("attention_scale_softcap", scale=0.6, softcap=1.5, is_causal=1)
 attention("attention_softcap_float_mask", softcap=2.0, mask=lambda b, n, s, t: normal(s, t))
 attention("attention_softmax_precision", softmax_precision=1, q_heads=4, kv_heads=2)
 attention("attention_opset24_gqa_causal", opset=24, q_heads=4, kv_heads=2, is_causal=1, seq=4)
+# Attention-24's external cache: K and V hold 5 slots, nonpad_kv_seqlen says how many are real per sequence; is_causal
+# aligns bottom-right (offset nonpad - S; sequence 0's offset -1 leaves its first query row with no key).
+attention("attention24_nonpad_kv_seqlen", opset=24, kv_seq=5, nonpad=[5, 3], q_heads=4, kv_heads=2)
+attention("attention24_nonpad_kv_seqlen_causal", opset=24, kv_seq=5, nonpad=[2, 4], is_causal=1)
+attention("attention24_nonpad_kv_seqlen_mask", opset=24, kv_seq=5, nonpad=[4, 3], is_causal=1, three_d=True,
+          mask=lambda b, n, s, t: normal(s, t))
 for mode in range(4):
     attention(f"attention_qk_mode_{mode}", qk_mode=mode, softcap=2.0, mask=lambda b, n, s, t: normal(s, t))

@@ -1,7 +1,7 @@
 import Foundation
 import ONNXGraph
 
-/// ONNX `Attention` (opset 23; 24 adds input 6, `nonpad_kv_seqlen`, refused here), as the ONNX spec
+/// ONNX `Attention` (opsets 23 and 24; 24 adds input 6, `nonpad_kv_seqlen`), as the ONNX spec
 /// (`onnx/defs/nn/defs.cc`, Operators.md) states it and onnxruntime's CPU kernel (`core/providers/cpu/llm/attention.cc`)
 /// computes it; torch's dynamo exporter writes it for `scaled_dot_product_attention` at opset 23.
 ///
@@ -10,14 +10,18 @@ import ONNXGraph
 ///
 /// Inputs: 0 Q `[B, Nq, S, H]`, or `[B, S, Nq·H]` with `q_num_heads`; 1 K `[B, Nkv, L, H]` or `[B, L, Nkv·H]` with
 /// `kv_num_heads`; 2 V `[B, Nkv, L, Hv]` or `[B, L, Nkv·Hv]`; 3 attn_mask, broadcastable to `[B, Nq, S, T]`: bool
-/// (true attends) or float (added to the scores); 4, 5 past_key / past_value `[B, Nkv, P, H]` / `[.., Hv]`.
+/// (true attends) or float (added to the scores), its last axis T (narrower with nonpad_kv_seqlen is refused, as
+/// onnxruntime 1.32 does); 4, 5 past_key / past_value `[B, Nkv, P, H]` / `[.., Hv]`; 6 (24) nonpad_kv_seqlen int64 `[B]`: sequence
+/// b's keys from `nonpad_kv_seqlen[b]` on are padding (K and V hold a whole external cache; no past then).
 /// Outputs: Y (Q's rank: `[B, Nq, S, Hv]` or `[B, S, Nq·Hv]`), present_key / present_value `[B, Nkv, T, H]` (past,
 /// then new rows), qk_matmul_output `[B, Nq, S, T]` at the stage `qk_matmul_output_mode` names (0 the scaled q·kᵀ,
 /// 1 after softcap, 2 after the mask, 3 after the softmax).
 ///
 ///     z = softcap · tanh(scale · q·kᵀ / softcap)   (softcap > 0; scale defaults to 1/√H)
 ///     z = z + attn_mask                            (a false bool entry is −∞)
-///     Y = softmax(z) · v, where with is_causal query s sees the keys [0, P + s]
+///     Y = softmax(z) · v, where with is_causal query s sees the keys [0, offset + s]: offset P, or with
+///         nonpad_kv_seqlen `nonpad_kv_seqlen[b] − S` (bottom-right aligned; a negative offset leaves leading rows
+///         with no key), else 0
 ///
 /// A fully masked row gives a zero output (the spec since onnx 1.23; onnxruntime 1.32 agrees). The softmax is
 /// computed in fp32 whatever `softmax_precision` says. The math and its backward are `ScaledDotProductAttention`'s.
@@ -60,9 +64,10 @@ struct Attention23: Operator {
         }
         self.scoresMode = scoresMode
         _ = try node.int("softmax_precision", default: 1)  // a hint: the softmax runs in fp32 whatever it says
-        if node.inputs.count > 6, !node.inputs[6].isEmpty {
-            throw refuse("input 6 (nonpad_kv_seqlen)", "is not supported; only inputs 0-5 (Q, K, V, attn_mask, past_key, "
-                         + "past_value) are: pass padding as attn_mask")
+        let inputCount = version >= 24 ? 7 : 6
+        if let extra = node.inputs.indices.dropFirst(inputCount).first(where: { !node.inputs[$0].isEmpty }) {
+            throw refuse("input \(extra)\(extra == 6 ? " (nonpad_kv_seqlen)" : "")", "is not an input of Attention-\(version); "
+                         + "only inputs 0-\(inputCount - 1) are" + (extra == 6 ? " (nonpad_kv_seqlen needs opset 24)" : ""))
         }
         wantsScores = node.outputs.count > 3 && !node.outputs[3].isEmpty
     }
@@ -192,6 +197,15 @@ extension Attention23 {
                 pastLength = 0
             }
             let total = pastLength + newLength
+            var keyLimits: [Int]? = nil
+            if let nonpad = inputs.optional(6) {
+                let lengths = try nonpad.intValues("nonpad_kv_seqlen")
+                guard nonpad.shape == [batch], lengths.allSatisfy({ $0 >= 0 && $0 <= total }) else {
+                    throw KernelError("nonpad_kv_seqlen must be [\(batch)] values in 0...\(total), got \(nonpad.shape) \(lengths)")
+                }
+                guard pastKey == nil else { throw KernelError("nonpad_kv_seqlen cannot be used with past_key / past_value") }
+                keyLimits = lengths
+            }
             self.q = q
             k = HeadLayout.concatenate(past: pastKey?.floats ?? [], newKeys, batch: batch, heads: kvHeads, pastLength: pastLength,
                                        newLength: newLength, size: headSize)
@@ -206,6 +220,8 @@ extension Attention23 {
                 case .float(let values): additive = values
                 case .int64: throw KernelError("attn_mask must be bool or floating-point, got \(mask.dataType)")
                 }
+                // The spec lets a mask with nonpad_kv_seqlen be narrower than T; onnxruntime 1.32 refuses that, and so
+                // does this.
                 guard mask.shape.last == total else {
                     throw KernelError("attn_mask \(mask.shape) must end in total_sequence_length \(total) (past \(pastLength) + kv \(newLength))")
                 }
@@ -214,7 +230,9 @@ extension Attention23 {
             problem = ScaledDotProductAttention(
                 batch: batch, queryHeads: queryHeads, kvHeads: kvHeads, sequence: sequence, total: total, headSize: headSize,
                 valueHeadSize: valueHeadSize, scale: op.scale ?? 1 / Float(headSize).squareRoot(), softcap: op.softcap,
-                causalOffset: op.isCausal ? pastLength : nil, terms: terms)
+                causalOffsets: !op.isCausal ? nil : keyLimits.map { $0.map { $0 - sequence } }
+                    ?? [Int](repeating: pastLength, count: batch),
+                keyLimits: keyLimits, terms: terms)
         }
     }
 }

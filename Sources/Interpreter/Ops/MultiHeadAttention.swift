@@ -227,7 +227,7 @@ extension MultiHeadAttention {
             problem = ScaledDotProductAttention(
                 batch: batch, queryHeads: N, kvHeads: N, sequence: sequence, total: total, headSize: headSize,
                 valueHeadSize: valueHeadSize, scale: op.scale == 0 ? 1 / Float(headSize).squareRoot() : op.scale, softcap: 0,
-                causalOffset: op.unidirectional ? pastLength : nil, terms: terms)
+                causalOffsets: op.unidirectional ? [Int](repeating: pastLength, count: batch) : nil, terms: terms)
         }
 
         /// key_padding_mask as `mask_filter_value` where a key is masked, 0 elsewhere, in one of the forms the CPU kernel

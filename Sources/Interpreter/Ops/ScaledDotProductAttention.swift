@@ -13,7 +13,7 @@ import ONNXGraph
 ///     raw_j    = scale · q·k_j
 ///     capped_j = softcap · tanh(raw_j / softcap)      (softcap > 0; else raw_j)
 ///     z_j      = capped_j + Σ additive terms[b, h, s, j]
-///     p        = softmax(z over the keys j ≤ causalOffset + s when causal, else all T)
+///     p        = softmax(z over the keys j < keyLimit[b] and, when causal, j ≤ causalOffset[b] + s)
 ///     out      = Σ_j p_j v_j
 ///
 /// Keys past the causal frontier take no part (onnxruntime adds the float type's lowest value there, which gives
@@ -61,23 +61,26 @@ struct ScaledDotProductAttention {
 
     let batch: Int, queryHeads: Int, kvHeads: Int, sequence: Int, total: Int, headSize: Int, valueHeadSize: Int
     let scale: Float, softcap: Float
-    /// Query row s sees keys `0...causalOffset + s` when set.
-    let causalOffset: Int?
+    /// Per sequence: query row s sees keys `0...causalOffset[b] + s` when set (none when that is negative).
+    let causalOffsets: [Int]?
+    /// Per sequence: the keys from this one on take no part (ONNX Attention-24's `nonpad_kv_seqlen`); nil for all T.
+    var keyLimits: [Int]? = nil
     let terms: [AdditiveTerm]
     var groupSize: Int { queryHeads / kvHeads }
     var scoresShape: [Int] { [batch, queryHeads, sequence, total] }
 
-    /// The keys query row s may attend to (before masks).
-    @inline(__always) func visible(_ s: Int) -> Int {
-        guard let causalOffset else { return total }
-        return max(0, min(total, causalOffset + s + 1))
+    /// The keys query row s of sequence b may attend to (before masks): `0..<visible(b, s)`.
+    @inline(__always) func visible(_ b: Int, _ s: Int) -> Int {
+        var limit = keyLimits.map { min(total, $0[b]) } ?? total
+        if let causalOffsets { limit = min(limit, causalOffsets[b] + s + 1) }
+        return max(0, limit)
     }
 
     /// Scores of row (b, h, s): raw, capped (tanh(raw/softcap) kept for the derivative) and z, and p. Keys past the
     /// frontier get z = −∞ and p = 0.
     private func row(_ q: UnsafePointer<Float>, _ keys: UnsafePointer<Float>, _ b: Int, _ h: Int, _ s: Int,
                      raw: inout [Float], tanh t: inout [Float], z: inout [Float], p: inout [Float]) {
-        let limit = visible(s)
+        let limit = visible(b, s)
         for j in 0..<total { raw[j] = scale * vectorDot(q, keys + j * headSize, headSize) }
         for j in 0..<total {
             var value = raw[j]
@@ -137,7 +140,7 @@ struct ScaledDotProductAttention {
                                             switch mode {
                                             case .raw: target[j] = raw[j]
                                             case .capped: target[j] = softcap > 0 ? softcap * t[j] : raw[j]
-                                            case .masked: target[j] = z[j] == -.infinity && j >= visible(s) ? -.greatestFiniteMagnitude : z[j]
+                                            case .masked: target[j] = z[j] == -.infinity && j >= visible(b, s) ? -.greatestFiniteMagnitude : z[j]
                                             case .softmax: target[j] = p[j]
                                             }
                                         }
