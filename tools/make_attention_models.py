@@ -3,7 +3,7 @@
 fixtures/attention/<name>/ (run as `tools/make_attention_fixtures.py models`).
 
 The model: tools/make_fixtures.py's tiny Llama, made smaller to fit the fixture budget (hidden 32, 4 heads of 8,
-2 layers, intermediate 64, vocabulary 128, tied embeddings; torch.manual_seed(0) and every 1-D parameter
+2 layers, intermediate 32, vocabulary 128, tied embeddings; torch.manual_seed(0) and every 1-D parameter
 perturbed, as make_fixtures does), with attn_implementation="sdpa".
 
   attention23-llama   torch.onnx.export(dynamo=True, opset_version=23): torch's dynamo exporter writes each
@@ -40,7 +40,7 @@ def build_model():
     import transformers
 
     config = transformers.LlamaConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=32,
         vocab_size=VOCAB, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=True,
         bos_token_id=0, eos_token_id=1, pad_token_id=1, attn_implementation="sdpa")
     torch.manual_seed(0)
