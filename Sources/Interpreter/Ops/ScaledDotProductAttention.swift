@@ -115,6 +115,8 @@ struct ScaledDotProductAttention {
         let (H, Hv, T, S) = (headSize, valueHeadSize, total, sequence)
         var output = [Float](repeating: 0, count: batch * queryHeads * S * Hv)
         var scoresValues = [Float](repeating: 0, count: scores == nil ? 0 : batch * queryHeads * S * T)
+        // No query row, or no key: every row attends to nothing (zero), and there is no buffer to point into.
+        guard !output.isEmpty, T > 0, H > 0 else { return (output, scores == nil ? nil : scoresValues) }
         q.withUnsafeBufferPointer { q in
             k.withUnsafeBufferPointer { k in
                 v.withUnsafeBufferPointer { v in
@@ -168,6 +170,7 @@ struct ScaledDotProductAttention {
         var gradients = Gradients(q: [Float](repeating: 0, count: q.count), k: [Float](repeating: 0, count: k.count),
                                   v: [Float](repeating: 0, count: v.count),
                                   scores: [Float](repeating: 0, count: wantTerms ? batch * queryHeads * S * T : 0))
+        guard !gradients.q.isEmpty, !gradients.k.isEmpty, !gradients.v.isEmpty, !dOutput.isEmpty else { return gradients }
         let extraMode = dScores == nil ? nil : mode
         let dScores = dScores ?? []
         dScores.withUnsafeBufferPointer { dScores in
