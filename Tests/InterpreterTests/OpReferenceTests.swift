@@ -60,6 +60,9 @@ final class OpReferenceTests: XCTestCase {
         for name in try DynamicQuantizationTests.caseNames() {  // the int8 ops' cases, fixtures/int8/ops
             covered.formUnion(try Model.load(path: "\(DynamicQuantizationTests.opsFolder)/\(name).onnx").graph.nodes.map(\.opType))
         }
+        for path in try AttentionOpTests.casePaths() {  // MultiHeadAttention and Attention, fixtures/attention/ops
+            covered.formUnion(try Model.load(path: "\(path).onnx").graph.nodes.map(\.opType))
+        }
         let missing = OperatorRegistry.standard.operatorTypes.filter { !covered.contains($0) }
         XCTAssertEqual(missing, [], "ops without reference cases")
     }

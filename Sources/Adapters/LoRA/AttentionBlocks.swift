@@ -1,7 +1,9 @@
 import ONNXGraph
 
 /// One scaled-dot-product attention: as exported graphs decompose it, `Softmax(Q·Kᵀ · scale + mask) · V`, or as
-/// one attention op (`com.microsoft.GroupQueryAttention`, which onnxruntime-genai's builder writes).
+/// one attention op (`com.microsoft.GroupQueryAttention`, which onnxruntime-genai's builder writes;
+/// `com.microsoft.MultiHeadAttention`, which onnxruntime's transformer optimizer writes; ONNX `Attention`, which torch's
+/// dynamo exporter writes at opset 23).
 struct AttentionBlock {
     /// The node the block was found from: its Softmax, or the attention op.
     var anchor: Node
@@ -72,10 +74,20 @@ final class AttentionSearch {
         }
     }
 
-    /// `com.microsoft.GroupQueryAttention` as a block: query, key and value are its inputs 0, 1 and 2, or, when
-    /// key and value are omitted, the q, k and v column ranges of its packed input 0 (`[.., (Nq + 2·Nkv)·H]`, q
-    /// first), H found from the width of the projection computing it.
+    /// An attention op as a block. `com.microsoft.MultiHeadAttention` and ONNX `Attention` (23, 24): query, key and
+    /// value are their inputs 0, 1 and 2 (3D or per head; the search runs back through the Reshape / Transpose /
+    /// rotary ops exporters put between them and the projections). `com.microsoft.GroupQueryAttention`: inputs 0, 1
+    /// and 2, or, when key and value are omitted, the q, k and v column ranges of its packed input 0
+    /// (`[.., (Nq + 2·Nkv)·H]`, q first), H found from the width of the projection computing it.
     private func attentionOperator(_ node: Node) -> AttentionBlock? {
+        let separate = (node.opType == "MultiHeadAttention" && node.domain == "com.microsoft")
+            || (node.opType == "Attention" && node.domain.isEmpty)
+        if separate {
+            guard node.inputs.count >= 3, node.inputs[0..<3].allSatisfy({ !$0.isEmpty }) else { return nil }
+            return AttentionBlock(anchor: node, operands: [.q, .k, .v].enumerated().map {
+                AttentionOperand(kind: $1, value: node.inputs[$0], reader: node)
+            }, output: node.outputs[0])
+        }
         guard node.opType == "GroupQueryAttention", node.domain == "com.microsoft", !node.inputs.isEmpty,
               let heads = try? node.int("num_heads", default: 0), let kvHeads = try? node.int("kv_num_heads", default: 0),
               heads > 0, kvHeads > 0 else { return nil }

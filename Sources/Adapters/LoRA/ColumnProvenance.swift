@@ -140,6 +140,9 @@ enum ColumnProvenance: Equatable {
 /// op is not one the search walks through (the walk stops there). Shape-only inputs (Reshape's shape, Slice's
 /// bounds) are not listed: they decide where values go, not what they hold.
 func dataInputs(of node: Node) -> [Int]? {
+    // RotaryEmbedding (ONNX 23, or com.microsoft) rotates its input 0 within each head, as exports of the
+    // attention ops write it between the q / k projections and the op.
+    if node.opType == "RotaryEmbedding", node.domain.isEmpty || node.domain == "com.microsoft" { return [0] }
     guard node.domain.isEmpty else { return nil }
     switch node.opType {
     case "Reshape", "Transpose", "Cast", "Identity", "Neg", "Flatten", "Squeeze", "Unsqueeze", "Expand", "Split",
@@ -242,6 +245,9 @@ struct ColumnTracer {
         case "Concat":
             return [(node.outputs[0], concat(node) ?? union)]
         case "Tile":
+            return [(node.outputs[0], union)]
+        case "RotaryEmbedding":
+            // Pairs positions within each head (i with i + R/2, or 2i with 2i + 1): the columns, not their positions.
             return [(node.outputs[0], union)]
         default:
             // Elementwise: unary ops keep positions; binary ops merge the traced branches position-wise.

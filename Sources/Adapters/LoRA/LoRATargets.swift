@@ -168,7 +168,7 @@ struct Discovery {
         guard !blocks.isEmpty else {
             let softmaxes = model.graph.nodes.filter { $0.opType == "Softmax" }.count
             throw .loraTargetsNotFound(model: model.path, reason: softmaxes == 0
-                ? "no attention block: the graph has no Softmax node and no attention op (GroupQueryAttention)"
+                ? "no attention block: the graph has no Softmax node and no attention op (GroupQueryAttention, MultiHeadAttention, Attention)"
                 : "no attention block: none of its \(softmaxes) Softmax node(s) has a MatMul of two computed values (Q·Kᵀ) before it and a MatMul taking its output as left operand (probs·V) after it")
         }
         let paths = ModulePaths(graph: model.graph)

@@ -9,6 +9,8 @@ let linearAlgebraOperators: [any Operator.Type] = [
     MatMulIntegerToFloat.self,
     DynamicQuantizeMatMul.self,
     GroupQueryAttention.self,
+    MultiHeadAttention.self,
+    Attention23.self,
     RotaryEmbedding.self,
     RotaryEmbedding23.self,
 ]
