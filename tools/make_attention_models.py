@@ -29,9 +29,11 @@ import warnings
 
 import numpy as np
 
+import fixture_budgets  # tools/, beside this script
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "fixtures" / "attention"
-SIZE_LIMIT = 150_000  # bytes per model folder
+SIZE_LIMIT = fixture_budgets.ATTENTION_MODEL  # bytes per model folder
 VOCAB = 128
 
 

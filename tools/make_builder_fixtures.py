@@ -44,7 +44,9 @@ sys.path.insert(0, str(ROOT / "tools"))
 # arch -> tokenizer style of tools/make_fixtures.py.
 ARCHS = {"llama": "llama3", "qwen2": "gpt2"}
 PRECISIONS = ["fp32", "int4"]
-SIZE_LIMIT = 1_500_000  # bytes for everything under fixtures/builder/
+import fixture_budgets  # noqa: E402 (tools/, on the path above)
+
+SIZE_LIMIT = fixture_budgets.BUILDER  # bytes for everything under fixtures/builder/
 
 
 def hf_folder(arch, style, folder):
