@@ -69,7 +69,8 @@ def random_adapter(model_path, folder, seed, rank=4, alpha=8.0):
             continue
         modules.append(path)
         shape, inputs = shapes[target["weight"]], target["in_features"]
-        outputs = shape[1] if shape[0] == inputs else shape[0]
+        # [in, out] (MatMul) or [out, in] (Gemm transB); a MatMulNBits weight is [out, blocks, block bytes].
+        outputs = shape[0] if len(shape) == 3 else shape[1] if shape[0] == inputs else shape[0]
         if len(paths_per_weight[target["weight"]]) > 1:
             outputs = target["out_features"]
         tensors[f"base_model.model.{path}.lora_A.weight"] = rng.standard_normal((rank, inputs)) * 0.1

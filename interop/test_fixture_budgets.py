@@ -15,6 +15,7 @@ import fixture_budgets as budgets  # noqa: E402
     ("models", budgets.MODELS),
     ("builder", budgets.BUILDER),
     ("int8", budgets.INT8),
+    ("q4", budgets.Q4),
 ])
 def test_fixture_part_within_budget(part, budget):
     size = budgets.size(FIXTURES / part)

@@ -14,6 +14,8 @@ ALL = 20_000_000
 BUILDER = 1_600_000
 # fixtures/int8/ (tools/make_int8_fixtures.py).
 INT8 = 400_000
+# fixtures/q4/ (tools/make_q4_fixtures.py).
+Q4 = 300_000
 # Each whole-model folder of fixtures/attention/ (tools/make_attention_models.py).
 ATTENTION_MODEL = 150_000
 

@@ -8,15 +8,7 @@ import XCTest
 final class ModelFixtureTests: XCTestCase {
     /// Max |ours − torch| over real-token positions (attention_mask = 1); padded rows may attend to nothing.
     static func maxDifferenceAtRealTokens(_ logits: Tensor, _ reference: Tensor, mask: Tensor) -> Float {
-        let vocabulary = logits.shape[2]
-        let ours = logits.floats, theirs = reference.floats, real = mask.int64s
-        var worst: Float = 0
-        for position in real.indices where real[position] == 1 {
-            for index in (position * vocabulary)..<((position + 1) * vocabulary) {
-                worst = max(worst, abs(ours[index] - theirs[index]))
-            }
-        }
-        return worst
+        TestSupport.maxDifferenceAtRealTokens(logits, reference, mask: mask)
     }
 
     func testEveryFixtureMatchesTorchLogits() throws {

@@ -75,3 +75,17 @@ public func assertThrows<T>(
         }
     }
 }
+
+/// Max |logits − reference| over real-token positions (`mask` = 1) of `[batch, length, vocabulary]` logits: padded
+/// rows may attend to nothing, and what they hold is no model's answer.
+public func maxDifferenceAtRealTokens(_ logits: Tensor, _ reference: Tensor, mask: Tensor) -> Float {
+    let vocabulary = logits.shape[2]
+    let ours = logits.floats, theirs = reference.floats, real = mask.int64s
+    var worst: Float = 0
+    for position in real.indices where real[position] == 1 {
+        for index in (position * vocabulary)..<((position + 1) * vocabulary) {
+            worst = max(worst, abs(ours[index] - theirs[index]))
+        }
+    }
+    return worst
+}
