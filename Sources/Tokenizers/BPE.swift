@@ -42,7 +42,7 @@ struct BPEModel: Sendable {
         var tokensByID: [Int: String] = [:]
         tokensByID.reserveCapacity(entries.count)
         for (token, value) in entries {
-            let id = try reader.int(value, at: "\(location).vocab[\(token.debugDescription)]")
+            let id = try reader.tokenID(value, at: "\(location).vocab[\(token.debugDescription)]")
             vocabulary[Array(token.utf8)] = id
             tokensByID[id] = token
         }

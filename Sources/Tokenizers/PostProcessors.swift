@@ -43,7 +43,7 @@ private func tokenAndID(_ json: JSONValue, _ key: String, at location: String, r
     guard pair.count == 2, case .string(let token) = pair[0] else {
         throw reader.invalid("\(location).\(key)", "expected [token, id]")
     }
-    return (token, try reader.int(pair[1], at: "\(location).\(key)[1]"))
+    return (token, try reader.tokenID(pair[1], at: "\(location).\(key)[1]"))
 }
 
 /// Fixed tokens before and after the sequence (RobertaProcessing, BertProcessing; ByteLevel with none).
@@ -74,7 +74,7 @@ struct TemplatePostProcessor: PostProcessor {
                 let entryLocation = "\(location).special_tokens[\(name.debugDescription)]"
                 var ids: [Int] = []
                 for (index, id) in try reader.array(value, "ids", at: entryLocation).enumerated() {
-                    ids.append(try reader.int(id, at: "\(entryLocation).ids[\(index)]"))
+                    ids.append(try reader.tokenID(id, at: "\(entryLocation).ids[\(index)]"))
                 }
                 var tokens: [String] = []
                 for token in (try? reader.array(value, "tokens", at: entryLocation)) ?? [] {

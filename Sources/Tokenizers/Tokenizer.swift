@@ -111,7 +111,7 @@ public struct Tokenizer: Sendable {
                 let location = "added_tokens[\(index)]"
                 let special = try reader.bool(element, "special", default: false, at: location)
                 addedTokens.append(AddedToken(
-                    id: try reader.int(element, "id", at: location),
+                    id: try reader.tokenID(element, "id", at: location),
                     content: try reader.string(element, "content", at: location),
                     special: special,
                     normalized: try reader.bool(element, "normalized", default: !special, at: location),

@@ -345,6 +345,21 @@ struct TokenizerConfigReader {
         return Int(number)
     }
 
+    /// A token id: an integer in `0...Int32.max` (tokenizers' ids are u32; the merge table packs them in 32 bits).
+    func tokenID(_ value: JSONValue, at location: String) throws(TokenizerError) -> Int {
+        let id = try int(value, at: location)
+        guard (0...Int(Int32.max)).contains(id) else {
+            throw invalid(location, "token id \(id) is outside 0...\(Int32.max)")
+        }
+        return id
+    }
+
+    /// Field `key` of `object`, a token id (see `tokenID(_:at:)`).
+    func tokenID(_ object: JSONValue, _ key: String, at location: String) throws(TokenizerError) -> Int {
+        guard let value = object[key], !value.isNull else { throw invalid(location, "missing field '\(key)'") }
+        return try tokenID(value, at: "\(location).\(key)")
+    }
+
     func int(_ object: JSONValue, _ key: String, default defaultValue: Int? = nil, at location: String)
         throws(TokenizerError) -> Int
     {

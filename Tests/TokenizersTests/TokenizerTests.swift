@@ -445,6 +445,31 @@ final class TokenizerTests: XCTestCase {
         }
         assertThrows([badTemplate, "post_processor.single[0]", "'<bos>'"]) { try Tokenizer(path: badTemplate) }
     }
+
+    /// Token ids outside `0...Int32.max` (the tokenizer fuzz target's crash: a negative vocabulary id trapped when the
+    /// merge table packed it into 32 bits) are refused naming where they are.
+    func testTokenIDsOutOfRangeAreInvalid() throws {
+        let negative = try writeVariant(of: "gpt2") { json in
+            var model = json["model"] as! [String: Any]
+            var vocabulary = model["vocab"] as! [String: Any]
+            vocabulary["Ġ"] = -3
+            model["vocab"] = vocabulary
+            json["model"] = model
+        }
+        assertThrows([negative, "model.vocab[\"Ġ\"]", "token id -3 is outside 0...2147483647"]) { try Tokenizer(path: negative) }
+        let huge = try writeVariant(of: "gpt2") { json in
+            var added = (json["added_tokens"] as? [[String: Any]]) ?? []
+            added.append(["id": 4_294_967_296, "content": "<huge>", "special": true])
+            json["added_tokens"] = added
+        }
+        assertThrows([huge, "added_tokens[\(try addedTokenCount(of: "gpt2"))].id", "outside"]) { try Tokenizer(path: huge) }
+    }
+
+    private func addedTokenCount(of style: String) throws -> Int {
+        let source = repositoryPath("\(Self.fixtures)/\(style)/tokenizer.json")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: source))) as? [String: Any]
+        return (json?["added_tokens"] as? [Any])?.count ?? 0
+    }
 }
 
 /// Results written from several threads.
