@@ -229,3 +229,10 @@ case("dequantizelinear_blocked", "DequantizeLinear", 21,
       ("x_scale", (rng.random((4, 3)) * 0.1 + 0.01).astype(np.float32)),
       ("x_zero_point", rng.integers(-5, 5, (4, 3), dtype=np.int8))], attrs={"axis": 1, "block_size": 4},
      output_type=TensorProto.FLOAT)
+
+# --- MatMulNBits over many rows of A (more than the 16 read directly): the GEMM path, W dequantised one panel of
+# 128 rows at a time (its backward 256 at a time), so N spans several panels; appended last to keep the random
+# draws of the cases above.
+matmulnbits("matmulnbits_4bit_many_rows_panels", 32, 260, a_shape=(1, 17, 32))
+matmulnbits("matmulnbits_4bit_many_rows_ragged_zero_points", 40, 260, block=16, zero_points="packed", a_shape=(17, 40))
+matmulnbits("matmulnbits_8bit_many_rows_bias", 32, 140, bits=8, block=16, bias=True, a_shape=(17, 32))

@@ -93,8 +93,17 @@ struct MatMulNBits: Operator {
                     let blob = bytes.baseAddress! + index * blobSize, start = row + block * bs
                     let count = min(bs, K - block * bs)
                     if bits == 4 {
-                        // Two weights per byte, low nibble first.
+                        // Two weights per byte, low nibble first. 16 at a time: each of 8 bytes widened to 16 bits
+                        // as (high nibble << 8 | low nibble), which read as 16 bytes is the nibbles in order.
                         var i = 0
+                        let (zs, ss) = (SIMD16<Float>(repeating: z), SIMD16<Float>(repeating: s))
+                        while i + 16 <= count {
+                            let packed = SIMD8<UInt16>(truncatingIfNeeded: UnsafeRawPointer(blob + i >> 1).loadUnaligned(as: SIMD8<UInt8>.self))
+                            let nibbles = unsafeBitCast((packed & 0x0F) | ((packed &>> 4) &<< 8), to: SIMD16<UInt8>.self)
+                            let values = (SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: nibbles)) - zs) * ss
+                            UnsafeMutableRawPointer(start + i).storeBytes(of: values, as: SIMD16<Float>.self)
+                            i += 16
+                        }
                         while i + 1 < count {
                             let byte = blob[i >> 1]
                             start[i] = (Float(byte & 0x0F) - z) * s
