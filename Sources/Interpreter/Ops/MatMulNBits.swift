@@ -17,8 +17,8 @@ import ONNXGraph
 ///     Y       = A · Wᵀ + bias
 ///
 /// Backward: `dA = dY · W` (W dequantised one panel at a time, never whole), `dBias = Σ dY` over every axis but
-/// the last. The quantised weight, its scales and zero
-/// points are frozen: no gradient is ever computed for them (a LoRA adapter beside the node trains instead).
+/// the last. The quantised weight, its scales and zero points are frozen: no gradient is ever computed for them (a
+/// LoRA adapter beside the node trains instead).
 struct MatMulNBits: Operator {
     static let opType = "MatMulNBits"
     static let domain = "com.microsoft"
@@ -117,20 +117,6 @@ struct MatMulNBits: Operator {
                 }
             }
         }
-    }
-
-    /// The whole dequantised weight `[N, K]`: from the prepared bytes when there are some, else from the inputs.
-    /// For tests and tools; the products dequantise one panel at a time.
-    func weight(_ inputs: [Tensor?]) throws(KernelError) -> Tensor {
-        let quantized = try prepared(inputs)
-        let (K, N) = (inputFeatures, outputFeatures)
-        let w = [Float](unsafeUninitializedCapacity: N * K) { buffer, initialized in
-            Parallel.forEachChunk(N, minimumPerThread: max(1, 65_536 / max(K, 1))) { rows in
-                dequantize(quantized, rows: rows, into: buffer.baseAddress! + rows.lowerBound * K)
-            }
-            initialized = N * K
-        }
-        return Tensor(shape: [N, K], floats: w)
     }
 
     /// B, the scales and the zero points of `inputs`, checked. B's bytes are shared with its tensor, not copied.
