@@ -231,8 +231,8 @@ case("dequantizelinear_blocked", "DequantizeLinear", 21,
      output_type=TensorProto.FLOAT)
 
 # --- MatMulNBits over many rows of A (more than the 16 read directly): the GEMM path, W dequantised one panel of
-# 128 rows at a time (its backward 256 at a time), so N spans several panels; appended last to keep the random
-# draws of the cases above.
-matmulnbits("matmulnbits_4bit_many_rows_panels", 32, 260, a_shape=(1, 17, 32))
+# 128 rows at a time per thread (its backward 512 at a time), so N spans several panels; appended last to keep the
+# random draws of the cases above.
+matmulnbits("matmulnbits_4bit_many_rows_panels", 32, 520, a_shape=(1, 17, 32))
 matmulnbits("matmulnbits_4bit_many_rows_ragged_zero_points", 40, 260, block=16, zero_points="packed", a_shape=(17, 40))
 matmulnbits("matmulnbits_8bit_many_rows_bias", 32, 140, bits=8, block=16, bias=True, a_shape=(17, 32))

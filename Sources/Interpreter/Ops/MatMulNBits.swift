@@ -54,8 +54,9 @@ struct MatMulNBits: Operator {
     /// panel of W's rows dequantised at a time.
     static let directRows = 16
 
-    /// Rows of W (output features) dequantised at once for the GEMM: a `[panelRows, K]` float buffer, small enough
-    /// to stay in cache, large enough that each GEMM call is efficient. The full float weight never exists.
+    /// Rows of W (output features) dequantised at once per thread for the GEMM: a `[panelRows, K]` float buffer,
+    /// small enough to stay in cache, large enough that each GEMM call is efficient. The full float weight never
+    /// exists.
     static let panelRows = 128
 
     init(node: Node, version: Int) throws {
@@ -159,19 +160,21 @@ struct MatMulNBits: Operator {
                                defaultZeroPoint: Float(1 << (bits - 1)))
     }
 
-    /// `A · Wᵀ` for many rows of A (`rows` of them, `a` `[rows, K]`): W's rows dequantised one panel at a time into
-    /// a small buffer per thread, each panel's columns of Y a GEMM.
+    /// `A · Wᵀ` for many rows of A (`rows` of them, `a` `[rows, K]`): each thread takes an equal share of W's rows
+    /// (in steps of 16, the GEMM's column block), dequantises it one panel at a time into a small buffer of its own,
+    /// and multiplies each panel into its columns of Y.
     func panelProduct(_ a: [Float], rows: Int, _ quantized: QuantizedWeight) -> [Float] {
         let (K, N) = (inputFeatures, outputFeatures)
-        let panel = Self.panelRows, panels = (N + panel - 1) / panel
+        let panel = Self.panelRows, step = 16
         return [Float](unsafeUninitializedCapacity: rows * N) { y, initialized in
             a.withUnsafeBufferPointer { a in
-                let perThread = max(1, BLAS.parallelThreshold / max(rows * panel * K, 1))
-                Parallel.forEachChunk(panels, minimumPerThread: perThread) { chunk in
+                let perThread = max(1, BLAS.parallelThreshold / max(rows * step * K, 1))
+                Parallel.forEachChunk((N + step - 1) / step, minimumPerThread: perThread) { steps in
+                    let share = (steps.lowerBound * step)..<min(N, steps.upperBound * step)
                     let buffer = UnsafeMutablePointer<Float>.allocate(capacity: panel * K)
                     defer { buffer.deallocate() }
-                    for index in chunk {
-                        let outputs = (index * panel)..<min(N, (index + 1) * panel)
+                    for start in stride(from: share.lowerBound, to: share.upperBound, by: panel) {
+                        let outputs = start..<min(share.upperBound, start + panel)
                         dequantize(quantized, rows: outputs, into: buffer)
                         // Y[:, outputs] = A · W[outputs, :]ᵀ
                         BLAS.serialSgemm(transposeA: false, transposeB: true, m: rows, n: outputs.count, k: K,
@@ -184,11 +187,11 @@ struct MatMulNBits: Operator {
         }
     }
 
-    /// `dY · W` (`dY` `[rows, N]`, the result `[rows, K]`), W dequantised one panel of its rows at a time: each
-    /// panel adds its share of the inner dimension N (`dA += dY[:, panel] · W[panel, :]`).
+    /// `dY · W` (`dY` `[rows, N]`, the result `[rows, K]`), W dequantised 4 panels of its rows at a time (a deeper
+    /// inner dimension per GEMM): each adds its share of the inner dimension N (`dA += dY[:, part] · W[part, :]`).
     func panelGradient(_ dY: [Float], rows: Int, _ quantized: QuantizedWeight) -> [Float] {
         let (K, N) = (inputFeatures, outputFeatures)
-        let panel = Self.panelRows * 2
+        let panel = Self.panelRows * 4
         var dA = [Float](repeating: 0, count: rows * K)
         guard rows > 0 else { return dA }
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: panel * K)
