@@ -8,7 +8,7 @@ onnxruntime, as the baseline for the Swift interpreter's benchmark.
 Session: CPUExecutionProvider, intra_op_num_threads = --threads, inter_op_num_threads = 1, graph
 optimisation ORT_ENABLE_ALL (the default). Inputs: token ids drawn uniformly from [0, vocab) with
 numpy's default_rng(0) (vocab read from the logits output's last dimension, else 32000) and an all-ones
-attention mask, both int64 [batch, seq]. After --warmup untimed runs, --iterations runs are timed one by
+attention mask, both int64 [batch, seq]; KV-cache inputs (`past_key_values.*`) empty. After --warmup untimed runs, --iterations runs are timed one by
 one; tokens/s = batch * seq / median seconds per run. Peak memory is the process's ru_maxrss (converted
 to bytes), so it includes the Python interpreter, the session and the loaded weights.
 
@@ -19,6 +19,7 @@ Needs numpy and onnxruntime only.
 """
 import argparse
 import json
+import pathlib
 import resource
 import statistics
 import sys
@@ -61,6 +62,17 @@ def main():
         "input_ids": rng.integers(0, vocab, size=(args.batch, args.seq), dtype=np.int64),
         "attention_mask": np.ones((args.batch, args.seq), dtype=np.int64),
     }
+    # A decoder with past (onnxruntime-genai's builder, optimum's with-past): the caches empty
+    # ([batch, kv_heads, 0, head_size]), the whole sequence one prompt, as `onnx-dpo bench forward` feeds them.
+    # A symbolic head size (the builder's `kv_cache_dim`) is read from genai_config.json beside the model.
+    genai_config = pathlib.Path(args.model).parent / "genai_config.json"
+    head_size = json.loads(genai_config.read_text())["model"]["decoder"]["head_size"] if genai_config.exists() else None
+    for value in session.get_inputs():
+        if value.name.startswith("past_key_values"):
+            dims = [args.batch if axis == 0 else 0 if axis == 2 else dim if isinstance(dim, int) else head_size
+                    for axis, dim in enumerate(value.shape)]
+            dtype = np.float16 if value.type == "tensor(float16)" else np.float32
+            feeds[value.name] = np.zeros(dims, dtype=dtype)
     names = {i.name for i in session.get_inputs()}
     missing = names - set(feeds)
     if missing:

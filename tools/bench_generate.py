@@ -17,7 +17,9 @@ accuracy_level 4, int8 activations).
 
 builds a random-weight Llama at SmolLM-135M's shape (hidden 576, 30 layers, 9 q / 3 kv heads, head 64, intermediate
 1536, vocabulary 49152, 2048 positions, tied embeddings) and runs the builder on it into /tmp/smollm-builder/fp32 and
-/tmp/smollm-builder/int4 (a realistic size for the comparison; about a minute per precision).
+/tmp/smollm-builder/int4 (a realistic size for the comparison; about a minute per precision). `--shape qwen2.5-0.5b`
+builds Qwen2.5-0.5B's shape instead (hidden 896, 24 layers, 14 q / 2 kv heads, intermediate 4864, vocabulary 151936,
+tied embeddings).
 
 Needs /work/venv-builder (onnxruntime-genai 0.18, onnxruntime 1.32; transformers and torch for --make-model).
 """
@@ -35,7 +37,18 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def make_model(out):
+# The shapes --make-model builds: a random-weight model of each real model's configuration (tied embeddings).
+SHAPES = {
+    "smollm-135m": dict(architecture="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                        num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                        max_position_embeddings=2048, rms_norm_eps=1e-5),
+    "qwen2.5-0.5b": dict(architecture="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0),
+}
+
+
+def make_model(out, shape="smollm-135m"):
     import torch
     import transformers
 
@@ -45,12 +58,17 @@ def make_model(out):
     out = pathlib.Path(out)
     with tempfile.TemporaryDirectory() as temporary:
         hf = pathlib.Path(temporary) / "hf"
-        config = transformers.LlamaConfig(
-            vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-            num_key_value_heads=3, head_dim=64, max_position_embeddings=2048, rms_norm_eps=1e-5,
-            tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        settings = dict(SHAPES[shape])
+        architecture = settings.pop("architecture")
+        common = dict(tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
         torch.manual_seed(0)
-        transformers.LlamaForCausalLM(config).eval().save_pretrained(hf, safe_serialization=True)
+        if architecture == "qwen2":
+            config = transformers.Qwen2Config(**settings, **common)
+            model = transformers.Qwen2ForCausalLM(config)
+        else:
+            config = transformers.LlamaConfig(**settings, **common)
+            model = transformers.LlamaForCausalLM(config)
+        model.eval().save_pretrained(hf, safe_serialization=True)
         tok, info = make_fixtures.train_tokenizer("llama3")
         make_fixtures.save_tokenizer(tok, info, hf)
         for precision in ("fp32", "int4"):
@@ -109,9 +127,11 @@ def main():
     parser.add_argument("--accuracy-level-zero", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--make-model", metavar="OUT")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="smollm-135m",
+                        help="the configuration --make-model builds (default smollm-135m)")
     args = parser.parse_args()
     if args.make_model:
-        make_model(args.make_model)
+        make_model(args.make_model, args.shape)
         return
     if not args.model:
         parser.error("--model or --make-model is required")

@@ -236,3 +236,10 @@ case("pad_axes_value_and_crop", "Pad", 18,
      [("x", normal(2, 3, 5)), ("pads", np.array([1, -1, 2, 0], dtype=np.int64)),
       ("constant_value", np.array(0.5, dtype=np.float32)), ("axes", np.array([0, -1], dtype=np.int64))])
 case("pad_rank0_rows", "Pad", 13, [("x", np.zeros((0, 6), dtype=np.float32)), ("pads", np.array([0, 2, 0, 1], dtype=np.int64))])
+
+# --- MatMulNBits over many rows of A (more than the 16 read directly): the GEMM path, W dequantised one panel of
+# 128 rows at a time per thread (its backward 512 at a time), so N spans several panels; appended last (after Pad)
+# to keep the random draws of the cases above.
+matmulnbits("matmulnbits_4bit_many_rows_panels", 32, 520, a_shape=(1, 17, 32))
+matmulnbits("matmulnbits_4bit_many_rows_ragged_zero_points", 40, 260, block=16, zero_points="packed", a_shape=(17, 40))
+matmulnbits("matmulnbits_8bit_many_rows_bias", 32, 140, bits=8, block=16, bias=True, a_shape=(17, 32))

@@ -55,7 +55,7 @@ public enum ForwardBenchmark {
             }
             let count = shape.reduce(1, *)
             switch input.elementType.storageKind {
-            case .int64:
+            case .int64, .bytes:
                 let gather = graph.nodes.first { $0.opType == "Gather" && $0.inputs.count > 1 && $0.inputs[1] == input.name }
                 let values: [Int64]
                 if let table = gather.flatMap({ tableSizes[$0.inputs[0]] }) {

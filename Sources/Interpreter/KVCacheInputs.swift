@@ -40,7 +40,7 @@ public struct KVCacheInputs: Sendable {
     /// zeros): the op only sees each row's length (`seqlens_k`, the builder's `ReduceSum(mask) - 1`), so it cannot
     /// express left padding or holes; onnxruntime would silently compute something else.
     public static func checkRightPadded(_ mask: Tensor, model: Model) throws {
-        guard mask.rank == 2, case .int64(let values) = mask.storage,
+        guard mask.rank == 2, let values = mask.int64Values,
               model.graph.nodes.contains(where: { $0.opType == "GroupQueryAttention" }) else { return }
         let width = mask.shape[1]
         for row in 0..<mask.shape[0] {

@@ -51,7 +51,7 @@ extension Array where Element == Tensor? {
 extension Tensor {
     /// The values of an integer tensor as `Int`s: for shape, axes and index inputs.
     public func intValues(_ what: String) throws(KernelError) -> [Int] {
-        guard case .int64(let values) = storage else {
+        guard let values = int64Values else {
             throw KernelError("\(what) must be an integer tensor, got \(dataType)")
         }
         return values.map { Int($0) }
@@ -63,6 +63,7 @@ extension Tensor {
         switch storage {
         case .float(let values): return Double(values[0])
         case .int64(let values): return Double(values[0])
+        case .bytes: return Double(int64s[0])
         case .bool(let values): return values[0] ? 1 : 0
         }
     }

@@ -542,6 +542,7 @@ final class Tape {
             case .float(let values): values.withUnsafeBytes { ($0.baseAddress, $0.count) }
             case .int64(let values): values.withUnsafeBytes { ($0.baseAddress, $0.count) }
             case .bool(let values): values.withUnsafeBytes { ($0.baseAddress, $0.count) }
+            case .bytes(let values): values.withUnsafeBytes { ($0.baseAddress, $0.count) }
             }
             guard let address, seen.insert(address).inserted else { return }
             bytes += size

@@ -49,7 +49,7 @@ public enum DataType: Int32, Sendable, CaseIterable, CustomStringConvertible {
         }
     }
 
-    /// Types whose values the interpreter computes with in `Int64`.
+    /// Types whose values the interpreter computes with in `Int64` (uint8 and int8 are held as bytes and widened).
     public var isInteger: Bool {
         switch self {
         case .uint8, .int8, .uint16, .int16, .int32, .int64, .uint32, .uint64: true
@@ -72,6 +72,7 @@ public enum DataType: Int32, Sendable, CaseIterable, CustomStringConvertible {
     /// The storage the interpreter keeps values of this type in, or nil if it cannot hold them.
     public var storageKind: Tensor.StorageKind? {
         if isFloatingPoint { return .float }
+        if self == .uint8 || self == .int8 { return .bytes }
         if isInteger { return .int64 }
         if self == .bool { return .bool }
         return nil

@@ -153,14 +153,15 @@ public enum NPZ {
         case .int64(let values):
             switch tensor.dataType {
             case .int32: descr = "<i4"; values.forEach { appendLittleEndian(UInt32(truncatingIfNeeded: $0), to: &payload) }
-            case .int8: descr = "|i1"; payload = Data(values.map { UInt8(truncatingIfNeeded: $0) })
-            case .uint8: descr = "|u1"; payload = Data(values.map { UInt8(truncatingIfNeeded: $0) })
             case .int16: descr = "<i2"; values.forEach { appendLittleEndian(UInt16(truncatingIfNeeded: $0), to: &payload) }
             case .uint16: descr = "<u2"; values.forEach { appendLittleEndian(UInt16(truncatingIfNeeded: $0), to: &payload) }
             case .uint32: descr = "<u4"; values.forEach { appendLittleEndian(UInt32(truncatingIfNeeded: $0), to: &payload) }
             case .uint64: descr = "<u8"; payload = values.withUnsafeBytes { Data($0) }
             default: descr = "<i8"; payload = values.withUnsafeBytes { Data($0) }
             }
+        case .bytes(let values):
+            descr = tensor.dataType == .int8 ? "|i1" : "|u1"
+            payload = Data(values)
         case .bool(let values):
             descr = "|b1"
             payload = Data(values.map { $0 ? 1 : 0 })

@@ -1,6 +1,6 @@
 import ONNXBridge
 
-/// Converts stored tensor bytes to the interpreter's representation (`Float`, `Int64` or `Bool` values).
+/// Converts stored tensor bytes to the interpreter's representation (`Float`, `Int64`, byte or `Bool` values).
 enum TensorDecoding {
     /// The bytes of `shape` at `width` bytes per element, nil when the product does not fit in an `Int`. A file
     /// can declare any dims (`[2^62, 4]`), so this runs before anything multiplies them unchecked (`count`).
@@ -47,8 +47,9 @@ enum TensorDecoding {
         case .float16: return Tensor(shape: shape, floats: load(UInt16.self, halfToFloat), dataType: .float16)
         case .bfloat16: return Tensor(shape: shape, floats: load(UInt16.self, bfloat16ToFloat), dataType: .bfloat16)
         case .double: return Tensor(shape: shape, floats: load(Double.self) { Float($0) }, dataType: .double)
-        case .int8: return Tensor(shape: shape, int64s: integers(Int8.self), dataType: .int8)
-        case .uint8: return Tensor(shape: shape, int64s: integers(UInt8.self), dataType: .uint8)
+        case .int8, .uint8:
+            // Copied as they are: the storage is the bytes (int8 as bit patterns).
+            return Tensor(shape: shape, bytes: [UInt8](raw), dataType: dataType)
         case .int16: return Tensor(shape: shape, int64s: integers(Int16.self), dataType: .int16)
         case .uint16: return Tensor(shape: shape, int64s: integers(UInt16.self), dataType: .uint16)
         case .int32: return Tensor(shape: shape, int64s: integers(Int32.self), dataType: .int32)
@@ -93,7 +94,9 @@ enum TensorDecoding {
         case .bfloat16:
             return Tensor(shape: shape, floats: try int32Field().map { bfloat16ToFloat(UInt16(truncatingIfNeeded: $0)) },
                           dataType: .bfloat16)
-        case .int8, .uint8, .int16, .uint16, .int32:
+        case .int8, .uint8:
+            return Tensor(shape: shape, bytes: try int32Field().map { UInt8(truncatingIfNeeded: $0) }, dataType: dataType)
+        case .int16, .uint16, .int32:
             return Tensor(shape: shape, int64s: try int32Field().map { Int64($0) }, dataType: dataType)
         case .bool:
             return Tensor(shape: shape, bools: try int32Field().map { $0 != 0 })

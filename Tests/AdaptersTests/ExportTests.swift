@@ -18,13 +18,7 @@ final class ExportTests: XCTestCase {
         var result: [String: [UInt8]] = [:]
         for initializer in model.graph.initializers {
             let tensor = try model.loadTensor(initializer)
-            switch tensor.storage.kind {
-            case .float:
-                result[initializer.name] = TensorEncoding.raw(tensor.floats, as: initializer.dataType)
-                    ?? tensor.floats.flatMap { withUnsafeBytes(of: $0.bitPattern, Array.init) }
-            case .int64: result[initializer.name] = tensor.int64s.flatMap { withUnsafeBytes(of: $0, Array.init) }
-            case .bool: result[initializer.name] = tensor.bools.map { $0 ? 1 : 0 }
-            }
+            result[initializer.name] = TensorEncoding.raw(tensor)
         }
         return result
     }

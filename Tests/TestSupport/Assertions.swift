@@ -23,6 +23,11 @@ public func closenessProblem(_ actual: Tensor, _ expected: Tensor, relative: Flo
             }
             if !difference.isNaN { maxDifference = max(maxDifference, difference) }
         }
+    case (.bytes(let a), .bytes(let e)):
+        for index in a.indices where a[index] != e[index] {
+            count += 1
+            if mismatches.count < 5 { mismatches.append("[\(index)] \(a[index]) vs \(e[index])") }
+        }
     case (.int64(let a), .int64(let e)):
         for index in a.indices where a[index] != e[index] {
             count += 1

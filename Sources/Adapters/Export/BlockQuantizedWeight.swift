@@ -240,13 +240,13 @@ func roundedToStored(_ value: Float, _ dataType: DataType) -> Float {
     }
 }
 
-// The two places that read and write the bytes of a uint8 tensor (B and packed zero points): `Tensor` holds every
-// integer type as Int64 today; a byte storage of its own would change only these.
+// The two places that read and write the bytes of a uint8 tensor (B and packed zero points), which `Tensor` holds as
+// bytes (`Storage.bytes`).
 
 /// The bytes of a uint8 tensor; nil for another type.
 func packedBytes(_ tensor: Tensor) -> [UInt8]? {
-    guard tensor.dataType == .uint8, case .int64(let values) = tensor.storage else { return nil }
-    return values.map { UInt8(truncatingIfNeeded: $0) }
+    guard tensor.dataType == .uint8, case .bytes(let values) = tensor.storage else { return nil }
+    return values
 }
 
 /// Raw initializer bytes of a uint8 tensor holding `bytes` (uint8 raw data is the bytes themselves).

@@ -193,8 +193,7 @@ public enum SafeTensors {
         case .double: return Tensor(shape: shape, floats: floats(UInt64.self) { Float(Double(bitPattern: UInt64(littleEndian: $0))) }, dataType: .double)
         case .int32: return Tensor(shape: shape, int64s: integers(Int32.self), dataType: .int32)
         case .int16: return Tensor(shape: shape, int64s: integers(Int16.self), dataType: .int16)
-        case .int8: return Tensor(shape: shape, int64s: integers(Int8.self), dataType: .int8)
-        case .uint8: return Tensor(shape: shape, int64s: integers(UInt8.self), dataType: .uint8)
+        case .int8, .uint8: return Tensor(shape: shape, bytes: [UInt8](raw[..<count]), dataType: dataType)
         case .bool: return Tensor(shape: shape, bools: (0..<count).map { raw[$0] != 0 })
         default: return Tensor(shape: shape, int64s: integers(Int64.self))
         }
@@ -219,6 +218,9 @@ public enum SafeTensors {
             }
             append(values)
             return "I64"
+        case .bytes(let values):
+            data.append(contentsOf: values)
+            return tensor.dataType == .int8 ? "I8" : "U8"
         case .bool(let values):
             data.append(contentsOf: values.map { $0 ? 1 : 0 })
             return "BOOL"

@@ -233,7 +233,7 @@ final class GraphIndex {
         var result: [Int]?
         if let initializer = initializer(behind: value) {
             if initializer.dataType.isInteger, initializer.count <= 4096,
-               let tensor = try? model.loadTensor(initializer), case .int64(let values) = tensor.storage {
+               let tensor = try? model.loadTensor(initializer), let values = tensor.int64Values {
                 result = values.map { Int($0) }
             }
         } else if let node = producerNode(of: value), node.opType == "Constant" {
@@ -241,7 +241,7 @@ final class GraphIndex {
                 result = [value]
             } else if case .ints(let values)? = node.attributes["value_ints"] {
                 result = values
-            } else if case .tensor(let tensor)? = node.attributes["value"], case .int64(let values) = tensor.storage {
+            } else if case .tensor(let tensor)? = node.attributes["value"], let values = tensor.int64Values {
                 result = values.map { Int($0) }
             }
         }

@@ -25,6 +25,8 @@ func moveElements(
         return Tensor(shape: shape, dataType: dataType, storage: .float(movement.run(sources.map(\.floats), count: count)))
     case .int64:
         return Tensor(shape: shape, dataType: dataType, storage: .int64(movement.run(sources.map(\.int64s), count: count)))
+    case .bytes:
+        return Tensor(shape: shape, dataType: dataType, storage: .bytes(movement.run(sources.map(\.bytes), count: count)))
     case .bool:
         return Tensor(shape: shape, dataType: dataType, storage: .bool(movement.run(sources.map(\.bools), count: count)))
     }

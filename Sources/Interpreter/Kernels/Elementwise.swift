@@ -61,7 +61,7 @@ where FloatKernel.Left == Float, FloatKernel.Right == Float, FloatKernel.Output 
       IntegerKernel.Left == Int64, IntegerKernel.Right == Int64, IntegerKernel.Output == Int64 {
     try requireSameType(a, b, opType)
     let shape = try broadcastShape([a.shape, b.shape])
-    switch (a.storage, b.storage) {
+    switch (a.widenedStorage, b.widenedStorage) {
     case (.float(let x), .float(let y)):
         let values = broadcastKernel(x, a.shape, y, b.shape, outputShape: shape, FloatKernel.self)
         return Tensor(shape: shape, floats: roundedToPrecision(values, a.dataType), dataType: a.dataType)
@@ -99,7 +99,7 @@ extension ComparisonOperator {
     static func compare(_ a: Tensor, _ b: Tensor) throws(KernelError) -> Tensor {
         try requireSameType(a, b, opType)
         let shape = try broadcastShape([a.shape, b.shape])
-        switch (a.storage, b.storage) {
+        switch (a.widenedStorage, b.widenedStorage) {
         case (.float(let x), .float(let y)):
             return Tensor(shape: shape, bools: broadcastKernel(x, a.shape, y, b.shape, outputShape: shape,
                                                                FloatComparison<Self>.self))

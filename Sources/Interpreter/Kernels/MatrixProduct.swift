@@ -34,7 +34,7 @@ func matrixProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
 
     let batchCount = batch.reduce(1, *)
     let count = batchCount * m * n
-    switch (a.storage, b.storage) {
+    switch (a.widenedStorage, b.widenedStorage) {
     case (.float(let x), .float(let y)):
         let product = [Float](unsafeUninitializedCapacity: count) { out, initialized in
             initialized = count

@@ -218,7 +218,7 @@ extension Attention23 {
                 switch mask.storage {
                 case .bool(let keep): additive = keep.map { $0 ? 0 : -.infinity }
                 case .float(let values): additive = values
-                case .int64: throw KernelError("attn_mask must be bool or floating-point, got \(mask.dataType)")
+                case .int64, .bytes: throw KernelError("attn_mask must be bool or floating-point, got \(mask.dataType)")
                 }
                 // The spec lets a mask with nonpad_kv_seqlen be narrower than T; onnxruntime 1.32 refuses that, and so
                 // does this.

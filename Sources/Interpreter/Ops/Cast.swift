@@ -39,7 +39,7 @@ struct Cast: Operator {
             switch to.storageKind {
             case .float: storage = .float(roundedToPrecision(x, to))
             case .int64 where to == .uint64: storage = .int64(x.map { Self.truncatedToUInt64(Double($0)) })
-            case .int64: storage = .int64(wrappedToWidth(x.map { Self.truncatedToInt64(Double($0)) }, to))
+            case .int64, .bytes: storage = .int64(wrappedToWidth(x.map { Self.truncatedToInt64(Double($0)) }, to))
             default: storage = .bool(x.map { $0 != 0 })
             }
         case .int64(let x):
@@ -48,13 +48,22 @@ struct Cast: Operator {
                 let values = input.dataType == .uint64
                     ? x.map { Float(UInt64(bitPattern: $0)) } : x.map { Float($0) }
                 storage = .float(roundedToPrecision(values, to))
-            case .int64: storage = .int64(wrappedToWidth(x, to))
+            case .int64, .bytes: storage = .int64(wrappedToWidth(x, to))
+            default: storage = .bool(x.map { $0 != 0 })
+            }
+        case .bytes(let x):
+            switch to.storageKind {
+            case .float:
+                let values = input.dataType == .int8 ? x.map { Float(Int8(bitPattern: $0)) } : x.map { Float($0) }
+                storage = .float(roundedToPrecision(values, to))
+            case .bytes: storage = .bytes(x)  // uint8 ↔ int8 keeps the bit pattern, as wrapping does
+            case .int64: storage = .int64(wrappedToWidth(input.int64s, to))
             default: storage = .bool(x.map { $0 != 0 })
             }
         case .bool(let x):
             switch to.storageKind {
             case .float: storage = .float(x.map { $0 ? 1 : 0 })
-            case .int64: storage = .int64(x.map { $0 ? 1 : 0 })
+            case .int64, .bytes: storage = .int64(x.map { $0 ? 1 : 0 })
             default: storage = .bool(x)
             }
         }

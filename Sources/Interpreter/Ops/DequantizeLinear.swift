@@ -62,14 +62,14 @@ struct DequantizeLinear: Operator {
     /// `x − zero_point` per element.
     private func centered(_ inputs: [Tensor?]) throws(KernelError) -> (values: [Float], indices: [Int], scale: Tensor) {
         let x = try inputs.required(0), scale = try inputs.required(1)
-        guard case .int64(let quantized) = x.storage else {
+        guard let quantized = x.int64Values else {
             throw KernelError("x must be an integer tensor (int8, uint8, int32), got \(x.dataType)")
         }
         guard case .float = scale.storage else { throw KernelError("x_scale must be floating-point, got \(scale.dataType)") }
         let indices = try scaleIndices(x, scale)
         var zeros = [Int64](repeating: 0, count: scale.count)
         if let zeroPoint = inputs.optional(2) {
-            guard zeroPoint.shape == scale.shape, case .int64(let values) = zeroPoint.storage else {
+            guard zeroPoint.shape == scale.shape, let values = zeroPoint.int64Values else {
                 throw KernelError("x_zero_point must be an integer tensor of x_scale's shape \(scale.shape), got "
                                   + "\(zeroPoint.dataType)\(zeroPoint.shape)")
             }

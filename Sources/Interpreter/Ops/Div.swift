@@ -18,7 +18,7 @@ struct Div: ArithmeticOperator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let a = try inputs.required(0), b = try inputs.required(1)
-        if case .int64(let divisors) = b.storage, try broadcastShape([a.shape, b.shape]).reduce(1, *) > 0,
+        if let divisors = b.int64Values, try broadcastShape([a.shape, b.shape]).reduce(1, *) > 0,
            divisors.contains(0) {
             // Broadcasting reads every element of B when the output is non-empty, so a zero is always used.
             throw KernelError("Div: integer division by zero (B of shape \(b.shape) holds a 0)")

@@ -43,12 +43,12 @@ struct GatherBlockQuantized: Operator {
     /// The table's shapes and values, checked.
     private struct Table {
         let rows: Int, columns: Int, blocks: Int, rowBytes: Int
-        let bytes: [Int64], scales: [Float], zeroPoints: [Int64]?
+        let bytes: [UInt8], scales: [Float], zeroPoints: [UInt8]?
     }
 
     private func table(_ inputs: [Tensor?]) throws(KernelError) -> Table {
         let data = try inputs.required(0), scales = try inputs.required(2)
-        guard data.dataType == .uint8, data.rank == 2, case .int64(let bytes) = data.storage else {
+        guard data.dataType == .uint8, data.rank == 2, case .bytes(let bytes) = data.storage else {
             throw KernelError("data must be 2-D uint8 (packed \(bits)-bit values), got \(data.dataType)\(data.shape)")
         }
         let rows = data.shape[0], rowBytes = data.shape[1], columns = rowBytes * 8 / bits
@@ -56,9 +56,9 @@ struct GatherBlockQuantized: Operator {
         guard scales.shape == [rows, blocks], case .float(let scaleValues) = scales.storage else {
             throw KernelError("scales must be floating-point [\(rows), \(blocks)], got \(scales.dataType)\(scales.shape)")
         }
-        var zeroPoints: [Int64]?
+        var zeroPoints: [UInt8]?
         if let zeros = inputs.optional(3) {
-            guard zeros.dataType == .uint8, zeros.shape == [rows, (blocks * bits + 7) / 8], case .int64(let values) = zeros.storage else {
+            guard zeros.dataType == .uint8, zeros.shape == [rows, (blocks * bits + 7) / 8], case .bytes(let values) = zeros.storage else {
                 throw KernelError("zero_points must be uint8 [\(rows), \((blocks * bits + 7) / 8)], got \(zeros.dataType)\(zeros.shape)")
             }
             zeroPoints = values
@@ -78,15 +78,15 @@ struct GatherBlockQuantized: Operator {
     /// `q − zero_point` for value c of table row `row`.
     @inline(__always)
     private func centered(_ table: Table, _ row: Int, _ c: Int) -> Float {
-        let perByte = 8 / bits, mask = Int64((1 << bits) - 1)
-        let q = (table.bytes[row * table.rowBytes + c / perByte] >> Int64((c % perByte) * bits)) & mask
+        let perByte = 8 / bits, mask = UInt8((1 << bits) - 1)
+        let q = (table.bytes[row * table.rowBytes + c / perByte] >> UInt8((c % perByte) * bits)) & mask
         let block = c / blockSize
-        var zero = Int64(1 << (bits - 1))
+        var zero = UInt8(1 << (bits - 1))
         if let zeroPoints = table.zeroPoints {
             let zeroRowBytes = (table.blocks * bits + 7) / 8
-            zero = (zeroPoints[row * zeroRowBytes + block / perByte] >> Int64((block % perByte) * bits)) & mask
+            zero = (zeroPoints[row * zeroRowBytes + block / perByte] >> UInt8((block % perByte) * bits)) & mask
         }
-        return Float(q - zero)
+        return Float(q) - Float(zero)
     }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
@@ -106,6 +106,9 @@ struct GatherBlockQuantized: Operator {
 }
 
 extension GatherBlockQuantized: DifferentiableOperator {
+    // Reads the table and the indices; not the output.
+    func savedValues(wanted: [Bool]) -> SavedValues { SavedValues(inputs: [0, 1, 2, 3]) }
+
     // dScale[idx, c / bs] += dOutput[i, c] · (q[idx, c] − zero_point); nothing for data, indices, zero_points
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         var result = [Tensor?](repeating: nil, count: context.inputs.count)

@@ -35,10 +35,10 @@ struct MatMulInteger: Operator {
 
 /// The values of an int8 or uint8 tensor.
 func quantizedValues(_ tensor: Tensor, _ what: String) throws(KernelError) -> [Int32] {
-    guard tensor.dataType == .int8 || tensor.dataType == .uint8, case .int64(let values) = tensor.storage else {
+    guard tensor.dataType == .int8 || tensor.dataType == .uint8, case .bytes(let bytes) = tensor.storage else {
         throw KernelError("\(what) must be int8 or uint8, got \(tensor.dataType)\(tensor.shape)")
     }
-    return values.map { Int32(truncatingIfNeeded: $0) }
+    return tensor.dataType == .int8 ? bytes.map { Int32(Int8(bitPattern: $0)) } : bytes.map { Int32($0) }
 }
 
 /// A tensor of `dataType` (uint8, int8 or int32) holding `values`, which the caller keeps in that type's range.

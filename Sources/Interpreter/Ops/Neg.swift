@@ -11,13 +11,13 @@ struct Neg: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let input = try inputs.required(0)
-        switch input.storage {
+        switch input.widenedStorage {
         case .float:
             return [try mapFloats(input, Self.opType, FloatNegation.self)]
         case .int64(let x):
             let values = wrappedToWidth(mapKernel(x, IntegerNegation.self), input.dataType)
             return [Tensor(shape: input.shape, int64s: values, dataType: input.dataType)]
-        case .bool:
+        case .bool, .bytes:  // widened storage is never bytes
             throw KernelError("Neg is not defined for bool inputs")
         }
     }

@@ -29,7 +29,9 @@ struct Pad: Operator {
             var result = [Float](repeating: fill, count: count)
             Self.copy(from: data.shape, to: shape, begins: begins) { result[$1] = values[$0] }
             return [Tensor(shape: shape, floats: result, dataType: data.dataType)]
-        case .int64(let values):
+        case .int64, .bytes:
+            // Bytes (uint8, int8) widened; the result is narrowed back to the data's type.
+            let values = data.int64s
             let fill = Int64(try Self.constant(inputs))
             var result = [Int64](repeating: fill, count: count)
             Self.copy(from: data.shape, to: shape, begins: begins) { result[$1] = values[$0] }

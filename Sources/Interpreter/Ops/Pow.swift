@@ -19,7 +19,7 @@ struct Pow: Operator {
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let base = try inputs.required(0), exponent = try inputs.required(1)
         let shape = try broadcastShape([base.shape, exponent.shape])
-        switch (base.storage, exponent.storage) {
+        switch (base.widenedStorage, exponent.widenedStorage) {
         case (.float(let x), .float(let y)):
             return [Self.floatPower(x, y, base: base, exponent: exponent, shape: shape)]
         case (.float(let x), .int64(let y)):

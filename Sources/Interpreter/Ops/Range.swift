@@ -22,7 +22,7 @@ struct RangeOperator: Operator {
             throw KernelError("Range needs three scalars of one type, got "
                 + operands.map { "\($0.dataType)\($0.shape)" }.joined(separator: ", "))
         }
-        switch start.storage {
+        switch start.widenedStorage {
         case .float(let values):
             let (first, end, step) = (values[0], limit.floats[0], delta.floats[0])
             guard step != 0 else { throw KernelError("Range delta must not be zero") }
@@ -42,7 +42,7 @@ struct RangeOperator: Operator {
             if span % step != 0 && (span > 0) == (step > 0) { steps += 1 }
             let count = try checkedCount(steps <= 0 ? 0 : steps > Int64(Self.maximumCount) ? Self.maximumCount + 1 : Int(steps))
             return [Tensor(shape: [count], int64s: accumulate(from: first, by: step, count: count), dataType: start.dataType)]
-        case .bool:
+        case .bool, .bytes:  // widened storage is never bytes
             throw KernelError("Range does not accept bool inputs")
         }
     }

@@ -38,7 +38,7 @@ struct ReduceMean: Operator {
         let outputShape = keepdims ? keptShape : data.shape.indices.filter { !reduced[$0] }.map { data.shape[$0] }
         let reducedCount = data.shape.indices.filter { reduced[$0] }.map { data.shape[$0] }.reduce(1, *)
 
-        switch data.storage {
+        switch data.widenedStorage {
         case .float(let x):
             var sums = Self.sums(x, data.shape, keptShape, zero: 0, add: { $0 + $1 }, rowSum: vectorSum)
             if averaging && reducedCount > 0 {
@@ -58,7 +58,7 @@ struct ReduceMean: Operator {
                 sums = sums.map { $0 / divisor }
             }
             return [Tensor(shape: outputShape, int64s: sums, dataType: data.dataType)]
-        case .bool:
+        case .bool, .bytes:  // widened storage is never bytes
             throw KernelError("\(opType) is not defined for bool inputs")
         }
     }

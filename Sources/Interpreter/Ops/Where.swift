@@ -24,6 +24,8 @@ struct Where: Operator {
             storage = .float(broadcastSelect(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape))
         case (.int64(let a), .int64(let b)):
             storage = .int64(broadcastSelect(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape))
+        case (.bytes(let a), .bytes(let b)):
+            storage = .bytes(broadcastSelect(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape))
         case (.bool(let a), .bool(let b)):
             storage = .bool(broadcastSelect(c, condition.shape, a, x.shape, b, y.shape, outputShape: shape))
         default:
