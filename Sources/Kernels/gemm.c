@@ -233,7 +233,7 @@ static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n
 
 void kernels_portable_gemv(int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k, float alpha,
                            const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    kernels_gemv_body(transpose_a, transpose_b, m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    kernels_gemv_body(0, transpose_a, transpose_b, m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // Whether an [m, n, k] product takes the few-row path.

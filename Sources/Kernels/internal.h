@@ -119,16 +119,56 @@ static inline void kernels_reference_tile(int mr, int nr, kernels_type type, siz
     }
 }
 
+/// `rows` x `width` outputs of the few-row product over op(B) = B (`width` <= 64, both constants where it is inlined,
+/// so that the sums stay in registers: 4 x 64 floats are 16 zmm; an AVX2 caller takes 16 columns, 8 ymm), B's rows
+/// read in place `width` columns at a time.
+static inline __attribute__((always_inline)) void kernels_gemv_tile(
+    const int rows, const int width, size_t k, const float *a, size_t a_row, size_t a_step, const float *b, size_t ldb,
+    float alpha, float beta, float *c, size_t ldc) {
+    float acc[KERNELS_GEMV_MAX_ROWS][64];
+    for (int r = 0; r < rows; r++) {
+        for (int x = 0; x < width; x++) acc[r][x] = 0;
+    }
+    for (size_t p = 0; p < k; p++) {
+        const float *row = b + p * ldb;
+        for (int r = 0; r < rows; r++) {
+            const float scale = a[(size_t)r * a_row + p * a_step];
+            for (int x = 0; x < width; x++) acc[r][x] += scale * row[x];
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        float *out = c + (size_t)r * ldc;
+        if (beta == 0) {
+            for (int x = 0; x < width; x++) out[x] = alpha * acc[r][x];
+        } else {
+            for (int x = 0; x < width; x++) out[x] = alpha * acc[r][x] + beta * out[x];
+        }
+    }
+}
+
 /// The few-row product (see kernels_gemv_fn) in plain C, written for the compiler to vectorise with the features of
-/// the function it is inlined into (each ISA file wraps it in its TARGET): the j loops are independent lanes, and a
-/// dot product keeps 32 partial sums (several vector accumulators in flight), added in a fixed order at the end.
+/// the function it is inlined into (each ISA file wraps it in its TARGET, with the tile width its registers hold; 0
+/// for none): the j loops are independent lanes, and a dot product keeps 32 partial sums (several vector
+/// accumulators in flight), added in a fixed order at the end.
 static inline __attribute__((always_inline)) void kernels_gemv_body(
-    int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k, float alpha, const float *a,
-    size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    const int tile_width, int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k, float alpha,
+    const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
     const size_t a_row = transpose_a ? 1 : lda, a_step = transpose_a ? lda : 1;
     if (!transpose_b) {
+        size_t j = j0;
+        // Two rows or more: whole tiles with their sums in registers (the chunk's loads and stores of C, one pass per
+        // row, would bound the product); one row streams B's chunks below, bound by memory.
+        if (tile_width > 0 && m >= 2) {
+            for (; j + (size_t)tile_width <= j1; j += (size_t)tile_width) {
+                switch (m) {
+                case 2: kernels_gemv_tile(2, tile_width, k, a, a_row, a_step, b + j, ldb, alpha, beta, c + j, ldc); break;
+                case 3: kernels_gemv_tile(3, tile_width, k, a, a_row, a_step, b + j, ldb, alpha, beta, c + j, ldc); break;
+                default: kernels_gemv_tile(4, tile_width, k, a, a_row, a_step, b + j, ldb, alpha, beta, c + j, ldc); break;
+                }
+            }
+        }
         float acc[KERNELS_GEMV_MAX_ROWS][KERNELS_GEMV_CHUNK] __attribute__((aligned(64)));
-        for (size_t j = j0; j < j1; j += KERNELS_GEMV_CHUNK) {
+        for (; j < j1; j += KERNELS_GEMV_CHUNK) {
             const size_t width = j1 - j < KERNELS_GEMV_CHUNK ? j1 - j : KERNELS_GEMV_CHUNK;
             for (size_t r = 0; r < m; r++) memset(acc[r], 0, width * sizeof(float));
             for (size_t p = 0; p < k; p++) {

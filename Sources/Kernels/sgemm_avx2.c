@@ -128,7 +128,7 @@ INLINE TARGET void tile(const int rows, const kernels_type type, const int direc
 
 static TARGET void gemv(int transpose_a, int transpose_b, size_t m, size_t j0, size_t j1, size_t k, float alpha,
                         const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    kernels_gemv_body(transpose_a, transpose_b, m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    kernels_gemv_body(16, transpose_a, transpose_b, m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 KERNELS_X86_ENTRY_POINTS(kernels_avx2_table, KERNELS_ISA_AVX2, gemv)
