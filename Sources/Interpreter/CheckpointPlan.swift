@@ -56,15 +56,12 @@ public struct CheckpointPlan: Sendable {
         for (start, end) in zip(boundaries, boundaries.dropFirst()) where end > start + 1 {
             segments.append((start + 1)...end)
         }
-        self.init(segments: segments, steps: steps, constantSlots: constantSlots)
+        self.init(segments: segments, steps: steps, constantSlots: constantSlots, producer: producer)
     }
 
-    /// `segments` (disjoint, ascending) with the values each reads from before it.
-    private init(segments: [ClosedRange<Int>], steps: [PlanStep], constantSlots: Set<Int>) {
-        var producer: [Int: Int] = [:]
-        for (index, step) in steps.enumerated() {
-            for case let slot? in step.outputs { producer[slot] = index }
-        }
+    /// `segments` (disjoint, ascending) with the values each reads from before it; `producer` maps a slot to the
+    /// step writing it.
+    private init(segments: [ClosedRange<Int>], steps: [PlanStep], constantSlots: Set<Int>, producer: [Int: Int]) {
         var segmentOfStep = [Int?](repeating: nil, count: steps.count)
         var inputs: [[Int]] = []
         for (number, segment) in segments.enumerated() {
@@ -143,6 +140,6 @@ public struct CheckpointPlan: Sendable {
                   (start...end).allSatisfy({ blocks.segmentOfStep[$0] == blocks.segmentOfStep[start] }) else { continue }
             segments.append(start...end)
         }
-        return CheckpointPlan(segments: segments, steps: steps, constantSlots: constantSlots)
+        return CheckpointPlan(segments: segments, steps: steps, constantSlots: constantSlots, producer: producer)
     }
 }

@@ -325,12 +325,8 @@ public final class Session: @unchecked Sendable {
         guard let plan = tape.checkpoints, let saved = tape.segmentInputs.removeValue(forKey: segment) else {
             throw InterpreterError.invalidGraph(reason: "checkpointed block \(segment) has no saved inputs")
         }
-        var values = [Tensor?](repeating: nil, count: slotCount)
-        for (slot, tensor) in constants { values[slot] = tensor }
-        for (slot, tensor) in saved { values[slot] = tensor }
-        for index in plan.segments[segment] {
-            let save = tape.captureAttentionInputs(at: index, values)
-            try run(step: index, values: &values, profile: profile, tape: tape, save: save, profileSuffix: " (recompute)")
+        try runAgain(plan.segments[segment], from: saved, tape: tape, profile: profile) { index, values in
+            tape.captureAttentionInputs(at: index, values)
         }
     }
 
@@ -339,11 +335,18 @@ public final class Session: @unchecked Sendable {
         guard let plan = tape.attention, let saved = tape.attentionInputs.removeValue(forKey: core) else {
             throw InterpreterError.invalidGraph(reason: "attention core \(core) has no saved inputs")
         }
+        try runAgain(plan.segments[core], from: saved, tape: tape, profile: profile) { _, _ in true }
+    }
+
+    /// Runs `range`'s steps again on the constants and `saved`, recording them on `tape`; `save(step, values)`, asked
+    /// before each step runs, says whether it keeps what its rule needs.
+    private func runAgain(_ range: ClosedRange<Int>, from saved: [(slot: Int, tensor: Tensor)], tape: Tape,
+                          profile: OpProfile?, save: (Int, [Tensor?]) -> Bool) throws {
         var values = [Tensor?](repeating: nil, count: slotCount)
         for (slot, tensor) in constants { values[slot] = tensor }
         for (slot, tensor) in saved { values[slot] = tensor }
-        for index in plan.segments[core] {
-            try run(step: index, values: &values, profile: profile, tape: tape, save: true,
+        for index in range {
+            try run(step: index, values: &values, profile: profile, tape: tape, save: save(index, values),
                     profileSuffix: " (recompute)")
         }
     }

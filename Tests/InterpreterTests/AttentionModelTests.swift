@@ -40,7 +40,7 @@ final class AttentionModelTests: XCTestCase {
             let logits = try XCTUnwrap(try Session(model: model).run(feeds)["logits"])
             let reference = try fixture.ortLogits()
             XCTAssertEqual(logits.shape, reference.shape, fixture.name)
-            let difference = ModelFixtureTests.maxDifferenceAtRealTokens(logits, reference, mask: mask)
+            let difference = maxDifferenceAtRealTokens(logits, reference, mask: mask)
             print("\(fixture.name): max |ours − onnxruntime| at real tokens \(difference)")
             XCTAssertLessThan(difference, 1e-4, fixture.name)
         }

@@ -25,7 +25,7 @@ final class BuilderModelTests: XCTestCase {
             let logits = try XCTUnwrap(outputs["logits"])
             let reference = try fixture.ortLogits()
             XCTAssertEqual(logits.shape, reference.shape, fixture.name)
-            let difference = ModelFixtureTests.maxDifferenceAtRealTokens(logits, reference, mask: mask)
+            let difference = maxDifferenceAtRealTokens(logits, reference, mask: mask)
             print("\(fixture.name): max |ours − onnxruntime| at real tokens \(difference)")
             XCTAssertLessThan(difference, 1e-4, fixture.name)
             XCTAssertEqual(outputs["present.0.key"]?.shape, [2, 2, mask.shape[1], 16], fixture.name)

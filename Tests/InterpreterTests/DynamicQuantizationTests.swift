@@ -117,7 +117,7 @@ final class DynamicQuantizationTests: XCTestCase {
         let reference = try XCTUnwrap(try NPZ.read(path: "\(Self.modelFolder)/ort_logits.npz")["logits"])
         XCTAssertEqual(logits.shape, reference.shape)
         let mask = try XCTUnwrap(feeds["attention_mask"])
-        let difference = ModelFixtureTests.maxDifferenceAtRealTokens(logits, reference, mask: mask)
+        let difference = maxDifferenceAtRealTokens(logits, reference, mask: mask)
         let scale = reference.floats.map(abs).max() ?? 1
         print("llama-int8: max |ours − onnxruntime| at real tokens \(difference) (max |logit| \(scale))")
         XCTAssertLessThan(difference, 1e-4)

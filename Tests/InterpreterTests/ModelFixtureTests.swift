@@ -6,11 +6,6 @@ import XCTest
 
 /// Whole models: every exported fixture in `fixtures/models/` (see `tools/make_fixtures.py`) gives torch's logits.
 final class ModelFixtureTests: XCTestCase {
-    /// Max |ours − torch| over real-token positions (attention_mask = 1); padded rows may attend to nothing.
-    static func maxDifferenceAtRealTokens(_ logits: Tensor, _ reference: Tensor, mask: Tensor) -> Float {
-        TestSupport.maxDifferenceAtRealTokens(logits, reference, mask: mask)
-    }
-
     func testEveryFixtureMatchesTorchLogits() throws {
         let fixtures = try ExportFixture.all()
         XCTAssertGreaterThanOrEqual(fixtures.count, 6)
@@ -23,7 +18,7 @@ final class ModelFixtureTests: XCTestCase {
             XCTAssertEqual(logits.shape, reference.shape, fixture.name)
             let mask = try XCTUnwrap(inputs["attention_mask"])
             XCTAssert(mask.int64s.contains(0), "\(fixture.name): the reference batch should contain padding")
-            let difference = Self.maxDifferenceAtRealTokens(logits, reference, mask: mask)
+            let difference = maxDifferenceAtRealTokens(logits, reference, mask: mask)
             XCTAssertLessThan(difference, 1e-4, "\(fixture.name) (\(fixture.exporter), opset \(fixture.opset))")
         }
     }

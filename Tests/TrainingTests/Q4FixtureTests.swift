@@ -42,25 +42,7 @@ final class Q4FixtureTests: XCTestCase {
     }
 
     func testDPOStepsHaveFiniteGradientsAndLowerTheLoss() throws {
-        let output = try temporaryDirectory(for: self)
-        var options = DPOTrainingOptions(modelPath: "\(Self.folder)/model.onnx", tokenizerPath: Self.tokenizer,
-                                         dataPath: fixturePath("dpo/preferences.jsonl"), outputDirectory: output.path)
-        options.learningRate = 1e-2
-        options.batchSize = 24  // every pair: each step sees the same batch, so the loss must fall
-        options.maxSteps = 3
-        options.shuffle = false
-        options.schedule = .constant
-        var losses: [Double] = [], norms: [Double] = []
-        try DPOTrainer(options: options).train { event in
-            if case .step(let metrics) = event {
-                losses.append(metrics.objective.loss)
-                norms.append(metrics.gradNorm)
-            }
-        }
-        print("llama-q4 DPO losses \(losses), gradient norms \(norms)")
-        XCTAssertEqual(losses.count, 3)
-        XCTAssertEqual(losses[0], log(2), accuracy: 1e-12, "B = 0, so the policy is the reference")
-        XCTAssert(norms.allSatisfy { $0.isFinite && $0 > 0 }, "\(norms)")
-        for step in 1..<losses.count { XCTAssertLessThan(losses[step], losses[step - 1], "step \(step + 1): \(losses)") }
+        try assertFullBatchDPOStepsLowerTheLoss(model: "\(Self.folder)/model.onnx", tokenizer: Self.tokenizer,
+                                                output: try temporaryDirectory(for: self), label: "llama-q4")
     }
 }
