@@ -1,3 +1,4 @@
+import Kernels
 import ONNXGraph
 
 /// `com.microsoft.MatMulNBits` (onnxruntime `docs/ContribOperators.md`; CPU kernel
@@ -253,69 +254,25 @@ extension MatMulNBits: PreparingOperator {
         return try unpack(inputs)
     }
 
-    /// `A · Wᵀ` read straight from the quantised bytes: each weight `(q − z)·s` made in a register as it is
-    /// multiplied (the same value the dequantised GEMM reads), 16 at a time for 4 bits. One pass over the weight per
-    /// row of A, nothing dequantised into memory.
+    /// `A · Wᵀ` read straight from the quantised bytes (`kernels_nbits_rows`, at the CPU's vector width): each weight
+    /// `(q − z)·s` made in a register as it is multiplied (the same value the dequantised GEMM reads), up to four rows
+    /// of A per pass over the weight, nothing dequantised into memory. W's rows are split across the threads.
     func directProduct(_ a: Tensor, _ quantized: QuantizedWeight) throws(KernelError) -> Tensor {
-        let (K, N, bs) = (inputFeatures, outputFeatures, blockSize)
-        let blocks = (K + bs - 1) / bs, blobSize = bs * bits / 8, rows = a.count / K
-        let values = a.floats
-        // For 4 bits, each row of A split into its even and odd elements, so that a byte's low nibble meets the even
-        // element and its high nibble the odd one, 8 bytes (16 weights) at a time in SIMD registers.
-        let fourBits = bits == 4
-        let half = (K + 1) / 2
-        var even = [Float](repeating: 0, count: fourBits ? rows * half : 0), odd = even
-        if fourBits {
-            for m in 0..<rows {
-                for k in 0..<K {
-                    if k % 2 == 0 { even[m * half + k / 2] = values[m * K + k] } else { odd[m * half + k / 2] = values[m * K + k] }
-                }
-            }
-        }
-        var y = [Float](repeating: 0, count: rows * N)
-        y.withUnsafeMutableBufferPointer { y in
-            values.withUnsafeBufferPointer { a in
-                even.withUnsafeBufferPointer { even in
-                    odd.withUnsafeBufferPointer { odd in
-                        quantized.bytes.withUnsafeBufferPointer { bytes in
-                            Parallel.forEachChunk(N, minimumPerThread: max(1, 262_144 / max(K * rows, 1))) { outputs in
-                                for n in outputs {
-                                    for m in 0..<rows {
-                                        var total: Float = 0
-                                        for block in 0..<blocks {
-                                            let blob = bytes.baseAddress! + (n * blocks + block) * blobSize
-                                            let index = n * blocks + block
-                                            let z = quantized.zeroPoint(index), s = quantized.scales[index]
-                                            let count = min(bs, K - block * bs)
-                                            if fourBits {
-                                                let lows = even.baseAddress! + m * half + block * bs / 2
-                                                let highs = odd.baseAddress! + m * half + block * bs / 2
-                                                var sums = SIMD8<Float>()
-                                                var i = 0  // weights
-                                                while i + 16 <= count {
-                                                    let packed = UnsafeRawPointer(blob + i / 2).loadUnaligned(as: SIMD8<UInt8>.self)
-                                                    let low = (SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: packed & 0x0F)) - z) * s
-                                                    let high = (SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: packed &>> 4)) - z) * s
-                                                    let at = i / 2
-                                                    sums += low * UnsafeRawPointer(lows + at).loadUnaligned(as: SIMD8<Float>.self)
-                                                    sums += high * UnsafeRawPointer(highs + at).loadUnaligned(as: SIMD8<Float>.self)
-                                                    i += 16
-                                                }
-                                                total += sums.sum()
-                                                let row = a.baseAddress! + m * K + block * bs
-                                                while i < count {
-                                                    let byte = blob[i >> 1]
-                                                    total += (Float(i % 2 == 0 ? byte & 0x0F : byte >> 4) - z) * s * row[i]
-                                                    i += 1
-                                                }
-                                            } else {
-                                                let row = a.baseAddress! + m * K + block * bs
-                                                for i in 0..<count { total += (Float(blob[i]) - z) * s * row[i] }
-                                            }
-                                        }
-                                        y[m * N + n] = total
-                                    }
-                                }
+        let (K, N) = (inputFeatures, outputFeatures)
+        let rows = a.count / K
+        let y = [Float](unsafeUninitializedCapacity: rows * N) { y, initialized in
+            initialized = rows * N
+            guard rows * N > 0 else { return }
+            let output = UncheckedSendable(y.baseAddress!)
+            a.floats.withUnsafeBufferPointer { a in
+                quantized.bytes.withUnsafeBufferPointer { bytes in
+                    quantized.scales.withUnsafeBufferPointer { scales in
+                        quantized.zeroPoints.withUnsafeBufferPointer { zeroPoints in
+                            Parallel.forEachChunk(N, minimumPerThread: max(1, 32_768 / max(K * rows, 1))) { outputs in
+                                kernels_nbits_rows(rows, outputs.lowerBound, outputs.upperBound, K, blockSize, Int32(bits),
+                                                   a.baseAddress, K, bytes.baseAddress, scales.baseAddress,
+                                                   zeroPoints.isEmpty ? nil : zeroPoints.baseAddress,
+                                                   quantized.defaultZeroPoint, output.value, N)
                             }
                         }
                     }

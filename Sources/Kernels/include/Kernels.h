@@ -109,6 +109,22 @@ void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const
                                    const kernels_packed_b *b, float beta, float *c, size_t ldc,
                                    size_t threads, kernels_parallel_for loop, void *loop_context);
 
+// Block-quantised weights
+
+/// Few-row products with a block-quantised weight read where it lies (onnxruntime's `MatMulNBits` layout, decoding):
+///
+///     C[r * ldc + n] = Σ_p A[r * lda + p] · (q[n][p] − z[n][p / block_size]) · s[n][p / block_size]
+///
+/// for r < m and n0 <= n < n1. q holds `bits` (4 or 8) bit codes: row n starts at `b + n · blocks · block_size ·
+/// bits / 8` (blocks = ⌈k / block_size⌉), block after block, low bits first within a byte. s is
+/// `scales[n · blocks + block]`; z is `zero_points[n · blocks + block]` as a float, or `default_zero_point` for every
+/// block when `zero_points` is NULL. Each weight is made as `(float(q) − z) · s`, the value a dequantised GEMM reads;
+/// sums are in float. `block_size` is a power of 2 of at least 16. Runs on the calling thread: split n across
+/// threads.
+void kernels_nbits_rows(size_t m, size_t n0, size_t n1, size_t k, size_t block_size, int bits, const float *a,
+                        size_t lda, const uint8_t *b, const float *scales, const float *zero_points,
+                        float default_zero_point, float *c, size_t ldc);
+
 #ifdef __cplusplus
 }
 #endif
