@@ -6,7 +6,9 @@ public enum NPZRunner {
     /// graph output, under its name, to `outputPath`. Returns the outputs written, in graph order.
     @discardableResult
     public static func run(modelPath: String, inputsPath: String, outputPath: String) throws -> [(name: String, tensor: Tensor)] {
-        try run(session: try Session(model: try Model.load(path: modelPath)), inputsPath: inputsPath, outputPath: outputPath)
+        let session = try Session(model: try Model.load(path: modelPath))
+        try session.packWeights()
+        return try run(session: session, inputsPath: inputsPath, outputPath: outputPath)
     }
 
     /// Runs `session` (a model already loaded, possibly rewritten, such as one with an adapter attached) on the

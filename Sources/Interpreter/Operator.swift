@@ -33,6 +33,16 @@ public protocol PreparingOperator: Operator {
     func prepared(constants: [Tensor?]) throws -> Self
 }
 
+/// An op whose product reads a frozen weight that `Session.packWeights` can hand it once, packed into the GEMM's
+/// panel layout in the weight's stored precision, so that no run packs it again.
+public protocol WeightPackingOperator: Operator {
+    /// The input holding the weight, when this node's settings allow a packed one (nil otherwise).
+    var packableInput: Int? { get }
+    /// This op reading `weight` (the value of `packableInput`) from `packed` instead of its input; nil when the
+    /// weight's shape or type does not suit a packed product.
+    func packing(_ weight: Tensor) throws -> Self?
+}
+
 extension Array where Element == Tensor? {
     /// Input `index`, which the op requires.
     @inlinable public func required(_ index: Int) throws(KernelError) -> Tensor {

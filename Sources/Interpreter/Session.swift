@@ -14,7 +14,8 @@ public final class Session: @unchecked Sendable {
     private struct Step {
         let node: Node
         var op: any Operator
-        let inputSlots: [Int?]
+        /// Where each input is read from; nil for an absent optional input, or a weight packed into the op.
+        var inputSlots: [Int?]
         let outputSlots: [Int?]
         /// Slots whose last reader is this step; released once it has run.
         var releases: [Int]
@@ -29,11 +30,15 @@ public final class Session: @unchecked Sendable {
     private let graphOutputSlots: Set<Int>
     /// Initializers read by nodes `foldConstants` precomputed: training them would not reach those nodes.
     private var foldedSources: Set<String> = []
+    /// Weights `packWeights` packed into their products: the session then only runs inference.
+    private var packedSources: Set<String> = []
 
     /// The nodes the session runs, in order: the graph's, after `GraphOptimizer`'s rewrites when enabled.
     public var nodes: [Node] { steps.map(\.node) }
     private let slotByName: [String: Int]
     private var constants: [(slot: Int, tensor: Tensor)]
+    /// How many initializer values the session holds (`packWeights` drops the copies it packs).
+    var constantCount: Int { constants.count }
     private let slotCount: Int
 
     /// Prepares `model`. Throws `InterpreterError.unsupportedOperators` listing every node the registry cannot run,
@@ -135,6 +140,10 @@ public final class Session: @unchecked Sendable {
     public func forward(_ feeds: [String: Tensor], trainable: Set<String>, outputNames: [String]? = nil,
                         profile: OpProfile? = nil, gradientCheckpointing: Bool = false,
                         recomputeAttention: Bool = true) throws -> ForwardPass {
+        guard packedSources.isEmpty || trainable.isEmpty else {
+            throw InterpreterError.invalidGraph(reason:
+                "packWeights prepared this session for inference only; train on a session whose weights are not packed")
+        }
         var slots: [String: Int] = [:]
         for name in trainable.sorted() {
             guard !foldedSources.contains(name) else {
@@ -191,6 +200,57 @@ public final class Session: @unchecked Sendable {
         return folded
     }
 
+    /// Packs, once, every frozen weight a product reads (`WeightPackingOperator`: MatMul, FusedMatMul with an
+    /// untransposed A) into the GEMM's panel layout, in the weight's stored precision (float16 and bfloat16 weights
+    /// stay 2 bytes a value), so that no run packs it again, and drops the session's unpacked copy: weights are held
+    /// once. A weight anything else reads too (a tied embedding and LM head, a second product) stays unpacked, and
+    /// so do weights of fewer than `minimumCount` values (LoRA's rank-r matrices: packing them saves nothing). For
+    /// sessions that only run inference (generation,
+    /// `bench forward`, `onnx-dpo run`): afterwards `forward` refuses to train (the gradient rules read the weights
+    /// unpacked) and `setInitializer` refuses a packed weight. Returns the number of weights packed.
+    @discardableResult
+    public func packWeights(minimumCount: Int = PackedWeight.minimumCount) throws -> Int {
+        var constantBySlot = Dictionary(constants.map { ($0.slot, $0.tensor) }, uniquingKeysWith: { _, last in last })
+        // Each weight's reads by products that could take it packed ([step, input]), and whether anything else
+        // (another op, a graph output) reads it too: such a weight would be held twice, so it stays unpacked.
+        var candidates: [Int: [[Int]]] = [:]
+        var readElsewhere = graphOutputSlots
+        for (index, step) in steps.enumerated() {
+            let packable = (step.op as? any WeightPackingOperator)?.packableInput
+            for (input, slot) in step.inputSlots.enumerated() {
+                guard let slot else { continue }
+                if input == packable && constantBySlot[slot] != nil {
+                    candidates[slot, default: []].append([index, input])
+                } else {
+                    readElsewhere.insert(slot)
+                }
+            }
+        }
+        var packedCount = 0
+        let names = Dictionary(uniqueKeysWithValues: slotByName.map { ($1, $0) })
+        // Weight by weight, so that each one's unpacked copy is released as soon as its product holds it packed.
+        for (slot, reads) in candidates.sorted(by: { $0.key < $1.key }) where reads.count == 1 && !readElsewhere.contains(slot) {
+            let (index, input) = (reads[0][0], reads[0][1])
+            guard let op = steps[index].op as? any WeightPackingOperator, let weight = constantBySlot[slot] else { continue }
+            let packed: (any Operator)?
+            do {
+                packed = weight.count >= minimumCount ? try op.packing(weight) : nil
+            } catch let error as KernelError {
+                throw InterpreterError.nodeFailed(node: steps[index].node.label, opType: steps[index].node.opType,
+                                                  reason: error.message)
+            }
+            guard let packed else { continue }
+            steps[index].op = packed
+            steps[index].inputSlots[input] = nil  // the product no longer reads the weight's slot
+            constantBySlot[slot] = nil
+            constants.removeAll { $0.slot == slot }
+            if let name = names[slot] { packedSources.insert(name) }
+            packedCount += 1
+        }
+        (checkpointPlan, attentionPlan) = Self.plans(steps, constants: constants, graphOutputSlots: graphOutputSlots)
+        return packedCount
+    }
+
     private static func plans(_ steps: [Step], constants: [(slot: Int, tensor: Tensor)], graphOutputSlots: Set<Int>)
         -> (blocks: CheckpointPlan, attention: CheckpointPlan) {
         let planSteps = steps.map { ($0.node.opType, $0.inputSlots, $0.outputSlots) }
@@ -222,6 +282,10 @@ public final class Session: @unchecked Sendable {
 
     /// Replaces the values of initializer `name` (same shape and type), for parameters that change between runs.
     public func setInitializer(_ name: String, _ tensor: Tensor) throws {
+        guard !packedSources.contains(name) else {
+            throw InterpreterError.invalidInput(name: name, reason:
+                "was packed into its products (packWeights), so it cannot be replaced; build another session")
+        }
         guard let slot = slotByName[name], let index = constants.firstIndex(where: { $0.slot == slot }) else {
             throw InterpreterError.invalidInput(name: name, reason: "is not an initializer of the model")
         }

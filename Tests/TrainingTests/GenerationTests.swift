@@ -102,7 +102,8 @@ final class GenerationTests: XCTestCase {
     }
 
     /// `Generator.open` precomputes the constant nodes (the builder's Transpose of the lm_head weight before the
-    /// embedding Gather) and generates exactly what the unfolded session does; a folded source cannot be trained.
+    /// embedding Gather) and packs the weights, and generates exactly what the plain session does; a folded source
+    /// cannot be trained.
     func testFoldedConstantsChangeNothing() throws {
         let path = fixturePath("builder/llama-fp32/model.onnx")
         let folded = try Generator.open(modelPath: path)
@@ -113,7 +114,13 @@ final class GenerationTests: XCTestCase {
         let prompts = [[510, 20, 31, 45], [510, 300]]
         let a = try folded.generate(prompts, options: options), b = try plain.generate(prompts, options: options)
         XCTAssertEqual(a, b)
+        let foldedOnly = try Session(model: try Model.load(path: path))
+        try foldedOnly.foldConstants()
         assertThrows(["lm_head.MatMul.weight", "foldConstants"]) {
+            try foldedOnly.forward([:], trainable: ["lm_head.MatMul.weight"])
+        }
+        // `Generator.open` also packs the weights: its session refuses any training.
+        assertThrows(["packWeights", "inference only"]) {
             try folded.session.forward([:], trainable: ["lm_head.MatMul.weight"])
         }
     }

@@ -86,6 +86,65 @@ func matrixProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
     }
 }
 
+/// A frozen weight packed once for `Y = alpha · A · op(W)` (`Session.packWeights`): op(W) `[k, n]` in the GEMM's
+/// panel layout, in the weight's stored precision (float16 and bfloat16 panels take 2 bytes a value and are widened
+/// exactly inside the kernel).
+public struct PackedWeight: @unchecked Sendable {
+    /// `Session.packWeights` leaves weights with fewer values than this alone (LoRA's rank-r matrices).
+    public static let minimumCount = 32_768
+
+    let matrix: PackedMatrix
+    /// The weight's element type, which A must share.
+    let dataType: DataType
+    let k: Int
+    let n: Int
+
+    /// `weight` (`[k, n]`, or `[n, k]` when `transposed`) packed; nil unless it is a non-empty float32 / float16 /
+    /// bfloat16 matrix.
+    init?(_ weight: Tensor, transposed: Bool) throws(KernelError) {
+        guard weight.rank == 2, weight.count > 0, case .float(let values) = weight.storage else { return nil }
+        let (rows, columns) = (weight.shape[0], weight.shape[1])
+        let (k, n) = transposed ? (columns, rows) : (rows, columns)
+        let packed: PackedMatrix?
+        switch weight.dataType {
+        case .float:
+            packed = PackedMatrix(transposed: transposed, rows: k, columns: n, floats: values, ld: columns)
+        case .float16, .bfloat16:
+            // The values came from 2-byte ones, so narrowing them back is exact.
+            let bits: [UInt16] = weight.dataType == .float16
+                ? values.map { Float16($0).bitPattern } : values.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+            packed = bits.withUnsafeBytes { bits in
+                PackedMatrix(precision: weight.dataType == .float16 ? .float16 : .bfloat16, transposed: transposed,
+                             rows: k, columns: n, source: bits.baseAddress!, ld: columns)
+            }
+        default:
+            return nil
+        }
+        guard let packed else { throw KernelError("out of memory packing a [\(rows), \(columns)] weight") }
+        (matrix, dataType, self.k, self.n) = (packed, weight.dataType, k, n)
+    }
+}
+
+/// `alpha · A · op(W)` with op(W) packed once (see `matrixProduct`; A `[..., M, k]` folds its batch into rows).
+func matrixProduct(_ a: Tensor, _ weight: PackedWeight, alpha: Float) throws(KernelError) -> Tensor {
+    guard a.dataType == weight.dataType else {
+        throw KernelError("operands have different types: \(a.dataType) and \(weight.dataType)")
+    }
+    guard a.rank >= 1, a.shape.last == weight.k, case .float(let x) = a.storage else {
+        throw KernelError("inner dimensions differ: \(a.shape) × [\(weight.k), \(weight.n)]")
+    }
+    let rows = a.count / max(weight.k, 1), n = weight.n
+    let product = [Float](unsafeUninitializedCapacity: rows * n) { out, initialized in
+        initialized = rows * n
+        guard rows * n > 0 else { return }
+        x.withUnsafeBufferPointer { x in
+            BLAS.sgemm(transposeA: false, m: rows, alpha: alpha, a: x.baseAddress!, lda: weight.k, b: weight.matrix,
+                       beta: 0, c: out.baseAddress!, ldc: n)
+        }
+    }
+    return Tensor(shape: Array(a.shape.dropLast()) + [n], floats: product, dataType: a.dataType)
+}
+
 /// `(outputBatchIndex, aBatchIndex, bBatchIndex)` for every entry of the broadcast batch.
 func batchPairs(_ aBatch: [Int], _ bBatch: [Int], _ batch: [Int]) -> [(Int, Int, Int)] {
     var pairs: [(Int, Int, Int)] = []

@@ -23,8 +23,24 @@ struct FusedMatMul: Operator {
         }
     }
 
+    /// op(B) packed once (`Session.packWeights`), read instead of input 1.
+    var packed: PackedWeight?
+
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
-        [try matrixProduct(inputs.required(0), inputs.required(1), transposeA: transA, transposeB: transB, alpha: alpha)]
+        if let packed { return [try matrixProduct(inputs.required(0), packed, alpha: alpha)] }
+        return [try matrixProduct(inputs.required(0), inputs.required(1), transposeA: transA, transposeB: transB, alpha: alpha)]
+    }
+}
+
+extension FusedMatMul: WeightPackingOperator {
+    // A transposed A is not folded into rows; those products keep their unpacked B.
+    var packableInput: Int? { transA ? nil : 1 }
+
+    func packing(_ weight: Tensor) throws -> FusedMatMul? {
+        guard !transA, let packed = try PackedWeight(weight, transposed: transB) else { return nil }
+        var op = self
+        op.packed = packed
+        return op
     }
 }
 

@@ -5,10 +5,25 @@ struct MatMul: Operator {
     static let opType = "MatMul"
     static let sinceVersions = [13]
 
+    /// B packed once (`Session.packWeights`), read instead of input 1.
+    var packed: PackedWeight?
+
     init(node: Node, version: Int) throws {}
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
-        [try matrixProduct(inputs.required(0), inputs.required(1))]
+        if let packed { return [try matrixProduct(inputs.required(0), packed, alpha: 1)] }
+        return [try matrixProduct(inputs.required(0), inputs.required(1))]
+    }
+}
+
+extension MatMul: WeightPackingOperator {
+    var packableInput: Int? { 1 }
+
+    func packing(_ weight: Tensor) throws -> MatMul? {
+        guard let packed = try PackedWeight(weight, transposed: false) else { return nil }
+        var op = self
+        op.packed = packed
+        return op
     }
 }
 

@@ -146,10 +146,12 @@ public final class Generator: @unchecked Sendable {
 
     /// A generator on the model at `modelPath` with the adapter folder at `adapterPath` (PEFT or MLX) applied
     /// unmerged (`Session.open(modelPath:adapterPath:)`).
-    /// The session precomputes its constant nodes (`Session.foldConstants`): it only runs inference.
+    /// The session precomputes its constant nodes (`Session.foldConstants`) and packs its weights
+    /// (`Session.packWeights`): it only runs inference.
     public static func open(modelPath: String, adapterPath: String? = nil, logitsOutput: String? = nil) throws -> Generator {
         let session = try Session.open(modelPath: modelPath, adapterPath: adapterPath)
         try session.foldConstants()
+        try session.packWeights()
         return try Generator(session: session, logitsOutput: logitsOutput)
     }
 

@@ -1,0 +1,75 @@
+@testable import Interpreter
+import ONNXGraph
+import TestSupport
+import XCTest
+
+/// `Session.packWeights`: frozen weights packed once into the GEMM's panels, in their stored precision, and the
+/// session's unpacked copies dropped.
+final class WeightPackingTests: XCTestCase {
+    /// Every export and builder fixture gives the same outputs, bit for bit, with its weights packed (all of them:
+    /// the fixtures' weights are under the size that is packed by default): the packed product runs the same
+    /// micro-kernels over the same blocks of k as a product that packs B on every call.
+    func testPackedSessionsGiveTheSameOutputsBitForBit() throws {
+        var cases: [(String, Model, [String: Tensor])] = try ExportFixture.all().map { ($0.name, try $0.model(), try $0.inputs()) }
+        cases += try BuilderFixture.all().map { ($0.name, try $0.model(), try $0.inputs()) }
+        cases.append(("llama-float16", try Model.load(path: fixturePath("export/llama-float16/model.onnx")),
+                      try ExportFixture.named("llama-dynamo").inputs()))
+        var packedTotal = 0
+        for (name, model, inputs) in cases {
+            let plain = try Session(model: model), packed = try Session(model: model)
+            let count = try packed.packWeights(minimumCount: 1)
+            packedTotal += count
+            var feeds = inputs.filter { key, _ in plain.inputs.contains { $0.name == key } }
+            if let batch = feeds["input_ids"]?.shape.first {
+                feeds.merge(try KVCacheInputs(model: model).emptyFeeds(batch: batch)) { given, _ in given }
+            }
+            let expected = try plain.run(feeds), actual = try packed.run(feeds)
+            XCTAssertEqual(Set(actual.keys), Set(expected.keys), name)
+            for (output, tensor) in expected {
+                assertBitIdentical(actual[output], tensor, "\(name) \(output) (\(count) weights packed)")
+            }
+        }
+        XCTAssertGreaterThan(packedTotal, 6 * 4, "every fixture's projections are packed")
+    }
+
+    /// float16 weights stay 2 bytes a value in the panels; the unpacked copy is dropped; a weight another node reads
+    /// (the tied embedding) and LoRA-sized matrices stay as they are.
+    func testPanelsKeepTheStoredPrecisionAndWeightsAreHeldOnce() throws {
+        let weight = Tensor(shape: [64, 600], floats: (0..<38_400).map { Float(Float16(Float($0 % 97) * 0.01)) },
+                            dataType: .float16)
+        let packed = try XCTUnwrap(try PackedWeight(weight, transposed: false))
+        XCTAssertEqual(packed.matrix.byteCount, 64 * ((600 + packed.matrix.columnAlignment - 1) / packed.matrix.columnAlignment
+                                                      * packed.matrix.columnAlignment) * 2)
+        XCTAssertNil(try PackedWeight(Tensor(shape: [4], floats: [1, 2, 3, 4]), transposed: false), "only matrices")
+
+        let model = try ExportFixture.named("llama-dynamo").model()
+        XCTAssertEqual(try Session(model: model).packWeights(), 0, "the tiny fixture's weights are under the default size")
+        let session = try Session(model: model)
+        let before = session.constantCount
+        let count = try session.packWeights(minimumCount: 1)
+        XCTAssertGreaterThan(count, 0)
+        XCTAssertEqual(session.constantCount, before - count, "each packed weight's unpacked copy is dropped")
+        // The tied embedding (read by the Gather and, transposed, by the LM head) is not among them.
+        let embedding = try XCTUnwrap(model.graph.nodes.first { $0.opType == "Gather" }?.inputs.first)
+        XCTAssertNoThrow(try session.setInitializer(embedding, try model.loadTensor(
+            XCTUnwrap(model.graph.initializers.first { $0.name == embedding }))))
+    }
+
+    func testPackedSessionsRefuseTrainingAndReplacingAPackedWeight() throws {
+        let fixture = try ExportFixture.named("llama-dynamo")
+        let model = try fixture.model()
+        let session = try Session(model: model)
+        try session.packWeights(minimumCount: 1)
+        let inputs = try fixture.inputs()
+        let weight = try XCTUnwrap(model.graph.initializers.first { initializer in
+            initializer.shape.count == 2 && model.graph.nodes.contains { $0.opType == "MatMul" && $0.inputs.last == initializer.name }
+        })
+        assertThrows(["packWeights", "inference only"]) {
+            try session.forward(inputs, trainable: [weight.name])
+        }
+        assertThrows([weight.name, "packed", "packWeights"]) {
+            try session.setInitializer(weight.name, try model.loadTensor(weight))
+        }
+        XCTAssertNotNil(try session.forward(inputs, trainable: []).outputs["logits"], "a forward pass training nothing still runs")
+    }
+}
