@@ -55,6 +55,12 @@ struct MatMulNBits: Operator {
     /// panel of W's rows dequantised at a time.
     static let directRows = 16
 
+    /// Multiply-adds of the direct product below which one more thread costs more than it saves: handing work to
+    /// GCD's threads takes tens of microseconds, while a 576 × 1536 int4 weight is read in about 100 µs. Measured on
+    /// the SmolLM-135M builder shape (`bench forward --batch 1 --seq 1`): splitting from 32K multiply-adds per thread
+    /// took 24.6 ms a token in MatMulNBits, from 4M (only the LM head splits) 14.8 ms, never 16-18 ms.
+    static let directWorkPerThread = 1 << 22
+
     /// Rows of W (output features) dequantised at once per thread for the GEMM: a `[panelRows, K]` float buffer,
     /// small enough to stay in cache, large enough that each GEMM call is efficient. The full float weight never
     /// exists.
@@ -268,7 +274,7 @@ extension MatMulNBits: PreparingOperator {
                 quantized.bytes.withUnsafeBufferPointer { bytes in
                     quantized.scales.withUnsafeBufferPointer { scales in
                         quantized.zeroPoints.withUnsafeBufferPointer { zeroPoints in
-                            Parallel.forEachChunk(N, minimumPerThread: max(1, 32_768 / max(K * rows, 1))) { outputs in
+                            Parallel.forEachChunk(N, minimumPerThread: max(1, Self.directWorkPerThread / max(K * rows, 1))) { outputs in
                                 kernels_nbits_rows(rows, outputs.lowerBound, outputs.upperBound, K, blockSize, Int32(bits),
                                                    a.baseAddress, K, bytes.baseAddress, scales.baseAddress,
                                                    zeroPoints.isEmpty ? nil : zeroPoints.baseAddress,
