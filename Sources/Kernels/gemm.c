@@ -404,6 +404,8 @@ static void run_split(split_t *split, size_t threads, kernels_parallel_for loop,
 
 // A few-row product split by columns: memory-bound, so worth splitting from far smaller sizes than the GEMM.
 #define KERNELS_GEMV_PARALLEL_MIN_B ((size_t)1 << 17)
+// The same for a packed op(B), whose panels stream faster: 2 MiB and up.
+#define KERNELS_PACKED_FEW_ROWS_PARALLEL_MIN_B ((size_t)1 << 19)
 
 typedef struct {
     kernels_gemv_fn gemv;
@@ -471,7 +473,11 @@ void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const
                                    const kernels_packed_b *b, float beta, float *c, size_t ldc,
                                    size_t threads, kernels_parallel_for loop, void *loop_context) {
     const kernels_table *table = kernels_table_for(b->isa);
-    if (threads <= 1 || !loop || m * b->n * b->k < KERNELS_PARALLEL_MIN_WORK || m == 0 || b->n == 0 || b->k == 0) {
+    // A few rows (decoding) are bound by reading the panels, which two threads do faster than one once they are
+    // large enough to pay for the hand-off; more rows split by work, as the GEMM does.
+    const int worth_splitting = few_rows(m, b->n, b->k) ? b->n * b->k >= KERNELS_PACKED_FEW_ROWS_PARALLEL_MIN_B
+                                              : m * b->n * b->k >= KERNELS_PARALLEL_MIN_WORK;
+    if (threads <= 1 || !loop || !worth_splitting || m == 0 || b->n == 0 || b->k == 0) {
         kernels_sgemm_packed(transpose_a, m, 0, b->n, alpha, a, lda, b, beta, c, ldc);
         return;
     }

@@ -70,8 +70,10 @@ final class GEMMKernelTests: XCTestCase {
 
     func testFewRowsReadOpBInPlace() {
         // Up to 4 rows (decoding) take the path that reads op(B) where it lies: every row count, both layouts of B,
-        // chunks of C's columns (1024) crossed, dot products longer and shorter than their 32 partial sums.
-        let shapes = [(1, 1031, 70), (2, 65, 1000), (3, 2100, 70), (1, 2100, 150), (4, 7, 31), (4, 1025, 65), (5, 63, 65)]
+        // chunks of C's columns (1024) crossed, dot products longer and shorter than their 32 partial sums; a packed
+        // op(B) large enough (2 MiB) that a few rows over it split by columns.
+        let shapes = [(1, 1031, 70), (2, 65, 1000), (3, 2100, 70), (1, 2100, 150), (4, 7, 31), (4, 1025, 65), (5, 63, 65),
+                      (2, 4100, 130)]
         for isa in isas {
             XCTAssertEqual(kernels_force_isa(isa), isa)
             var generator = Generator(seed: 5)
