@@ -113,7 +113,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InterpreterTests",
-            dependencies: ["Interpreter", "ONNXGraph", "TestSupport"]
+            dependencies: ["Interpreter", "Kernels", "ONNXGraph", "TestSupport"]
         ),
         .testTarget(
             name: "TokenizersTests",
