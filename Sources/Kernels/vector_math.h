@@ -128,9 +128,13 @@ KERNELS_VECTOR_INLINE float kernels_max_body(size_t n, const float *x) {
         const float v = x[i + lane];
         partial[lane] = v > partial[lane] ? v : partial[lane];
     }
-    float result = -INFINITY;
-    for (int lane = 0; lane < KERNELS_VECTOR_PARTIALS; lane++) result = partial[lane] > result ? partial[lane] : result;
-    return result;
+    // Pairwise, as kernels_reduce_sum (vector shuffles rather than 32 serial steps); any order gives the same maximum.
+    for (int width = KERNELS_VECTOR_PARTIALS / 2; width >= 1; width /= 2) {
+        for (int lane = 0; lane < width; lane++) {
+            partial[lane] = partial[lane + width] > partial[lane] ? partial[lane + width] : partial[lane];
+        }
+    }
+    return partial[0];
 }
 
 KERNELS_VECTOR_INLINE float kernels_sum_body(size_t n, const float *x) {
@@ -188,8 +192,12 @@ KERNELS_VECTOR_INLINE void kernels_softmax_backward_rows_body(size_t rows, size_
     for (size_t row = 0; row < rows; row++) {
         const float *output = y + row * n, *gradient = dy + row * n;
         float *result = dx + row * n;
+        // Any nonzero dY, a block at a time: an ordinary row answers in its first block.
         int nonzero = 0;
-        for (size_t k = 0; k < n; k++) nonzero |= gradient[k] != 0;
+        for (size_t start = 0; start < n && !nonzero; start += KERNELS_VECTOR_PARTIALS) {
+            const size_t end = n - start < KERNELS_VECTOR_PARTIALS ? n : start + KERNELS_VECTOR_PARTIALS;
+            for (size_t k = start; k < end; k++) nonzero |= gradient[k] != 0;
+        }
         if (!nonzero) {
             for (size_t k = 0; k < n; k++) result[k] = 0;
             continue;
