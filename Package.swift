@@ -3,7 +3,7 @@ import PackageDescription
 
 // The targets form a one-way graph, imports running only down it (lower targets never import higher ones):
 //
-//   ONNXBridge (C++ over libonnx/libprotobuf)      Kernels (our GEMM: C, sizes and strides, no ONNX)
+//   ONNXBridge (C++ over libonnx/libprotobuf)      Kernels (our GEMM and elementwise kernels: C, sizes and strides, no ONNX)
 //     <- ONNXGraph (the Swift model of a graph: tensors, import, edited copies written back)
 //          <- Interpreter (ops with their gradient rules, the tape, sessions; over Kernels too)
 //          <- Adapters (LoRA targets found by structure, LoRA values and injection, adapter formats, export)
@@ -113,7 +113,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InterpreterTests",
-            dependencies: ["Interpreter", "ONNXGraph", "TestSupport"]
+            dependencies: ["Interpreter", "Kernels", "ONNXGraph", "TestSupport"]
         ),
         .testTarget(
             name: "TokenizersTests",

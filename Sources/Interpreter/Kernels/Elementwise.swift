@@ -254,26 +254,3 @@ func vectorSquaredDeviationSum(_ values: UnsafePointer<Float>, _ count: Int, cen
     return total
 }
 
-/// The largest of `count` (at least one) floats, vectorised; NaNs are not propagated (callers that subtract the
-/// maximum get NaN from the NaN element itself).
-@inline(__always)
-func vectorMaximum(_ values: UnsafePointer<Float>, _ count: Int) -> Float {
-    var index = 0
-    var result = -Float.infinity
-    let raw = UnsafeRawPointer(values)
-    if count >= 8 {
-        var lanes = SIMD8<Float>(repeating: -.infinity)
-        while index + 8 <= count {
-            let next = raw.loadUnaligned(fromByteOffset: index * 4, as: SIMD8<Float>.self)
-            lanes.replace(with: next, where: next .> lanes)  // the generic pointwiseMax is not specialised
-            index += 8
-        }
-        result = lanes.max()
-    }
-    while index < count {
-        result = Swift.max(result, values[index])
-        index += 1
-    }
-    return result
-}
-

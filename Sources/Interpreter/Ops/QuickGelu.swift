@@ -1,8 +1,10 @@
+import Kernels
 import ONNXGraph
 
 /// `com.microsoft.QuickGelu` (onnxruntime's contrib op): `Y = X · sigmoid(alpha · X)`, `alpha` 1.702 by default.
 /// With `alpha = 1` it is SiLU (swish), which `GraphOptimizer` writes in place of `Mul(X, Sigmoid(X))`: one pass
-/// over the values instead of two, and no intermediate tensor.
+/// over the values instead of two, and no intermediate tensor. Both directions run in the C kernels
+/// (`kernels_quick_gelu`, `kernels_quick_gelu_backward`) at the CPU's vector width, with `Sigmoid`'s formula.
 ///
 /// Backward: with `s = sigmoid(alpha · X)`, `dX = dY · (s + alpha · X · s · (1 − s))`.
 struct QuickGelu: Operator {
@@ -17,17 +19,10 @@ struct QuickGelu: Operator {
     }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
-        let input = try inputs.required(0)
-        guard case .float(let x) = input.storage else {
-            throw KernelError("QuickGelu needs a floating-point input, got \(input.dataType)")
-        }
-        let values = alpha == 1 ? mapKernel(x, Swish.self) : x.map { $0 * Sigmoid.apply(alpha * $0) }
-        return [Tensor(shape: input.shape, floats: roundedToPrecision(values, input.dataType), dataType: input.dataType)]
-    }
-
-    /// `x · sigmoid(x)`, as a kernel type so that the loop vectorises.
-    private enum Swish: UnaryKernel {
-        static func apply(_ x: Float) -> Float { x * Sigmoid.apply(x) }
+        let alpha = self.alpha
+        return [try mapFloatChunks(try inputs.required(0), Self.opType) { count, x, y in
+            kernels_quick_gelu(count, alpha, x, y)
+        }]
     }
 }
 
@@ -35,15 +30,9 @@ extension QuickGelu: DifferentiableOperator {
     // s = sigmoid(alpha · X): dX = dY · (s + alpha · X · s · (1 − s))
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
         guard context.wants(0) else { return [nil] }
-        return [try combine(context.outputGradient(), context.input(0), parameter: alpha, Gradient.self)]
-    }
-
-    /// `(dY, X, alpha) ↦ dY · (s + z · s · (1 − s))` with `z = alpha · X`, `s = sigmoid(z)`.
-    private enum Gradient: ParameterizedGradientKernel {
-        static func apply(_ dy: Float, _ x: Float, _ alpha: Float) -> Float {
-            let z = alpha * x
-            let s = Sigmoid.apply(z)
-            return dy * (s + z * s * (1 - s))
-        }
+        let alpha = self.alpha
+        return [try combineFloatChunks(context.outputGradient(), context.input(0)) { count, dy, x, dx in
+            kernels_quick_gelu_backward(count, alpha, dy, x, dx)
+        }]
     }
 }

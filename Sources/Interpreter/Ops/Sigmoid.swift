@@ -1,8 +1,10 @@
 import Foundation
+import Kernels
 import ONNXGraph
 
 /// `Y = 1 / (1 + e^-X)` elementwise (ONNX `Sigmoid`), evaluated as `e^X / (1 + e^X)` for negative `X` so that
-/// large negative inputs give tiny values rather than overflowing `e^-X`; `e^x` is `fastExp`.
+/// large negative inputs give tiny values rather than overflowing `e^-X`; `e^x` is `fastExp`. The forward pass runs
+/// in the C kernels (`kernels_sigmoid`, the same formula at the CPU's vector width); `apply` is the formula in Swift.
 ///
 /// Backward: `dX = dY * Y * (1 - Y)`.
 struct Sigmoid: FloatFunctionOperator {
@@ -14,6 +16,10 @@ struct Sigmoid: FloatFunctionOperator {
         let e = fastExp(x > 0 ? -x : x)
         let positive = 1 / (1 + e)
         return x < 0 ? e * positive : positive
+    }
+
+    func run(_ inputs: [Tensor?]) throws -> [Tensor] {
+        [try mapFloatChunks(try inputs.required(0), Self.opType) { count, x, y in kernels_sigmoid(count, x, y) }]
     }
 }
 

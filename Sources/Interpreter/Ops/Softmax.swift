@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import ONNXGraph
 
 /// `Y = exp(X - max(X)) / Σ exp(X - max(X))` along `axis` (ONNX `Softmax`, opset 13, where the sum runs over the
@@ -6,7 +7,9 @@ import ONNXGraph
 /// overflowing and leaves the result unchanged; `e^x` is `fastExp`.
 ///
 /// X is viewed as `[outer, n, inner]`, `n` the size of `axis`. Rows (`inner == 1`, the last axis, as in
-/// attention) are contiguous; otherwise the `inner` lanes are processed side by side so reads stay contiguous.
+/// attention) are contiguous and go to the C kernels (`kernels_softmax_rows`, at the CPU's vector width); otherwise
+/// the `inner` lanes are processed side by side so reads stay contiguous. A fully masked row (all -inf) comes out NaN
+/// either way.
 ///
 /// Backward: `dX = Y * (dY - Σ(dY * Y, axis))`; a row whose `dY` is all zero gets zero (it may be NaN in the forward
 /// pass: a fully masked row).
@@ -47,15 +50,8 @@ struct Softmax: Operator {
     /// Softmax of `rows` contiguous rows of `n`.
     private static func rows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
         forEachRowChunk(rows: rows, rowLength: n) { range in
-            for row in range {
-                let input = x + row * n, output = y + row * n
-                let maximum = vectorMaximum(input, n)
-                // Exponentials first, then their sum: a running sum in the same loop would stop it vectorising.
-                for k in 0..<n { output[k] = fastExp(input[k] - maximum) }
-                let sum = vectorSum(output, n)
-                let scale = 1 / sum
-                for k in 0..<n { output[k] *= scale }
-            }
+            let offset = range.lowerBound * n
+            kernels_softmax_rows(range.count, n, x + offset, y + offset)
         }
     }
 
@@ -122,21 +118,14 @@ extension Softmax: DifferentiableOperator {
         return [Tensor(shape: output.shape, floats: dx, dataType: output.dataType)]
     }
 
-    /// The gradient along `rows` contiguous rows of `n`.
+    /// The gradient along `rows` contiguous rows of `n` (`kernels_softmax_backward_rows`: a row whose `dY` is all
+    /// zero, a fully masked attention row no loss reads and NaN in the forward pass, gets zero, not NaN).
     private static func gradientRows(
         _ y: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, rows: Int, n: Int
     ) {
         forEachRowChunk(rows: rows, rowLength: n) { range in
-            for row in range {
-                let y = y + row * n, dy = dy + row * n, dx = dx + row * n
-                // A row no loss reads (a fully masked attention row, NaN in the forward pass) gets zero, not NaN.
-                if (0..<n).allSatisfy({ dy[$0] == 0 }) {
-                    dx.update(repeating: 0, count: n)
-                    continue
-                }
-                let dot = vectorDot(dy, y, n)
-                for k in 0..<n { dx[k] = y[k] * (dy[k] - dot) }
-            }
+            let offset = range.lowerBound * n
+            kernels_softmax_backward_rows(range.count, n, y + offset, dy + offset, dx + offset)
         }
     }
 

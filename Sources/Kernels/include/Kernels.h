@@ -125,6 +125,48 @@ void kernels_nbits_rows(size_t m, size_t n0, size_t n1, size_t k, size_t block_s
                         size_t lda, const uint8_t *b, const float *scales, const float *zero_points,
                         float default_zero_point, float *c, size_t ldc);
 
+// Elementwise
+//
+// Vectorised at the width of the ISA the GEMM uses now (`kernels_active_isa`: AVX-512 16 lanes, AVX2 8, portable 4),
+// with the same results on every ISA: `e^x` is the interpreter's Swift `fastExp` operation for operation (no fused
+// multiply-adds), so bit-identical to it, and sums keep 32 partial sums (element i in partial i % 32) added in one fixed
+// order. Sums therefore round differently from a serial loop (a few ulp on long rows). Outputs may alias inputs of the
+// same index (`y == x`); they may not overlap otherwise. Each call runs on the calling thread.
+
+/// `y[i] = e^x[i]`, `i < n`: Cephes' `expf` (within 1 ulp of the correctly rounded value); x > ln(FLT_MAX) gives
+/// +inf, x < ln(FLT_MIN) = -87.3365 gives 0 (no subnormal results), NaN gives the same NaN.
+void kernels_exp(size_t n, const float *x, float *y);
+
+/// The largest of `x[0 ..< n]`, NaN ignored; -inf when `n == 0` or every element is NaN.
+float kernels_max(size_t n, const float *x);
+
+/// `Σ x[i]`, `i < n`.
+float kernels_sum(size_t n, const float *x);
+
+/// `Σ e^(x[i] - shift)`, `i < n`, writing each term to `y[i]` unless `y` is NULL: with `shift = kernels_max(n, x)`
+/// the sum of a stable log-sum-exp, `log Σ e^x = shift + log(result)`.
+float kernels_exp_shifted_sum(size_t n, const float *x, float shift, float *y);
+
+/// `y[i] = scale · e^(x[i] - shift)`, `i < n`: a softmax row scaled in one pass once its sum is known.
+void kernels_exp_shifted_scaled(size_t n, const float *x, float shift, float scale, float *y);
+
+/// Softmax of `rows` contiguous rows of `n`: `y = e^(x - max) / Σ e^(x - max)` per row. A row of -inf (fully
+/// masked) and a row holding +inf or NaN come out NaN; -inf entries of a row with a finite maximum give 0.
+void kernels_softmax_rows(size_t rows, size_t n, const float *x, float *y);
+
+/// Softmax's gradient along `rows` contiguous rows of `n`: `dx = y · (dy - Σ dy · y)` per row; a row whose `dy` is
+/// all zero gets zero (its `y` may be NaN: a fully masked row no loss reads).
+void kernels_softmax_backward_rows(size_t rows, size_t n, const float *y, const float *dy, float *dx);
+
+/// `y[i] = 1 / (1 + e^-x[i])`, as `e^x / (1 + e^x)` for negative x so that it never overflows.
+void kernels_sigmoid(size_t n, const float *x, float *y);
+
+/// `y[i] = x[i] · sigmoid(alpha · x[i])`: QuickGelu (onnxruntime's contrib op), SiLU with `alpha = 1`.
+void kernels_quick_gelu(size_t n, float alpha, const float *x, float *y);
+
+/// QuickGelu's gradient: with `z = alpha · x`, `s = sigmoid(z)`, `dx[i] = dy[i] · (s + z · s · (1 - s))`.
+void kernels_quick_gelu_backward(size_t n, float alpha, const float *dy, const float *x, float *dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,8 +82,7 @@ public struct SequenceLogProbs: Sendable {
                 let (base, target) = (logits.baseAddress!, results.baseAddress!)
                 let rows = tokens.map(\.row)
                 Parallel.forEachChunk(rows.count, minimumPerThread: max(1, 65_536 / vocabulary)) { range in
-                    var scratch = [Float](repeating: 0, count: vocabulary)
-                    for index in range { target[index] = rowStatistics(base + rows[index] * vocabulary, vocabulary, &scratch) }
+                    for index in range { target[index] = rowStatistics(base + rows[index] * vocabulary, vocabulary) }
                 }
             }
         }
@@ -142,14 +141,15 @@ public struct SequenceLogProbs: Sendable {
                 let (input, output) = (source.baseAddress!, target.baseAddress!)
                 // Tokens own disjoint rows, so they can be written in parallel.
                 Parallel.forEachChunk(tokens.count, minimumPerThread: max(1, 65_536 / vocabulary)) { range in
-                    var scratch = [Float](repeating: 0, count: vocabulary)
                     for index in range where weights[index] != 0 {
                         let token = tokens[index], weight = weights[index]
                         let row = token.row * vocabulary
-                        let (logSumExp, _) = rowStatistics(input + row, vocabulary, &scratch)
-                        // scratch holds exp(z − max); softmax = scratch · exp(max − logSumExp).
-                        let scale = weight * fastExp(rowMaximum(input + row, vocabulary) - logSumExp)
-                        for v in 0..<vocabulary { output[row + v] = -scale * scratch[v] }
+                        let maximum = VectorKernels.maximum(input + row, vocabulary)
+                        let logSumExp = maximum + log(VectorKernels.exponentialSum(input + row, vocabulary, shift: maximum))
+                        // softmax = exp(z − max) · exp(max − logSumExp), written in one pass.
+                        let scale = weight * fastExp(maximum - logSumExp)
+                        VectorKernels.scaledExponentials(input + row, vocabulary, shift: maximum, scale: -scale,
+                                                         into: output + row)
                         output[row + Int(inputIDs[token.sequence * length + token.position])] += weight
                     }
                 }
@@ -159,22 +159,11 @@ public struct SequenceLogProbs: Sendable {
     }
 }
 
-/// `(log Σ exp(row), mean(row))` of a logits row, stable (the maximum subtracted first), leaving `exp(row − max)` in
-/// `scratch` for the caller. Float arithmetic with `fastExp` and eight-lane sums (`vectorSum`), as TRL's float32.
+/// `(log Σ exp(row), mean(row))` of a logits row, stable (the maximum subtracted first). Float arithmetic, as TRL's
+/// float32, in the C kernels at the CPU's vector width (`VectorKernels`: `fastExp`'s exponential, 32 partial sums).
 @inline(__always)
-private func rowStatistics(_ row: UnsafePointer<Float>, _ count: Int, _ scratch: inout [Float]) -> (logSumExp: Float, mean: Float) {
-    let maximum = rowMaximum(row, count)
-    return scratch.withUnsafeMutableBufferPointer { buffer in
-        let exponentials = buffer.baseAddress!
-        for v in 0..<count { exponentials[v] = fastExp(row[v] - maximum) }
-        let sum = vectorSum(exponentials, count)
-        return (maximum + log(sum), vectorSum(row, count) / Float(count))
-    }
-}
-
-@inline(__always)
-private func rowMaximum(_ row: UnsafePointer<Float>, _ count: Int) -> Float {
-    var maximum = -Float.infinity
-    for v in 0..<count where row[v] > maximum { maximum = row[v] }
-    return maximum
+private func rowStatistics(_ row: UnsafePointer<Float>, _ count: Int) -> (logSumExp: Float, mean: Float) {
+    let maximum = VectorKernels.maximum(row, count)
+    let sum = VectorKernels.exponentialSum(row, count, shift: maximum)
+    return (maximum + log(sum), VectorKernels.sum(row, count) / Float(count))
 }
