@@ -27,6 +27,21 @@ static inline float nbits_zero_point(const nbits_weight *w, size_t index) {
     return w->zero_points ? w->zero_points[index] : w->default_zero_point;
 }
 
+// One block of output n's weights: its first k, how many codes it holds (fewer in a ragged last block), its bytes,
+// zero point and scale.
+typedef struct {
+    size_t k0, count;
+    const uint8_t *blob;
+    float z, s;
+} nbits_block;
+
+static inline nbits_block nbits_block_at(const nbits_weight *w, size_t n, size_t block) {
+    const size_t index = n * w->blocks + block, k0 = block * w->block_size;
+    const nbits_block result = {k0, w->k - k0 < w->block_size ? w->k - k0 : w->block_size,
+                                w->b + index * w->blob_bytes, nbits_zero_point(w, index), w->scales[index]};
+    return result;
+}
+
 // Code `i` of a block's bytes.
 static inline unsigned nbits_code(const uint8_t *blob, size_t i, int bits) {
     return bits == 4 ? (blob[i >> 1] >> ((i & 1) * 4)) & 0x0F : blob[i];
@@ -46,12 +61,9 @@ static void portable_rows(const nbits_weight *w, int rows, const float *const *a
                           float *sums) {
     (void)halves;
     for (int r = 0; r < rows; r++) sums[r] = 0;
-    const uint8_t *row = w->b + n * w->blocks * w->blob_bytes;
     for (size_t block = 0; block < w->blocks; block++) {
-        const size_t index = n * w->blocks + block, k0 = block * w->block_size;
-        const size_t count = w->k - k0 < w->block_size ? w->k - k0 : w->block_size;
-        nbits_scalar_run(rows, a, k0, row + block * w->blob_bytes, w->bits, 0, count, nbits_zero_point(w, index),
-                         w->scales[index], sums);
+        const nbits_block at = nbits_block_at(w, n, block);
+        nbits_scalar_run(rows, a, at.k0, at.blob, w->bits, 0, at.count, at.z, at.s, sums);
     }
 }
 
@@ -68,7 +80,6 @@ INLINE AVX512 void avx512_rows_n(const nbits_weight *w, const int rows, const fl
     __m512 acc[4], odd[4];
     float tail[4] = {0, 0, 0, 0};
     for (int r = 0; r < rows; r++) acc[r] = odd[r] = _mm512_setzero_ps();
-    const uint8_t *row = w->b + n * w->blocks * w->blob_bytes;
     const __m256i low_nibbles = _mm256_set1_epi16(0x0F);
     size_t first_ragged = 0;
     if (halves) {
@@ -80,7 +91,7 @@ INLINE AVX512 void avx512_rows_n(const nbits_weight *w, const int rows, const fl
         const size_t whole = w->k / w->block_size, steps = w->block_size / 32, half_k = w->k / 2;
         const float *scales = w->scales + n * w->blocks;
         const float *zeros = w->zero_points ? w->zero_points + n * w->blocks : NULL;
-        const uint8_t *blob = row;
+        const uint8_t *blob = w->b + n * w->blocks * w->blob_bytes;
         const __m512 codes_0_15 = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         const __m512i nibble = _mm512_set1_epi32(0x0F);
         const float *even[4], *odd_a[4];
@@ -102,11 +113,10 @@ INLINE AVX512 void avx512_rows_n(const nbits_weight *w, const int rows, const fl
         first_ragged = whole;
     }
     for (size_t block = first_ragged; block < w->blocks; block++) {
-        const size_t index = n * w->blocks + block, k0 = block * w->block_size;
-        const size_t count = w->k - k0 < w->block_size ? w->k - k0 : w->block_size;
-        const uint8_t *blob = row + block * w->blob_bytes;
-        const float zf = nbits_zero_point(w, index), sf = w->scales[index];
-        const __m512 z = _mm512_set1_ps(zf), s = _mm512_set1_ps(sf);
+        const nbits_block at = nbits_block_at(w, n, block);
+        const size_t k0 = at.k0, count = at.count;
+        const uint8_t *blob = at.blob;
+        const __m512 z = _mm512_set1_ps(at.z), s = _mm512_set1_ps(at.s);
         size_t i = 0;
         if (w->bits == 4) {
             for (; i + 32 <= count; i += 32) {
@@ -137,7 +147,7 @@ INLINE AVX512 void avx512_rows_n(const nbits_weight *w, const int rows, const fl
                 for (int r = 0; r < rows; r++) acc[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(a[r] + k0 + i), acc[r]);
             }
         }
-        if (i < count) nbits_scalar_run(rows, a, k0, blob, w->bits, i, count, zf, sf, tail);
+        if (i < count) nbits_scalar_run(rows, a, k0, blob, w->bits, i, count, at.z, at.s, tail);
     }
     for (int r = 0; r < rows; r++) sums[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], odd[r])) + tail[r];
 }
@@ -161,13 +171,11 @@ INLINE AVX2 void avx2_rows_n(const nbits_weight *w, const int rows, const float 
     __m256 acc[4], odd[4];
     float tail[4] = {0, 0, 0, 0};
     for (int r = 0; r < rows; r++) acc[r] = odd[r] = _mm256_setzero_ps();
-    const uint8_t *row = w->b + n * w->blocks * w->blob_bytes;
     for (size_t block = 0; block < w->blocks; block++) {
-        const size_t index = n * w->blocks + block, k0 = block * w->block_size;
-        const size_t count = w->k - k0 < w->block_size ? w->k - k0 : w->block_size;
-        const uint8_t *blob = row + block * w->blob_bytes;
-        const float zf = nbits_zero_point(w, index), sf = w->scales[index];
-        const __m256 z = _mm256_set1_ps(zf), s = _mm256_set1_ps(sf);
+        const nbits_block at = nbits_block_at(w, n, block);
+        const size_t k0 = at.k0, count = at.count;
+        const uint8_t *blob = at.blob;
+        const __m256 z = _mm256_set1_ps(at.z), s = _mm256_set1_ps(at.s);
         size_t i = 0;
         if (w->bits == 4) {
             for (; i + 16 <= count; i += 16) {
@@ -187,7 +195,7 @@ INLINE AVX2 void avx2_rows_n(const nbits_weight *w, const int rows, const float 
                 for (int r = 0; r < rows; r++) acc[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[r] + k0 + i), acc[r]);
             }
         }
-        if (i < count) nbits_scalar_run(rows, a, k0, blob, w->bits, i, count, zf, sf, tail);
+        if (i < count) nbits_scalar_run(rows, a, k0, blob, w->bits, i, count, at.z, at.s, tail);
     }
     for (int r = 0; r < rows; r++) {
         const __m256 both = _mm256_add_ps(acc[r], odd[r]);
