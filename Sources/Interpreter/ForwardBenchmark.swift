@@ -18,8 +18,9 @@ public enum ForwardBenchmark {
     }
 
     /// Loads the model, runs `warmup` untimed passes and `iterations` timed ones on a `[batch, seq]` batch, and
-    /// reports the median. The weights are packed once (`Session.packWeights`), as any inference session packs them, and
-    /// the packing counts in the load time. A `profile` collects time per op type over the timed passes. Token ids are drawn (seeded) below the size of the table the ids input indexes.
+    /// reports the median. The weights are packed once (`Session.packWeights`), as any inference session packs them,
+    /// and the packing counts in the load time. A `profile` collects time per op type over the timed passes. Token
+    /// ids are drawn (seeded) below the size of the table the ids input indexes.
     public static func run(modelPath: String, batch: Int, seq: Int, warmup: Int, iterations: Int,
                            profile: OpProfile? = nil) throws -> Result {
         let loadStart = Date()

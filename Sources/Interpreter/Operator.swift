@@ -38,8 +38,8 @@ public protocol PreparingOperator: Operator {
 public protocol WeightPackingOperator: Operator {
     /// The input holding the weight, when this node's settings allow a packed one (nil otherwise).
     var packableInput: Int? { get }
-    /// This op reading `weight` (the value of `packableInput`) from `packed` instead of its input; nil when the
-    /// weight's shape or type does not suit a packed product.
+    /// This op holding `weight` (the value of `packableInput`) packed, and reading it from there instead of its
+    /// input; nil when the weight's shape or type does not suit a packed product.
     func packing(_ weight: Tensor) throws -> Self?
 }
 

@@ -204,10 +204,11 @@ public final class Session: @unchecked Sendable {
     /// untransposed A) into the GEMM's panel layout, in the weight's stored precision (float16 and bfloat16 weights
     /// stay 2 bytes a value), so that no run packs it again, and drops the session's unpacked copy: weights are held
     /// once. A weight anything else reads too (a tied embedding and LM head, a second product) stays unpacked, and
-    /// so do weights of fewer than `minimumCount` values (LoRA's rank-r matrices: packing them saves nothing). For
-    /// sessions that only run inference (generation,
-    /// `bench forward`, `onnx-dpo run`): afterwards `forward` refuses to train (the gradient rules read the weights
-    /// unpacked) and `setInitializer` refuses a packed weight. Returns the number of weights packed.
+    /// so do weights of fewer than `minimumCount` values (LoRA's rank-r matrices: packing them saves nothing).
+    ///
+    /// For sessions that only run inference (generation, `bench forward`, `onnx-dpo run`): afterwards `forward`
+    /// refuses to train (the gradient rules read the weights unpacked) and `setInitializer` refuses a packed weight.
+    /// Returns the number of weights packed.
     @discardableResult
     public func packWeights(minimumCount: Int = PackedWeight.minimumCount) throws -> Int {
         var constantBySlot = Dictionary(constants.map { ($0.slot, $0.tensor) }, uniquingKeysWith: { _, last in last })

@@ -57,8 +57,8 @@ struct MatMulNBits: Operator {
 
     /// Multiply-adds of the direct product below which one more thread costs more than it saves: handing work to
     /// GCD's threads takes tens of microseconds, while a 576 × 1536 int4 weight is read in about 100 µs. Measured on
-    /// the SmolLM-135M builder shape (`bench forward --batch 1 --seq 1`): splitting from 32K multiply-adds per thread
-    /// took 24.6 ms a token in MatMulNBits, from 4M (only the LM head splits) 14.8 ms, never 16-18 ms.
+    /// the SmolLM-135M builder shape (`bench forward --batch 1 --seq 1`), MatMulNBits took 24.6 ms a token when
+    /// splitting from 32K multiply-adds per thread, 14.8 ms from 4M (only the LM head splits), 16-18 ms never split.
     static let directWorkPerThread = 1 << 22
 
     /// Rows of W (output features) dequantised at once per thread for the GEMM: a `[panelRows, K]` float buffer,
@@ -262,7 +262,8 @@ extension MatMulNBits: PreparingOperator {
 
     /// `A · Wᵀ` read straight from the quantised bytes (`kernels_nbits_rows`, at the CPU's vector width): each weight
     /// `(q − z)·s` made in a register as it is multiplied (the same value the dequantised GEMM reads), up to four rows
-    /// of A per pass over the weight, nothing dequantised into memory. W's rows are split across the threads.
+    /// of A per pass over the weight, nothing dequantised into memory. W's rows are split across the threads when
+    /// each gets `directWorkPerThread` multiply-adds.
     func directProduct(_ a: Tensor, _ quantized: QuantizedWeight) throws(KernelError) -> Tensor {
         let (K, N) = (inputFeatures, outputFeatures)
         let rows = a.count / K
