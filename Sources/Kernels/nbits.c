@@ -73,6 +73,13 @@ static void portable_rows(const nbits_weight *w, int rows, const float *const *a
 #define AVX512 __attribute__((target("avx512f")))
 #define AVX2 __attribute__((target("avx2,fma")))
 
+// 8 bytes -> their 16 four-bit codes in k order, one per byte: each byte widened to 16 bits as
+// (high nibble << 8 | low nibble). Used by the AVX2 loop and, inlined, by the AVX-512 one.
+INLINE AVX2 __m128i nbits_codes16(const uint8_t *bytes) {
+    const __m128i wide = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)bytes));
+    return _mm_or_si128(_mm_and_si128(wide, _mm_set1_epi16(0x0F)), _mm_slli_epi16(_mm_srli_epi16(wide, 4), 8));
+}
+
 // `rows` (1-4, a constant where inlined) sums of one output n on AVX-512.
 INLINE AVX512 void avx512_rows_n(const nbits_weight *w, const int rows, const float *const *a, const float *halves,
                                  size_t n, float *sums) {
@@ -89,24 +96,21 @@ INLINE AVX512 void avx512_rows_n(const nbits_weight *w, const int rows, const fl
         // in the block's table of the 16 values (float(q) - z) * s, one permute instead of convert, subtract and
         // multiply.
         const size_t whole = w->k / w->block_size, steps = w->block_size / 32, half_k = w->k / 2;
-        const float *scales = w->scales + n * w->blocks;
-        const float *zeros = w->zero_points ? w->zero_points + n * w->blocks : NULL;
-        const uint8_t *blob = w->b + n * w->blocks * w->blob_bytes;
         const __m512 codes_0_15 = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         const __m512i nibble = _mm512_set1_epi32(0x0F);
         const float *even[4], *odd_a[4];
         for (int r = 0; r < rows; r++) even[r] = halves + ((size_t)r * 2) * half_k, odd_a[r] = even[r] + half_k;
         for (size_t block = 0; block < whole; block++) {
-            const __m512 z = _mm512_set1_ps(zeros ? zeros[block] : w->default_zero_point), s = _mm512_set1_ps(scales[block]);
-            const __m512 table = _mm512_mul_ps(_mm512_sub_ps(codes_0_15, z), s);
-            for (size_t step = 0; step < steps; step++, blob += 16) {
-                const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)blob));
+            const nbits_block at = nbits_block_at(w, n, block);
+            const __m512 table = _mm512_mul_ps(_mm512_sub_ps(codes_0_15, _mm512_set1_ps(at.z)), _mm512_set1_ps(at.s));
+            for (size_t step = 0; step < steps; step++) {
+                const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(at.blob + step * 16)));
                 const __m512 low = _mm512_permutexvar_ps(_mm512_and_si512(bytes, nibble), table);
                 const __m512 high = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
-                const size_t at = (block * w->block_size) / 2 + step * 16;
+                const size_t pair = at.k0 / 2 + step * 16;  // the first (even, odd) pair of k this step covers
                 for (int r = 0; r < rows; r++) {
-                    acc[r] = _mm512_fmadd_ps(low, _mm512_loadu_ps(even[r] + at), acc[r]);
-                    odd[r] = _mm512_fmadd_ps(high, _mm512_loadu_ps(odd_a[r] + at), odd[r]);
+                    acc[r] = _mm512_fmadd_ps(low, _mm512_loadu_ps(even[r] + pair), acc[r]);
+                    odd[r] = _mm512_fmadd_ps(high, _mm512_loadu_ps(odd_a[r] + pair), odd[r]);
                 }
             }
         }
@@ -133,9 +137,7 @@ INLINE AVX512 void avx512_rows_n(const nbits_weight *w, const int rows, const fl
                 }
             }
             if (i + 16 <= count) {
-                const __m128i wide = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blob + i / 2)));
-                const __m128i codes = _mm_or_si128(_mm_and_si128(wide, _mm_set1_epi16(0x0F)),
-                                                   _mm_slli_epi16(_mm_srli_epi16(wide, 4), 8));
+                const __m128i codes = nbits_codes16(blob + i / 2);
                 const __m512 w0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes)), z), s);
                 for (int r = 0; r < rows; r++) acc[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(a[r] + k0 + i), acc[r]);
                 i += 16;
@@ -179,10 +181,8 @@ INLINE AVX2 void avx2_rows_n(const nbits_weight *w, const int rows, const float 
         size_t i = 0;
         if (w->bits == 4) {
             for (; i + 16 <= count; i += 16) {
-                // 8 bytes -> 16 codes in k order, as two groups of eight.
-                const __m128i wide = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(blob + i / 2)));
-                const __m128i codes = _mm_or_si128(_mm_and_si128(wide, _mm_set1_epi16(0x0F)),
-                                                   _mm_slli_epi16(_mm_srli_epi16(wide, 4), 8));
+                // 16 codes, as two groups of eight.
+                const __m128i codes = nbits_codes16(blob + i / 2);
                 const __m256 w0 = avx2_weights(codes, z, s), w1 = avx2_weights(_mm_srli_si128(codes, 8), z, s);
                 for (int r = 0; r < rows; r++) {
                     acc[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[r] + k0 + i), acc[r]);

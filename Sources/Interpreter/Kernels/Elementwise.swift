@@ -144,11 +144,16 @@ extension FloatFunctionOperator {
 /// `K.apply` on every element of a floating-point tensor; the output keeps its type (and its precision).
 func mapFloats<K: UnaryKernel>(_ input: Tensor, _ opType: String, _ kernel: K.Type) throws(KernelError) -> Tensor
 where K.Input == Float, K.Output == Float {
+    try mapFloatValues(input, opType) { mapKernel($0, K.self) }
+}
+
+/// `map` on the values of a floating-point tensor (`opType` names the op in the error for any other type); the
+/// output keeps the input's shape, type and precision (`roundedToPrecision`).
+func mapFloatValues(_ input: Tensor, _ opType: String, _ map: ([Float]) -> [Float]) throws(KernelError) -> Tensor {
     guard case .float(let x) = input.storage else {
         throw KernelError("\(opType) needs a floating-point input, got \(input.dataType)")
     }
-    return Tensor(shape: input.shape, floats: roundedToPrecision(mapKernel(x, K.self), input.dataType),
-                  dataType: input.dataType)
+    return Tensor(shape: input.shape, floats: roundedToPrecision(map(x), input.dataType), dataType: input.dataType)
 }
 
 // MARK: - Element types

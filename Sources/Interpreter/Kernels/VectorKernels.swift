@@ -37,21 +37,19 @@ typealias UnaryChunkKernel = (Int, UnsafePointer<Float>, UnsafeMutablePointer<Fl
 typealias BinaryChunkKernel = (Int, UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void
 
 /// `kernel` over every element of a floating-point tensor, split across cores like `mapKernel`; the output keeps the
-/// input's shape, type and precision (`roundedToPrecision`), as `mapFloats` does.
+/// input's shape, type and precision, as `mapFloats` does (`mapFloatValues`).
 func mapFloatChunks(_ input: Tensor, _ opType: String, _ kernel: UnaryChunkKernel) throws(KernelError) -> Tensor {
-    guard case .float(let x) = input.storage else {
-        throw KernelError("\(opType) needs a floating-point input, got \(input.dataType)")
-    }
-    let values = x.isEmpty ? [] : [Float](unsafeUninitializedCapacity: x.count) { out, initialized in
-        x.withUnsafeBufferPointer { x in
-            let xBase = x.baseAddress!, outBase = out.baseAddress!
-            Parallel.forEachChunk(x.count) { range in
-                kernel(range.count, xBase + range.lowerBound, outBase + range.lowerBound)
+    try mapFloatValues(input, opType) { x in
+        x.isEmpty ? [] : [Float](unsafeUninitializedCapacity: x.count) { out, initialized in
+            x.withUnsafeBufferPointer { x in
+                let xBase = x.baseAddress!, outBase = out.baseAddress!
+                Parallel.forEachChunk(x.count) { range in
+                    kernel(range.count, xBase + range.lowerBound, outBase + range.lowerBound)
+                }
             }
+            initialized = x.count
         }
-        initialized = x.count
     }
-    return Tensor(shape: input.shape, floats: roundedToPrecision(values, input.dataType), dataType: input.dataType)
 }
 
 /// `kernel(dY, saved)` over every element of two floating-point tensors of one shape (a gradient rule), split across
