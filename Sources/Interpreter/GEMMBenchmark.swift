@@ -126,12 +126,14 @@ public enum GEMMBenchmark {
                         ? PackedMatrix(transposed: shape.transposeB, rows: k, columns: n, floats: b, ld: ldb) : nil
                     // What BLAS.sgemm does, with the thread count as a parameter.
                     let product = {
-                        if let packedB {
-                            kernels_sgemm_packed_parallel(shape.transposeA ? 1 : 0, m, 1, a, lda, packedB.pointer, 0, c, n,
-                                                          threads, BLAS.parallelFor, nil)
-                        } else {
-                            kernels_sgemm_parallel(shape.transposeA ? 1 : 0, shape.transposeB ? 1 : 0, m, n, k, 1, a, lda,
-                                                   b, ldb, 0, c, n, threads, BLAS.parallelFor, nil)
+                        Parallel.withParallelFor(threads: threads) { loop, loopContext in
+                            if let packedB {
+                                kernels_sgemm_packed_parallel(shape.transposeA ? 1 : 0, m, 1, a, lda, packedB.pointer,
+                                                              0, c, n, threads, loop, loopContext)
+                            } else {
+                                kernels_sgemm_parallel(shape.transposeA ? 1 : 0, shape.transposeB ? 1 : 0, m, n, k, 1,
+                                                       a, lda, b, ldb, 0, c, n, threads, loop, loopContext)
+                            }
                         }
                     }
                     product()

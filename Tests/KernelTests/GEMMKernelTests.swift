@@ -1,4 +1,3 @@
-import Dispatch
 import Kernels
 import XCTest
 
@@ -141,10 +140,9 @@ final class GEMMKernelTests: XCTestCase {
         for index in (0..<count).reversed() { body!(context, index) }
     }
 
-    /// Runs the pieces on GCD's threads, as the interpreter does.
+    /// Runs the pieces on the kernels' pool with 3 threads, as the interpreter does.
     let concurrentLoop: kernels_parallel_for = { _, count, context, body in
-        nonisolated(unsafe) let context = context
-        DispatchQueue.concurrentPerform(iterations: count) { index in body!(context, index) }
+        kernels_pool_run(3, count, context, body)
     }
 
     /// `kernels_sgemm_parallel` and `kernels_sgemm_packed_parallel` (3 threads' worth of pieces) on one product.

@@ -1,14 +1,13 @@
 #if canImport(Accelerate)
 import Accelerate
 #endif
-import Dispatch
 import Kernels
 
 /// The one seam to GEMM: our own kernels (`Kernels`, dispatched on the CPU's features at first use) everywhere
 /// except Apple platforms, where Accelerate keeps the products. Row-major single precision.
 ///
-/// Large products are split across `Parallel`'s threads (GCD), the threads the elementwise loops around them use,
-/// so no second pool spins between calls.
+/// Large products are split across `Parallel`'s threads (the kernels' pool), the threads the elementwise loops around
+/// them use, so no second pool spins between calls.
 public enum BLAS {
     /// Products smaller than this many multiply-adds run on one thread.
     @usableFromInline static let parallelThreshold = 1 << 21
@@ -16,7 +15,6 @@ public enum BLAS {
     /// `C = alpha · op(A) · op(B) + beta · C` with `op(A)` `[m, k]`, `op(B)` `[k, n]`, `C` `[m, n]`, row-major,
     /// leading dimensions in elements. With `k == 0` or `beta == 0` C is overwritten (NaN in C is ignored). Large
     /// products are split across `Parallel`'s threads (see `kernels_sgemm_parallel`).
-    @inlinable
     public static func sgemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
         alpha: Float, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -44,8 +42,10 @@ public enum BLAS {
             }
         }
         #else
-        kernels_sgemm_parallel(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-                               Parallel.threadCount, parallelFor, nil)
+        Parallel.withParallelFor { loop, loopContext in
+            kernels_sgemm_parallel(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                                   Parallel.threadCount, loop, loopContext)
+        }
         #endif
     }
 
@@ -79,14 +79,9 @@ public enum BLAS {
         transposeA: Bool, m: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        kernels_sgemm_packed_parallel(transposeA ? 1 : 0, m, alpha, a, lda, b.pointer, beta, c, ldc,
-                                      Parallel.threadCount, parallelFor, nil)
-    }
-
-    /// The thread pool our kernels split products over: GCD's `concurrentPerform`, which hands each index to
-    /// whichever of its threads is free (the same threads `Parallel` uses for the elementwise loops).
-    @usableFromInline static let parallelFor: kernels_parallel_for = { _, count, bodyContext, body in
-        let task = UncheckedSendable((body!, bodyContext))
-        DispatchQueue.concurrentPerform(iterations: count) { index in task.value.0(task.value.1, index) }
+        Parallel.withParallelFor { loop, loopContext in
+            kernels_sgemm_packed_parallel(transposeA ? 1 : 0, m, alpha, a, lda, b.pointer, beta, c, ldc,
+                                          Parallel.threadCount, loop, loopContext)
+        }
     }
 }

@@ -1,15 +1,15 @@
-import Dispatch
 import Foundation
+import Kernels
 
-/// Splitting loops across the cores. Only large loops are split: below `minimumPerThread` elements a thread's
-/// start-up costs more than it saves.
+/// Splitting loops across the cores, on the kernels' thread pool (`kernels_pool_run`: workers that poll briefly
+/// between jobs, so a hand-off costs about a microsecond instead of GCD's tens). Only large loops are split: below
+/// `minimumPerThread` elements one more thread costs more than it saves.
 public enum Parallel {
-    /// Threads used for elementwise and reduction loops (BLAS manages its own): the cores, unless set before the first
-    /// parallel loop (`onnx-dpo train --threads`, or cores / local processes under mpirun).
+    /// Threads used for products and elementwise loops: the cores, unless set before the first parallel loop
+    /// (`onnx-dpo train --threads`, or cores / local processes under mpirun).
     nonisolated(unsafe) public static var threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     /// Calls `body` on disjoint ranges that together cover `0..<count`, concurrently when `count` is large.
-    @inlinable
     public static func forEachChunk(
         _ count: Int, minimumPerThread: Int = 32_768, _ body: (Swift.Range<Int>) -> Void
     ) {
@@ -19,14 +19,32 @@ public enum Parallel {
             return
         }
         withoutActuallyEscaping(body) { body in
-            let box = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: threads) { chunk in
-                let start = count * chunk / threads
-                let end = count * (chunk + 1) / threads
-                box.value(start..<end)
+            var job = ChunkJob(count: count, chunks: threads, body: body)
+            withUnsafeMutablePointer(to: &job) { job in
+                kernels_pool_run(threads, threads, job) { context, chunk in
+                    let job = context!.assumingMemoryBound(to: ChunkJob.self)
+                    let (count, chunks) = (job.pointee.count, job.pointee.chunks)
+                    job.pointee.body(count * chunk / chunks ..< count * (chunk + 1) / chunks)
+                }
             }
         }
     }
+
+    /// Runs `kernels_parallel_for` loops (the GEMM's) on the pool with at most `threads` threads:
+    /// `body(loop, context)` with the loop and the context it takes.
+    static func withParallelFor<Result>(
+        threads: Int = threadCount, _ body: (kernels_parallel_for, UnsafeMutableRawPointer) -> Result
+    ) -> Result {
+        var threads = threads
+        return withUnsafeMutablePointer(to: &threads) { body(kernels_pool_for, UnsafeMutableRawPointer($0)) }
+    }
+}
+
+/// One `forEachChunk` call as the pool's workers see it.
+private struct ChunkJob {
+    let count: Int
+    let chunks: Int
+    let body: (Swift.Range<Int>) -> Void
 }
 
 /// Carries a value the caller knows to be safe across the threads of `Parallel.forEachChunk`

@@ -55,11 +55,13 @@ struct MatMulNBits: Operator {
     /// panel of W's rows dequantised at a time.
     static let directRows = 16
 
-    /// Multiply-adds of the direct product below which one more thread costs more than it saves: handing work to
-    /// GCD's threads takes tens of microseconds, while a 576 × 1536 int4 weight is read in about 100 µs. Measured on
-    /// the SmolLM-135M builder shape (`bench forward --batch 1 --seq 1`), MatMulNBits took 24.6 ms a token when
-    /// splitting from 32K multiply-adds per thread, 14.8 ms from 4M (only the LM head splits), 16-18 ms never split.
-    static let directWorkPerThread = 1 << 22
+    /// Multiply-adds of the direct product per thread below which one more thread costs more than it saves: a
+    /// 576 × 1536 int4 weight is read in about 100 µs. With GCD's tens-of-microseconds hand-offs the best split was
+    /// from 4M (only the LM head split; `bench forward --batch 1 --seq 1` on the SmolLM-135M builder shape: 14.8 ms a
+    /// token in MatMulNBits, 24.6 splitting from 32K). On the kernels' pool (a hand-off of about a microsecond)
+    /// every projection of that shape splits from 256K: `bench generate` int4 decode at batch 1 went from 37-43 to
+    /// 48-55 tokens/s, alternated three times; 64K measured the same as 256K.
+    static let directWorkPerThread = 1 << 18
 
     /// Rows of W (output features) dequantised at once per thread for the GEMM: a `[panelRows, K]` float buffer,
     /// small enough to stay in cache, large enough that each GEMM call is efficient. The full float weight never

@@ -96,6 +96,18 @@ void kernels_sgemm_packed(int transpose_a, size_t m, size_t n_begin, size_t n_en
 typedef void (*kernels_parallel_for)(void *loop_context, size_t count, void *body_context,
                                      void (*body)(void *body_context, size_t index));
 
+/// Our thread pool: calls `body(body_context, index)` for every index in `0 ..< count` on the calling thread and up to
+/// `threads - 1` of the pool's workers (started at first need, kept for the process; an idle worker polls for
+/// 0.2 ms, then sleeps), and returns when all calls have returned. Indices are handed out one at a time to whichever
+/// thread asks next. A call made while another call's job runs (from a second thread, or from inside a `body`)
+/// runs its indices serially on its own thread.
+void kernels_pool_run(size_t threads, size_t count, void *body_context, void (*body)(void *body_context, size_t index));
+
+/// `kernels_pool_run` as a `kernels_parallel_for`: `loop_context` points at a `size_t` holding `threads` (NULL runs
+/// serially).
+void kernels_pool_for(void *loop_context, size_t count, void *body_context,
+                      void (*body)(void *body_context, size_t index));
+
 /// `kernels_sgemm` split into pieces run by `loop` (about `threads` at a time). Small products run on the calling
 /// thread. Pieces are rows of C sharing one copy of op(B) packed once for the call, or, when op(B) is too large
 /// to pack whole (an LM head), ranges of columns; there are several per thread so that a thread slowed by other
