@@ -15,6 +15,13 @@
 
 // KC * nr * 4 bytes of B micro-panel (32 KiB for the 32-wide AVX-512 panel) must stay in L1 with room for A.
 #define KERNELS_KC 256
+// Every block of the inner dimension reads and writes C once more. When C is too large to stay in L2 (an LM head's
+// [512, 49152] logits, 100 MB), those passes go to memory, so the inner dimension is cut into blocks of up to this
+// many instead: the B micro-panel then streams from L2, which the micro-kernel's two loads per 28 FMAs allow
+// (`bench gemm`, SmolLM LM head x·W 512 x 49152 x 576: 175-192 -> 202-215 GFLOP/s).
+#define KERNELS_KC_LARGE_C 1024
+// C larger than this many bytes takes KERNELS_KC_LARGE_C.
+#define KERNELS_LARGE_C_BYTES ((size_t)2 << 20)
 // MC * KC * 4 bytes of packed A (344 KiB at 336 rows) fits a 1-2 MiB L2 next to the B micro-panels.
 #define KERNELS_MC 336
 // NC columns of packed B: KC * NC * 4 = 2 MiB, an L2/L3 share per core.
@@ -181,7 +188,7 @@ static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n
         return;
     }
     const int mr = table->mr, nr = table->nr;
-    const size_t kc_max = block_size(k, KERNELS_KC, 1);
+    const size_t kc_max = block_size(k, m * n * sizeof(float) > KERNELS_LARGE_C_BYTES ? KERNELS_KC_LARGE_C : KERNELS_KC, 1);
     const size_t mc_max = block_size(m, KERNELS_MC, (size_t)mr);
     const size_t nc_max = source.packed ? n : (n < KERNELS_NC ? (n + nr - 1) / nr * nr : KERNELS_NC);
     scratch_t *scratch = scratch_get(mc_max * kc_max, source.packed ? 0 : kc_max * nc_max);
@@ -313,8 +320,10 @@ void kernels_sgemm_packed(int transpose_a, size_t m, size_t n_begin, size_t n_en
 #define KERNELS_PARALLEL_MIN_WORK ((size_t)1 << 21)
 // op(B) up to this many bytes is packed once and shared by row blocks.
 #define KERNELS_SHARED_B_MAX_BYTES ((size_t)16 << 20)
-// Pieces per thread: more pieces balance better when a core is shared; each costs one more pass over packing.
+// Pieces per thread of the few-row split: more pieces balance better when a core is shared.
 #define KERNELS_PIECES_PER_THREAD 4
+// The most pieces a GEMM is cut into (see `guided_pieces`).
+#define KERNELS_MAX_PIECES 64
 
 typedef struct {
     const kernels_table *table;
@@ -326,31 +335,32 @@ typedef struct {
     b_source source;        // packed (shared) or plain
     float *c;
     size_t ldc;
-    size_t rows_per_piece;  // row split (0: column split)
-    size_t columns_per_piece;
+    int by_rows;            // pieces are ranges of rows (else of columns)
+    size_t unit;            // rows (mr) or columns (nr) in one step of `starts`
+    size_t pieces;
+    size_t starts[KERNELS_MAX_PIECES + 1];  // piece i covers units starts[i] ..< starts[i+1]
 } split_t;
 
 static void run_piece(void *context, size_t index) {
     const split_t *split = context;
-    if (split->rows_per_piece) {
-        size_t row0 = index * split->rows_per_piece;
-        if (row0 >= split->m) return;
-        size_t rows = split->m - row0 < split->rows_per_piece ? split->m - row0 : split->rows_per_piece;
-        const float *a = split->transpose_a ? split->a + row0 : split->a + row0 * split->lda;
+    const size_t first = split->starts[index] * split->unit, end = split->starts[index + 1] * split->unit;
+    if (split->by_rows) {
+        if (first >= split->m) return;
+        size_t rows = (end < split->m ? end : split->m) - first;
+        const float *a = split->transpose_a ? split->a + first : split->a + first * split->lda;
         gemm(split->table, split->transpose_a, rows, split->n, split->k, split->alpha, a, split->lda, split->source,
-             split->beta, split->c + row0 * split->ldc, (ptrdiff_t)split->ldc, 1);
+             split->beta, split->c + first * split->ldc, (ptrdiff_t)split->ldc, 1);
     } else {
-        size_t column0 = index * split->columns_per_piece;
-        if (column0 >= split->n) return;
-        size_t columns = split->n - column0 < split->columns_per_piece ? split->n - column0 : split->columns_per_piece;
+        if (first >= split->n) return;
+        size_t columns = (end < split->n ? end : split->n) - first;
         b_source source = split->source;
         if (source.packed) {
-            source.column0 += column0;
+            source.column0 += first;
         } else {
-            source.b = source.transpose ? source.b + column0 * source.ldb : source.b + column0;
+            source.b = source.transpose ? source.b + first * source.ldb : source.b + first;
         }
         gemm(split->table, split->transpose_a, split->m, columns, split->k, split->alpha, split->a, split->lda, source,
-             split->beta, split->c + column0, (ptrdiff_t)split->ldc, 1);
+             split->beta, split->c + first, (ptrdiff_t)split->ldc, 1);
     }
 }
 
@@ -373,32 +383,42 @@ static void pack_piece(void *context, size_t index) {
            (char *)packed->data + (column0 / (size_t)packed->nr) * packed->panel_stride * 4, packed->panel_stride);
 }
 
-// Picks the split for an [m, n, k] product whose op(B) would take `b_bytes` packed, and runs it.
+// Cuts `units` (micro-tiles of rows, or panels of columns) into pieces handed out in order to whichever thread asks
+// next, largest first: each takes 1/(2·threads) of what is left, never fewer than `minimum` units, so that the last
+// pieces are small and a thread finishing early waits for at most a small piece of the other's work (equal pieces
+// of 1/(4·threads) left one thread idle for ~4% of a forward pass). Returns the number of pieces.
+static size_t guided_pieces(size_t units, size_t threads, size_t minimum, size_t *starts) {
+    size_t pieces = 0, start = 0;
+    while (start < units && pieces < KERNELS_MAX_PIECES) {
+        size_t size = (units - start + 2 * threads - 1) / (2 * threads);
+        if (size < minimum) size = minimum;
+        if (pieces == KERNELS_MAX_PIECES - 1 || size > units - start) size = units - start;
+        starts[pieces++] = start;
+        start += size;
+    }
+    starts[pieces] = units;
+    return pieces;
+}
+
+// Picks the split for an [m, n, k] product (rows when op(B) is shared, else columns) and runs it.
 static void run_split(split_t *split, size_t threads, kernels_parallel_for loop, void *loop_context, int shared_b) {
     const size_t mr = (size_t)split->table->mr, nr = (size_t)split->table->nr;
-    const size_t pieces_wanted = threads * KERNELS_PIECES_PER_THREAD;
-    size_t pieces;
+    split->by_rows = shared_b;
     if (shared_b) {
         // Row blocks of whole micro-tiles.
-        size_t tiles = (split->m + mr - 1) / mr;
-        size_t tiles_per_piece = (tiles + pieces_wanted - 1) / pieces_wanted;
-        split->rows_per_piece = tiles_per_piece * mr;
-        pieces = (split->m + split->rows_per_piece - 1) / split->rows_per_piece;
+        split->unit = mr;
+        split->pieces = guided_pieces((split->m + mr - 1) / mr, threads, 1, split->starts);
     } else {
-        size_t panels = (split->n + nr - 1) / nr;
-        size_t panels_per_piece = (panels + pieces_wanted - 1) / pieces_wanted;
         // Each piece packs op(A) again when A is packed (transposed A): keep those pieces wide. A read in place
         // costs a piece nothing extra, so narrow pieces are fine (an LM head's input gradient has n = 576).
         size_t minimum = split->transpose_a || !split->table->direct_tile[0] ? (1024 + nr - 1) / nr : 4;
-        if (panels_per_piece < minimum) panels_per_piece = minimum;
-        split->rows_per_piece = 0;
-        split->columns_per_piece = panels_per_piece * nr;
-        pieces = (split->n + split->columns_per_piece - 1) / split->columns_per_piece;
+        split->unit = nr;
+        split->pieces = guided_pieces((split->n + nr - 1) / nr, threads, minimum, split->starts);
     }
-    if (pieces <= 1) {
+    if (split->pieces <= 1) {
         run_piece(split, 0);
     } else {
-        loop(loop_context, pieces, split, run_piece);
+        loop(loop_context, split->pieces, split, run_piece);
     }
 }
 
@@ -449,7 +469,7 @@ void kernels_sgemm_parallel(int transpose_a, int transpose_b, size_t m, size_t n
         kernels_sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    split_t split = {table, transpose_a, m, n, k, alpha, beta, a, lda, {NULL, 0, transpose_b, b, ldb}, c, ldc, 0, 0};
+    split_t split = {table, transpose_a, m, n, k, alpha, beta, a, lda, {NULL, 0, transpose_b, b, ldb}, c, ldc, 0, 0, 0, {0}};
     const size_t nr = (size_t)table->nr;
     const size_t panels = (n + nr - 1) / nr;
     const size_t b_bytes = panels * k * nr * sizeof(float);
@@ -481,7 +501,7 @@ void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const
         kernels_sgemm_packed(transpose_a, m, 0, b->n, alpha, a, lda, b, beta, c, ldc);
         return;
     }
-    split_t split = {table, transpose_a, m, b->n, b->k, alpha, beta, a, lda, {b, 0, 0, NULL, 0}, c, ldc, 0, 0};
+    split_t split = {table, transpose_a, m, b->n, b->k, alpha, beta, a, lda, {b, 0, 0, NULL, 0}, c, ldc, 0, 0, 0, {0}};
     const int shared_b = kernels_packed_b_bytes(b) <= KERNELS_SHARED_B_MAX_BYTES && m >= threads * (size_t)table->mr * 2;
     run_split(&split, threads, loop, loop_context, shared_b);
 }

@@ -67,6 +67,44 @@ final class GEMMKernelTests: XCTestCase {
         }
     }
 
+    func testLargeCTakesLongerInnerBlocks() {
+        // C above 2 MiB (730 x 730 floats) cuts k = 300 into one block instead of two, and, for 60 x 8800, k = 1100 into two of 550
+        // instead of five; beta applies to the first block only. A is rank one, A[i, p] = r[i] · s[p], so that the
+        // reference, C[i, j] = alpha · r[i] · (s · B)[j] + beta · C0[i, j], costs O(k·n + m·n) in a debug build; every
+        // row, column and inner index still enters with its own random weight.
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 6)
+            for (m, n, k, tb) in [(730, 730, 300, false), (730, 730, 300, true), (60, 8800, 1100, false)] {
+                let r = (0..<m).map { _ in generator.float() }, s = (0..<k).map { _ in generator.float() }
+                let b = (0..<(k * n)).map { _ in generator.float() }  // [k, n], or [n, k] when tb
+                var a = [Float](repeating: 0, count: m * k)
+                for i in 0..<m { for p in 0..<k { a[i * k + p] = r[i] * s[p] } }
+                let c0 = (0..<(m * n)).map { _ in generator.float() }
+                let (alpha, beta): (Float, Float) = (0.5, -1)
+                var c = c0
+                kernels_sgemm(0, tb ? 1 : 0, m, n, k, alpha, a, k, b, tb ? k : n, beta, &c, n)
+                var sb = [Double](repeating: 0, count: n), sAbsB = [Double](repeating: 0, count: n)
+                for p in 0..<k {
+                    for j in 0..<n {
+                        let value = Double(b[tb ? j * k + p : p * n + j])
+                        sb[j] += Double(s[p]) * value
+                        sAbsB[j] += abs(Double(s[p]) * value)
+                    }
+                }
+                var worst = 0.0
+                for i in 0..<m {
+                    for j in 0..<n {
+                        let expected = Double(alpha) * Double(r[i]) * sb[j] + Double(beta) * Double(c0[i * n + j])
+                        let scale = abs(Double(alpha * r[i])) * sAbsB[j] + abs(Double(c0[i * n + j]))
+                        worst = max(worst, abs(Double(c[i * n + j]) - expected) / (1e-6 + 1e-6 * scale))
+                    }
+                }
+                XCTAssertLessThanOrEqual(worst, 1, "\(isaName(isa)) \(m)x\(n)x\(k) tb \(tb)")
+            }
+        }
+    }
+
     func testFewRowsReadOpBInPlace() {
         // Up to 4 rows (decoding) take the path that reads op(B) where it lies: every row count, both layouts of B,
         // chunks of C's columns (1024) crossed, dot products longer and shorter than their 32 partial sums; a packed
