@@ -8,8 +8,12 @@
 Model (--model-config):
   sm135  SmolLM-135M-shaped Llama, the config of tools/make_bench_model.py (hidden 576, 30 layers, 9 heads,
          3 key-value heads, intermediate 1536, vocab 49152, tied embeddings, max positions 2048, rms eps 1e-5,
-         eager attention), random weights: torch.manual_seed(0) then LlamaForCausalLM(config), float32.
+         eager attention), random weights: torch.manual_seed(0) then AutoModelForCausalLM.from_config(config)
+         (LlamaForCausalLM, or Qwen2ForCausalLM for qwen05), float32.
          (make_bench_model.py builds its config inside main(), so it is repeated here, not imported.)
+  qwen05 Qwen2.5-0.5B-shaped Qwen2, the config of `tools/make_bench_model.py --shape qwen2.5-0.5b` (hidden 896,
+         24 layers, 14 heads, 2 key-value heads, intermediate 4864, vocab 151936, tied embeddings, max positions
+         32768, rms eps 1e-6, rope theta 1e6, eager attention), random weights as above.
   tiny   2 layers, hidden 64, vocab 512 (for a quick smoke test only).
 LoRA: PEFT LoraConfig(r=8, lora_alpha=16, lora_dropout=0, target_modules=["q_proj", "v_proj"], bias="none").
 
@@ -73,6 +77,13 @@ def make_config(name):
             hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
             intermediate_size=1536, vocab_size=49152, max_position_embeddings=2048, **common,
         )
+    if name == "qwen05":
+        common["rms_norm_eps"] = 1e-6
+        return transformers.Qwen2Config(
+            hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+            intermediate_size=4864, vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0,
+            **common,
+        )
     if name == "tiny":
         return transformers.LlamaConfig(
             hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -115,7 +126,7 @@ def run(model, optimizer, batch, pairs, steps, warmup, cached_ref):
 
 def main():
     parser = argparse.ArgumentParser(description="PyTorch + PEFT DPO training-step benchmark")
-    parser.add_argument("--model-config", default="sm135", choices=["sm135", "tiny"])
+    parser.add_argument("--model-config", default="sm135", choices=["sm135", "qwen05", "tiny"])
     parser.add_argument("--pairs", type=int, required=True)
     parser.add_argument("--seq", type=int, required=True)
     parser.add_argument("--prompt-tokens", type=int, default=None, help="default: seq // 2")
@@ -136,7 +147,7 @@ def main():
 
     config = make_config(args.model_config)
     torch.manual_seed(0)
-    base = transformers.LlamaForCausalLM(config).to(torch.float32)
+    base = transformers.AutoModelForCausalLM.from_config(config).to(torch.float32)
     assert base.config._attn_implementation == "eager"
     parameters = sum(p.numel() for p in base.parameters())
     lora = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], bias="none",

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Builds a SmolLM-135M-shaped Llama with random weights and exports it for benchmarking (not committed:
-~540 MB). Same wrapper, inputs, outputs and dynamic axes as the fixtures of tools/make_fixtures.py.
+"""Builds a SmolLM-135M-shaped Llama (or a Qwen2.5-0.5B-shaped Qwen2) with random weights and exports it for
+benchmarking (not committed: ~540 MB, ~2 GB). Same wrapper, inputs, outputs and dynamic axes as the fixtures of
+tools/make_fixtures.py.
 
-    /root/venv-tools/bin/python tools/make_bench_model.py --out /work/bench-model [--layers 30]
+    /root/venv-tools/bin/python tools/make_bench_model.py --out /work/bench-model [--layers 30] [--shape qwen2.5-0.5b]
 
-Model: LlamaConfig(hidden 576, 30 layers, 9 heads, 3 key-value heads, intermediate 1536, vocab 49152,
-tie_word_embeddings, max_position_embeddings 2048, rms_norm_eps 1e-5), torch.manual_seed(0), float32,
-eager attention, eval mode. Wrapper: forward(input_ids, attention_mask) -> logits (use_cache=False);
+Model (--shape smollm-135m, the default): LlamaConfig(hidden 576, 30 layers, 9 heads, 3 key-value heads,
+intermediate 1536, vocab 49152, tie_word_embeddings, max_position_embeddings 2048, rms_norm_eps 1e-5).
+--shape qwen2.5-0.5b: Qwen2Config(hidden 896, 24 layers, 14 heads, 2 key-value heads, intermediate 4864,
+vocab 151936, tie_word_embeddings, max_position_embeddings 32768, rms_norm_eps 1e-6, rope_theta 1e6), the shape
+tools/bench_train.py --model-config qwen05 times in PyTorch. Either: torch.manual_seed(0), float32, eager
+attention, eval mode. Wrapper: forward(input_ids, attention_mask) -> logits (use_cache=False);
 int64 inputs `input_ids` and `attention_mask` [batch, sequence], output `logits` [batch, sequence, 49152].
 Export: torch.onnx.export(dynamo=True) at its default opset with dynamic_shapes, saved as DIR/model.onnx
 with every tensor of 1 KiB or more in DIR/model.onnx.data. Also writes DIR/config.json.
@@ -34,29 +38,30 @@ from make_fixtures import LogitsOnly  # the same wrapper the fixtures are export
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output folder (created)")
-    parser.add_argument("--layers", type=int, default=30)
+    parser.add_argument("--shape", choices=["smollm-135m", "qwen2.5-0.5b"], default="smollm-135m")
+    parser.add_argument("--layers", type=int, default=None, help="default: the shape's (30, or 24 for Qwen)")
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=576,
-        num_hidden_layers=args.layers,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        intermediate_size=1536,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-        max_position_embeddings=2048,
-        rms_norm_eps=1e-5,
-        bos_token_id=0,  # SmolLM's <|endoftext|> / <|im_start|> / <|im_end|> are 0 / 1 / 2
-        eos_token_id=0,
-        pad_token_id=0,
-        attn_implementation="eager",
-    )
-    model = transformers.LlamaForCausalLM(config).eval().to(torch.float32)
+    common = dict(tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                  attn_implementation="eager")
+    if args.shape == "qwen2.5-0.5b":
+        config = transformers.Qwen2Config(
+            hidden_size=896, num_hidden_layers=args.layers or 24, num_attention_heads=14, num_key_value_heads=2,
+            intermediate_size=4864, vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, **common,
+        )
+        model = transformers.Qwen2ForCausalLM(config).eval().to(torch.float32)
+    else:
+        config = transformers.LlamaConfig(
+            hidden_size=576, num_hidden_layers=args.layers or 30, num_attention_heads=9, num_key_value_heads=3,
+            intermediate_size=1536, vocab_size=49152, max_position_embeddings=2048,
+            rms_norm_eps=1e-5, **common,  # SmolLM's <|endoftext|> / <|im_start|> / <|im_end|> are 0 / 1 / 2
+        )
+        model = transformers.LlamaForCausalLM(config).eval().to(torch.float32)
     assert model.config._attn_implementation == "eager"
     wrapper = LogitsOnly(model).eval()
     params = sum(p.numel() for p in model.parameters())
