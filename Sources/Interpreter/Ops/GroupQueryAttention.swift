@@ -440,7 +440,7 @@ extension GroupQueryAttention {
                     for g in 0..<kvNumHeads {
                         let row = ((b * kvNumHeads + g) * presentLength + past[b] + s) * H
                         let (keyArray, keyOffset) = newRow(false, b, s, g)
-                        let (valueArray, valueOffset) = newRow(true, b, s, g)
+                        let valueOffset = newRow(true, b, s, g).1
                         if packed {
                             unrotate(dKeys, row, into: \.query, keyOffset, keyArray, position, &gradients, &scratch, wantTables)
                             for d in 0..<H { gradients.query[valueOffset + d] += dValues[row + d] }
