@@ -32,7 +32,8 @@ public enum GEMMBenchmark {
     public struct Measurement: Codable, Sendable {
         /// The ISA forced for this measurement.
         public var isa: String
-        /// "plain" for `BLAS.sgemm` on a row-major B, "packed" for B packed once (`PackedMatrix`).
+        /// "plain" for `BLAS.sgemm` on a row-major B (packed per call); "packed" for W packed once (`PackedMatrix`,
+        /// `Session.packWeights`): `x · W` reads the panels, `dY · Wᵀ` repacks blocks of the same panels.
         public var bPath: String
         /// The product timed.
         public var shape: Shape
@@ -79,8 +80,8 @@ public enum GEMMBenchmark {
            Shape(name: "attention p·v (one head)", m: 128, n: 64, k: 128, transposeA: false, transposeB: false)]
 
     /// Times every shape on every ISA in `isas` (names as `kernels_isa_name` gives them; unsupported ones are
-    /// skipped), each repeated until `minimumSeconds` have passed, reporting the fastest run. With `packed`, the forward
-    /// products are also timed with W packed once. Restores the active ISA afterwards.
+    /// skipped), each repeated until `minimumSeconds` have passed, reporting the fastest run. With `packed`, the products
+    /// are also timed with W packed once (see `Measurement.bPath`). Restores the active ISA afterwards.
     /// `threads` (default: every core, as `BLAS.sgemm` uses) sets how many threads a product is split across.
     public static func run(isas: [String], shapes: [Shape] = defaultShapes, minimumSeconds: Double = 0.3,
                            packed: Bool = true, threads: Int = Parallel.threadCount,
@@ -122,12 +123,19 @@ public enum GEMMBenchmark {
             b.withUnsafeBufferPointer { b in
                 c.withUnsafeMutableBufferPointer { c in
                     let (a, b, c) = (a.baseAddress!, b.baseAddress!, c.baseAddress!)
-                    let packedB = packed
+                    // An input gradient dY·Wᵀ reads the panels W was packed into for x·W (as a training session's
+                    // backward pass does), repacked block by block; a forward product reads its panels directly.
+                    let forwardPanels = packed && shape.transposeB && !shape.transposeA
+                        ? PackedMatrix(transposed: false, rows: n, columns: k, floats: b, ld: ldb) : nil
+                    let packedB = packed && forwardPanels == nil
                         ? PackedMatrix(transposed: shape.transposeB, rows: k, columns: n, floats: b, ld: ldb) : nil
                     // What BLAS.sgemm does, with the thread count as a parameter.
                     let product = {
                         Parallel.withParallelFor(threads: threads) { loop, loopContext in
-                            if let packedB {
+                            if let forwardPanels {
+                                kernels_sgemm_packed_transposed_parallel(m, 1, a, lda, forwardPanels.pointer, 0, c, n,
+                                                                         threads, loop, loopContext)
+                            } else if let packedB {
                                 kernels_sgemm_packed_parallel(shape.transposeA ? 1 : 0, m, 1, a, lda, packedB.pointer,
                                                               0, c, n, threads, loop, loopContext)
                             } else {

@@ -30,8 +30,11 @@ public final class Session: @unchecked Sendable {
     private let graphOutputSlots: Set<Int>
     /// Initializers read by nodes `foldConstants` precomputed: training them would not reach those nodes.
     private var foldedSources: Set<String> = []
-    /// Weights `packWeights` packed into their products: the session then only runs inference.
+    /// Weights `packWeights` packed into their products: they can no longer be replaced or trained.
     private var packedSources: Set<String> = []
+
+    /// The initializers `packWeights` packed into their products.
+    public var packedWeightNames: Set<String> { packedSources }
 
     /// The nodes the session runs, in order: the graph's, after `GraphOptimizer`'s rewrites when enabled.
     public var nodes: [Node] { steps.map(\.node) }
@@ -140,12 +143,12 @@ public final class Session: @unchecked Sendable {
     public func forward(_ feeds: [String: Tensor], trainable: Set<String>, outputNames: [String]? = nil,
                         profile: OpProfile? = nil, gradientCheckpointing: Bool = false,
                         recomputeAttention: Bool = true) throws -> ForwardPass {
-        guard packedSources.isEmpty || trainable.isEmpty else {
-            throw InterpreterError.invalidGraph(reason:
-                "packWeights prepared this session for inference only; train on a session whose weights are not packed")
-        }
         var slots: [String: Int] = [:]
         for name in trainable.sorted() {
+            guard !packedSources.contains(name) else {
+                throw InterpreterError.invalidInput(name: name, reason:
+                    "was packed into its products (packWeights), so it cannot be trained; pack with keeping: the trainable weights")
+            }
             guard !foldedSources.contains(name) else {
                 throw InterpreterError.invalidInput(name: name, reason: "feeds a node foldConstants precomputed, so it cannot be trained")
             }
@@ -204,13 +207,14 @@ public final class Session: @unchecked Sendable {
     /// untransposed A) into the GEMM's panel layout, in the weight's stored precision (float16 and bfloat16 weights
     /// stay 2 bytes a value), so that no run packs it again, and drops the session's unpacked copy: weights are held
     /// once. A weight anything else reads too (a tied embedding and LM head, a second product) stays unpacked, and
-    /// so do weights of fewer than `minimumCount` values (LoRA's rank-r matrices: packing them saves nothing).
+    /// so do weights of fewer than `minimumCount` values (LoRA's rank-r matrices: packing them saves nothing) and
+    /// the weights named in `keeping` (those a trainer trains or replaces between runs).
     ///
-    /// For sessions that only run inference (generation, `bench forward`, `onnx-dpo run`): afterwards `forward`
-    /// refuses to train (the gradient rules read the weights unpacked) and `setInitializer` refuses a packed weight.
-    /// Returns the number of weights packed.
+    /// The backward pass reads the same panels for the input gradient `dY · Wᵀ` (repacked block by block as the
+    /// product runs), so a training session holds each frozen weight once too. Afterwards `setInitializer` refuses
+    /// a packed weight and `forward` refuses to train one. Returns the number of weights packed.
     @discardableResult
-    public func packWeights(minimumCount: Int = PackedWeight.minimumCount) throws -> Int {
+    public func packWeights(minimumCount: Int = PackedWeight.minimumCount, keeping: Set<String> = []) throws -> Int {
         var constantBySlot = Dictionary(constants.map { ($0.slot, $0.tensor) }, uniquingKeysWith: { _, last in last })
         // Each weight's reads by products that could take it packed ([step, input]), and whether anything else
         // (another op, a graph output) reads it too: such a weight would be held twice, so it stays unpacked.
@@ -230,7 +234,9 @@ public final class Session: @unchecked Sendable {
         var packedCount = 0
         let names = Dictionary(uniqueKeysWithValues: slotByName.map { ($1, $0) })
         // Weight by weight, so that each one's unpacked copy is released as soon as its product holds it packed.
-        for (slot, reads) in candidates.sorted(by: { $0.key < $1.key }) where reads.count == 1 && !readElsewhere.contains(slot) {
+        let kept = Set(keeping.compactMap { slotByName[$0] })
+        for (slot, reads) in candidates.sorted(by: { $0.key < $1.key })
+        where reads.count == 1 && !readElsewhere.contains(slot) && !kept.contains(slot) {
             let (index, input) = (reads[0][0], reads[0][1])
             guard let op = steps[index].op as? any WeightPackingOperator, let weight = constantBySlot[slot] else { continue }
             let packed: (any Operator)?

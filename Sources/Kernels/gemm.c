@@ -144,6 +144,50 @@ static void pack_b(int transpose, const void *b, size_t ldb, size_t size, size_t
     }
 }
 
+struct kernels_packed_b {
+    kernels_type type;
+    kernels_isa isa;     // the micro-kernels the panel width was chosen for
+    int nr;
+    size_t k, n;
+    size_t panel_stride; // elements per packed panel: k * nr
+    void *data;          // ceil(n / nr) panels, [k][nr] each
+};
+
+// Packs op(B)[p0 ..< p0+kc, col0 ..< col0+cols] like pack_b, where op(B) is the transpose of what `from` holds
+// packed: op(B)[p][j] = from[j][p] (a weight packed for x·W serving dY·Wᵀ). An output panel's nr columns over one
+// of `from`'s panels are an [nr, nr] block, contiguous there, transposed here one output row at a time. The element
+// type (and size) stays `from`'s.
+static void pack_b_from_panels(const kernels_packed_b *from, size_t p0, size_t kc, size_t col0, size_t cols, int nr,
+                               void *out, size_t panel_stride) {
+    const size_t size = kernels_type_size(from->type), from_nr = (size_t)from->nr;
+    const char *source = from->data;
+    char *destination = out;
+    for (size_t j = 0; j < cols; j += (size_t)nr) {
+        size_t panel_cols = cols - j < (size_t)nr ? cols - j : (size_t)nr;
+        char *panel = destination + (j / (size_t)nr) * panel_stride * size;
+        if (panel_cols < (size_t)nr) memset(panel, 0, kc * (size_t)nr * size);
+        for (size_t p = 0; p < kc;) {
+            const size_t column = p0 + p, within = column % from_nr;
+            const size_t run = from_nr - within < kc - p ? from_nr - within : kc - p;
+            const char *block = source + ((column / from_nr) * from->panel_stride + within) * size;
+            const char *rows = block + (col0 + j) * from_nr * size;  // row jj of the block is rows + jj * from_nr
+            // Output rows are written whole (contiguous stores); the reads stride through the block, which is in L1.
+            for (size_t q = 0; q < run; q++) {
+                if (size == 4) {
+                    const float *from_column = (const float *)rows + q;
+                    float *to_row = (float *)panel + (p + q) * (size_t)nr;
+                    for (size_t jj = 0; jj < panel_cols; jj++) to_row[jj] = from_column[jj * from_nr];
+                } else {
+                    const uint16_t *from_column = (const uint16_t *)rows + q;
+                    uint16_t *to_row = (uint16_t *)panel + (p + q) * (size_t)nr;
+                    for (size_t jj = 0; jj < panel_cols; jj++) to_row[jj] = from_column[jj * from_nr];
+                }
+            }
+            p += run;
+        }
+    }
+}
+
 // C = beta * C over [m, n], with beta == 0 writing zeros (NaN in C ignored): the product when k == 0.
 static void scale_c(size_t m, size_t n, float beta, float *c, ptrdiff_t rs_c, ptrdiff_t cs_c) {
     for (size_t i = 0; i < m; i++) {
@@ -162,22 +206,15 @@ static size_t block_size(size_t total, size_t limit, size_t multiple) {
     return (size + multiple - 1) / multiple * multiple;
 }
 
-struct kernels_packed_b {
-    kernels_type type;
-    kernels_isa isa;     // the micro-kernels the panel width was chosen for
-    int nr;
-    size_t k, n;
-    size_t panel_stride; // elements per packed panel: k * nr
-    void *data;          // ceil(n / nr) panels, [k][nr] each
-};
-
-// Where op(B) comes from: a packed operand, or a plain row-major matrix packed block by block.
+// Where op(B) comes from: a packed operand; or, packed block by block, a plain row-major matrix or the transpose of
+// a packed operand.
 typedef struct {
     const kernels_packed_b *packed;
-    size_t column0;      // first column of the packed operand (a multiple of its nr)
+    size_t column0;      // first column of op(B) in `packed` (a multiple of its nr) or `transposed`
     int transpose;
     const float *b;
     size_t ldb;
+    const kernels_packed_b *transposed;  // op(B) is this operand's op transposed (see pack_b_from_panels)
 } b_source;
 
 static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n, size_t k, float alpha,
@@ -193,7 +230,8 @@ static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n
     const size_t nc_max = source.packed ? n : (n < KERNELS_NC ? (n + nr - 1) / nr * nr : KERNELS_NC);
     scratch_t *scratch = scratch_get(mc_max * kc_max, source.packed ? 0 : kc_max * nc_max);
     if (!scratch) abort();  // out of memory for a few MiB of scratch: nothing sensible to return
-    const kernels_type type = source.packed ? source.packed->type : KERNELS_TYPE_F32;
+    const kernels_type type = source.packed ? source.packed->type
+                            : source.transposed ? source.transposed->type : KERNELS_TYPE_F32;
     const size_t size = kernels_type_size(type);
     const kernels_tile_fn tile = table->tile[type];
     const kernels_direct_tile_fn direct_tile = transpose_a ? NULL : table->direct_tile[type];
@@ -210,7 +248,11 @@ static void gemm(const kernels_table *table, int transpose_a, size_t m, size_t n
                     + (((source.column0 + jc) / (size_t)nr) * panel_stride + pc * (size_t)nr) * size;
             } else {
                 panel_stride = kc * (size_t)nr;
-                pack_b(source.transpose, source.b, source.ldb, 4, pc, kc, jc, nc, nr, scratch->b, panel_stride);
+                if (source.transposed) {
+                    pack_b_from_panels(source.transposed, pc, kc, source.column0 + jc, nc, nr, scratch->b, panel_stride);
+                } else {
+                    pack_b(source.transpose, source.b, source.ldb, 4, pc, kc, jc, nc, nr, scratch->b, panel_stride);
+                }
                 b_block = (const char *)scratch->b;
             }
             // The first block of the inner dimension applies the caller's beta; later ones accumulate.
@@ -255,7 +297,7 @@ void kernels_sgemm(int transpose_a, int transpose_b, size_t m, size_t n, size_t 
         gemv_of(table)(transpose_a, transpose_b, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    b_source source = {NULL, 0, transpose_b, b, ldb};
+    b_source source = {NULL, 0, transpose_b, b, ldb, NULL};
     gemm(table, transpose_a, m, n, k, alpha, a, lda, source, beta, c, (ptrdiff_t)ldc, 1);
 }
 
@@ -303,7 +345,7 @@ void kernels_sgemm_packed(int transpose_a, size_t m, size_t n_begin, size_t n_en
     if (n_begin % (size_t)b->nr != 0) abort();  // a caller bug: ranges start on panel boundaries
     // The panels were laid out for the ISA active at packing time; its micro-kernels read them.
     const kernels_table *table = kernels_table_for(b->isa);
-    b_source source = {b, n_begin, 0, NULL, 0};
+    b_source source = {b, n_begin, 0, NULL, 0, NULL};
     gemm(table, transpose_a, m, n_end - n_begin, b->k, alpha, a, lda, source, beta, c + n_begin, (ptrdiff_t)ldc, 1);
 }
 
@@ -354,7 +396,7 @@ static void run_piece(void *context, size_t index) {
         if (first >= split->n) return;
         size_t columns = (end < split->n ? end : split->n) - first;
         b_source source = split->source;
-        if (source.packed) {
+        if (source.packed || source.transposed) {
             source.column0 += first;
         } else {
             source.b = source.transpose ? source.b + first * source.ldb : source.b + first;
@@ -366,9 +408,7 @@ static void run_piece(void *context, size_t index) {
 
 typedef struct {
     kernels_packed_b *packed;
-    int transpose;
-    const float *b;
-    size_t ldb;
+    b_source source;  // plain or transposed
     size_t panels_per_piece;
 } pack_split_t;
 
@@ -379,8 +419,14 @@ static void pack_piece(void *context, size_t index) {
     if (column0 >= packed->n) return;
     size_t columns = split->panels_per_piece * (size_t)packed->nr;
     if (columns > packed->n - column0) columns = packed->n - column0;
-    pack_b(split->transpose, split->b, split->ldb, 4, 0, packed->k, column0, columns, packed->nr,
-           (char *)packed->data + (column0 / (size_t)packed->nr) * packed->panel_stride * 4, packed->panel_stride);
+    const size_t size = kernels_type_size(packed->type);
+    char *out = (char *)packed->data + (column0 / (size_t)packed->nr) * packed->panel_stride * size;
+    if (split->source.transposed) {
+        pack_b_from_panels(split->source.transposed, 0, packed->k, column0, columns, packed->nr, out, packed->panel_stride);
+    } else {
+        pack_b(split->source.transpose, split->source.b, split->source.ldb, 4, 0, packed->k, column0, columns,
+               packed->nr, out, packed->panel_stride);
+    }
 }
 
 // Cuts `units` (micro-tiles of rows, or panels of columns) into pieces handed out in order to whichever thread asks
@@ -450,6 +496,36 @@ static void run_gemv_piece(void *context, size_t index) {
                 split->b, split->ldb, split->beta, split->c, split->ldc);
 }
 
+// A product whose op(B) is packed block by block (`source` plain or transposed), split across the threads: by rows
+// sharing one packing of op(B) when it is small enough, otherwise by columns each packing their own.
+static void parallel_gemm(const kernels_table *table, kernels_isa isa, int transpose_a, size_t m, size_t n, size_t k,
+                          float alpha, const float *a, size_t lda, b_source source, float beta, float *c, size_t ldc,
+                          size_t threads, kernels_parallel_for loop, void *loop_context) {
+    if (threads <= 1 || !loop || m * n * k < KERNELS_PARALLEL_MIN_WORK || m == 0 || n == 0 || k == 0) {
+        gemm(table, transpose_a, m, n, k, alpha, a, lda, source, beta, c, (ptrdiff_t)ldc, 1);
+        return;
+    }
+    split_t split = {table, transpose_a, m, n, k, alpha, beta, a, lda, source, c, ldc, 0, 0, 0, {0}};
+    const kernels_type type = source.transposed ? source.transposed->type : KERNELS_TYPE_F32;
+    const size_t nr = (size_t)table->nr;
+    const size_t panels = (n + nr - 1) / nr;
+    const size_t b_bytes = panels * k * nr * kernels_type_size(type);
+    // Row blocks sharing one packing of op(B) need enough rows to go round; otherwise split columns.
+    const int shared_b = b_bytes <= KERNELS_SHARED_B_MAX_BYTES && m >= threads * (size_t)table->mr * 2;
+    if (!shared_b) {
+        run_split(&split, threads, loop, loop_context, 0);
+        return;
+    }
+    // Pack op(B) once into this thread's scratch, in parallel by panel ranges, then share it.
+    scratch_t *scratch = scratch_get(0, panels * k * nr);
+    if (!scratch) abort();
+    kernels_packed_b packed = {type, isa, table->nr, k, n, k * nr, scratch->b};
+    pack_split_t pack = {&packed, source, (panels + threads * 2 - 1) / (threads * 2)};
+    loop(loop_context, (panels + pack.panels_per_piece - 1) / pack.panels_per_piece, &pack, pack_piece);
+    split.source = (b_source){&packed, 0, 0, NULL, 0, NULL};
+    run_split(&split, threads, loop, loop_context, 1);
+}
+
 void kernels_sgemm_parallel(int transpose_a, int transpose_b, size_t m, size_t n, size_t k, float alpha,
                             const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc,
                             size_t threads, kernels_parallel_for loop, void *loop_context) {
@@ -465,28 +541,12 @@ void kernels_sgemm_parallel(int transpose_a, int transpose_b, size_t m, size_t n
         loop(loop_context, (n + columns - 1) / columns, &split, run_gemv_piece);
         return;
     }
-    if (threads <= 1 || !loop || m * n * k < KERNELS_PARALLEL_MIN_WORK || m == 0 || n == 0 || k == 0) {
-        kernels_sgemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (few_rows(m, n, k)) {
+        gemv_of(table)(transpose_a, transpose_b, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    split_t split = {table, transpose_a, m, n, k, alpha, beta, a, lda, {NULL, 0, transpose_b, b, ldb}, c, ldc, 0, 0, 0, {0}};
-    const size_t nr = (size_t)table->nr;
-    const size_t panels = (n + nr - 1) / nr;
-    const size_t b_bytes = panels * k * nr * sizeof(float);
-    // Row blocks sharing one packing of op(B) need enough rows to go round; otherwise split columns.
-    const int shared_b = b_bytes <= KERNELS_SHARED_B_MAX_BYTES && m >= threads * (size_t)table->mr * 2;
-    if (!shared_b) {
-        run_split(&split, threads, loop, loop_context, 0);
-        return;
-    }
-    // Pack op(B) once into this thread's scratch, in parallel by panel ranges, then share it.
-    scratch_t *scratch = scratch_get(0, panels * k * nr);
-    if (!scratch) abort();
-    kernels_packed_b packed = {KERNELS_TYPE_F32, isa, table->nr, k, n, k * nr, scratch->b};
-    pack_split_t pack = {&packed, transpose_b, b, ldb, (panels + threads * 2 - 1) / (threads * 2)};
-    loop(loop_context, (panels + pack.panels_per_piece - 1) / pack.panels_per_piece, &pack, pack_piece);
-    split.source = (b_source){&packed, 0, 0, NULL, 0};
-    run_split(&split, threads, loop, loop_context, 1);
+    b_source source = {NULL, 0, transpose_b, b, ldb, NULL};
+    parallel_gemm(table, isa, transpose_a, m, n, k, alpha, a, lda, source, beta, c, ldc, threads, loop, loop_context);
 }
 
 void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const float *a, size_t lda,
@@ -501,7 +561,16 @@ void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const
         kernels_sgemm_packed(transpose_a, m, 0, b->n, alpha, a, lda, b, beta, c, ldc);
         return;
     }
-    split_t split = {table, transpose_a, m, b->n, b->k, alpha, beta, a, lda, {b, 0, 0, NULL, 0}, c, ldc, 0, 0, 0, {0}};
+    split_t split = {table, transpose_a, m, b->n, b->k, alpha, beta, a, lda, {b, 0, 0, NULL, 0, NULL}, c, ldc, 0, 0, 0, {0}};
     const int shared_b = kernels_packed_b_bytes(b) <= KERNELS_SHARED_B_MAX_BYTES && m >= threads * (size_t)table->mr * 2;
     run_split(&split, threads, loop, loop_context, shared_b);
+}
+
+void kernels_sgemm_packed_transposed_parallel(size_t m, float alpha, const float *a, size_t lda,
+                                              const kernels_packed_b *b, float beta, float *c, size_t ldc,
+                                              size_t threads, kernels_parallel_for loop, void *loop_context) {
+    // The panels were laid out for the ISA active at packing time; its micro-kernels read the repacked blocks.
+    b_source source = {NULL, 0, 0, NULL, 0, b};
+    parallel_gemm(kernels_table_for(b->isa), b->isa, 0, m, b->k, b->n, alpha, a, lda, source, beta, c, ldc, threads,
+                  loop, loop_context);
 }

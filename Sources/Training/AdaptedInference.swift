@@ -18,11 +18,13 @@ extension Session {
 extension NPZRunner {
     /// `onnx-dpo run`: runs the model at `modelPath`, with the adapter folder at `adapterPath` applied unmerged
     /// when given (`Session.open(modelPath:adapterPath:)`), on the arrays in `inputsPath`, and writes every graph
-    /// output to `outputPath`. Returns the outputs written, in graph order.
+    /// output to `outputPath`. The weights are packed once (`Session.packWeights`), as without an adapter. Returns
+    /// the outputs written, in graph order.
     @discardableResult
     public static func run(modelPath: String, adapterPath: String?, inputsPath: String,
                            outputPath: String) throws -> [(name: String, tensor: Tensor)] {
-        try run(session: try Session.open(modelPath: modelPath, adapterPath: adapterPath), inputsPath: inputsPath,
-                outputPath: outputPath)
+        let session = try Session.open(modelPath: modelPath, adapterPath: adapterPath)
+        try session.packWeights()
+        return try run(session: session, inputsPath: inputsPath, outputPath: outputPath)
     }
 }

@@ -256,6 +256,10 @@ public final class DPOTrainer {
         let scored = ScoredPositions.rewrite(adapted.model, output: logitsOutput)
         scoresCompletionsOnly = scored != nil
         session = try Session(model: scored ?? adapted.model, additionalInitializers: adapted.initializers)
+        // The frozen projections packed once into the GEMM's panels, read by the forward products and, repacked
+        // block by block, by their input gradients: no per-call packing, and each weight still held once. The
+        // adapter's own initializers (trained, or replaced between runs) stay as they are.
+        try session.packWeights(keeping: Set(adapted.initializers.keys))
         kvCache = try KVCacheInputs(model: model)
         let trainable = Set(adapted.parameterNames)
         parameters = adapted.initializers.filter { trainable.contains($0.key) }

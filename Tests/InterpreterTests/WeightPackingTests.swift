@@ -64,12 +64,55 @@ final class WeightPackingTests: XCTestCase {
         let weight = try XCTUnwrap(model.graph.initializers.first { initializer in
             initializer.shape.count == 2 && model.graph.nodes.contains { $0.opType == "MatMul" && $0.inputs.last == initializer.name }
         })
-        assertThrows(["packWeights", "inference only"]) {
+        XCTAssert(session.packedWeightNames.contains(weight.name))
+        assertThrows([weight.name, "packed", "cannot be trained"]) {
             try session.forward(inputs, trainable: [weight.name])
         }
         assertThrows([weight.name, "packed", "packWeights"]) {
             try session.setInitializer(weight.name, try model.loadTensor(weight))
         }
         XCTAssertNotNil(try session.forward(inputs, trainable: []).outputs["logits"], "a forward pass training nothing still runs")
+    }
+
+    /// Training on a session whose frozen weights are packed: the backward pass reads the forward's panels for
+    /// `dY · Wᵀ`, and the gradients of the weights kept unpacked and trained are those of an unpacked session, bit
+    /// for bit (the repacked blocks hold the same values in the same layout). Every export fixture and the float16
+    /// one (GPT-2's Gemm projections are not packed); the trained weights are the first and last projections, the rest
+    /// packed.
+    func testTrainingOnPackedWeightsGivesTheSameGradientsBitForBit() throws {
+        var cases: [(String, Model, [String: Tensor])] = try ExportFixture.all().map { ($0.name, try $0.model(), try $0.inputs()) }
+        cases.append(("llama-float16", try Model.load(path: fixturePath("export/llama-float16/model.onnx")),
+                      try ExportFixture.named("llama-dynamo").inputs()))
+        var covered: [String] = []
+        for (name, model, inputs) in cases {
+            let projections = model.graph.initializers.filter { initializer in
+                initializer.shape.count == 2 && model.graph.nodes.contains {
+                    ["MatMul", "FusedMatMul"].contains($0.opType) && $0.inputs.dropFirst().first == initializer.name
+                }
+            }.map(\.name)
+            // GPT-2's exports compute their projections with Gemm, which is not packed.
+            guard let first = projections.first, let last = projections.last, projections.count > 2 else { continue }
+            covered.append(name)
+            let trainable: Set<String> = [first, last]
+            let plain = try Session(model: model), packed = try Session(model: model)
+            let count = try packed.packWeights(minimumCount: 1, keeping: trainable)
+            XCTAssertGreaterThan(count, 0, name)
+            XCTAssertTrue(packed.packedWeightNames.isDisjoint(with: trainable), name)
+            let feeds = inputs.filter { key, _ in plain.inputs.contains { $0.name == key } }
+            func gradients(_ session: Session) throws -> [String: Tensor] {
+                let pass = try session.forward(feeds, trainable: trainable)
+                let logits = try XCTUnwrap(pass.outputs["logits"])
+                // A seed that differs per element, so that every row and column of dY matters.
+                let seed = Tensor(shape: logits.shape, floats: (0..<logits.count).map { Float($0 % 13) * 0.01 - 0.06 },
+                                  dataType: logits.dataType)
+                return try pass.backward(["logits": seed])
+            }
+            let expected = try gradients(plain), actual = try gradients(packed)
+            XCTAssertEqual(Set(actual.keys), trainable, name)
+            for weight in trainable {
+                assertBitIdentical(actual[weight], try XCTUnwrap(expected[weight]), "\(name) d\(weight) (\(count) packed)")
+            }
+        }
+        XCTAssertGreaterThanOrEqual(covered.count, 4, "fixtures with packed projections: \(covered)")
     }
 }

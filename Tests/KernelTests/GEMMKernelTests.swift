@@ -155,6 +155,27 @@ final class GEMMKernelTests: XCTestCase {
         }
     }
 
+    func testPackedWeightServesItsInputGradient() {
+        // dY·Wᵀ from a W packed for x·W (kernels_sgemm_packed_transposed_parallel): every precision, W packed as is
+        // or transposed (FusedMatMul's transB), ragged panels (n = 70, 1031) and blocks of k; serial, split by rows
+        // (300 rows) and by columns (40 rows), on every ISA.
+        let shapes = [(65, 63, 70), (300, 100, 70), (40, 1031, 70), (7, 33, 1031)]  // (m, k, n) of the packed op(B)
+        for isa in isas {
+            XCTAssertEqual(kernels_force_isa(isa), isa)
+            var generator = Generator(seed: 8)
+            for precision in [KERNELS_TYPE_F32, KERNELS_TYPE_F16, KERNELS_TYPE_BF16] {
+                for (m, k, n) in shapes {
+                    for tb in [false, true] {
+                        for pool in [reversedSerialLoop, concurrentLoop] {
+                            checkPackedTransposed(isa: isa, precision: precision, m: m, k: k, n: n, tb: tb, pool: pool,
+                                                  generator: &generator)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testParallelSplitsByRowsAndByColumnsOnEveryThreadPool() {
         // (m, n, k): rows sharing one packed op(B); few rows, so columns; all above the parallel threshold.
         let shapes = [(300, 100, 70), (7, 2100, 150), (129, 33, 1031)]
@@ -220,10 +241,10 @@ final class GEMMKernelTests: XCTestCase {
                 "\(isaName(isa)) sgemm m \(m) n \(n) k \(k) transA \(ta) transB \(tb) alpha \(alpha) beta \(beta)")
     }
 
-    /// A product with op(B) packed in `precision`, computed in two column ranges and two row ranges.
-    private func checkPacked(isa: kernels_isa, precision: kernels_type, m: Int, n: Int, k: Int, ta: Bool, tb: Bool,
-                             generator: inout Generator) {
-        let a = Operand(rows: m, columns: k, transposed: ta, pad: 2, generator: &generator)
+    /// A random op(B) `[k, n]` (stored transposed when `tb`) with values exact in `precision`, and the same packed
+    /// in that precision; nil when packing fails. Free the packed operand with `kernels_packed_b_free`.
+    private func packedOperand(precision: kernels_type, k: Int, n: Int, tb: Bool,
+                               generator: inout Generator) -> (Operand, OpaquePointer)? {
         var b = Operand(rows: k, columns: n, transposed: tb, pad: 3, generator: &generator)
         var bits: [UInt16] = []
         if precision != KERNELS_TYPE_F32 {
@@ -234,7 +255,36 @@ final class GEMMKernelTests: XCTestCase {
         let packed: OpaquePointer? = precision == KERNELS_TYPE_F32
             ? kernels_pack_b(precision, tb ? 1 : 0, k, n, b.storage, b.ld)
             : kernels_pack_b(precision, tb ? 1 : 0, k, n, bits, b.ld)
-        guard let packed else { return XCTFail("packing failed") }
+        return packed.map { (b, $0) }
+    }
+
+    /// `C = alpha · A · op(B)ᵀ + beta · C` over a packed op(B) `[k, n]`, against the reference product with op(B)ᵀ
+    /// read from the same storage.
+    private func checkPackedTransposed(isa: kernels_isa, precision: kernels_type, m: Int, k: Int, n: Int, tb: Bool,
+                                       pool: kernels_parallel_for, generator: inout Generator) {
+        let a = Operand(rows: m, columns: n, transposed: false, pad: 2, generator: &generator)
+        guard let (b, packed) = packedOperand(precision: precision, k: k, n: n, tb: tb, generator: &generator) else {
+            return XCTFail("packing failed")
+        }
+        defer { kernels_packed_b_free(packed) }
+        // op(B)ᵀ [n, k] is the same storage read the other way round.
+        let bTransposed = Operand(rows: n, columns: k, transposed: !tb, ld: b.ld, storage: b.storage)
+        let ldc = k + 1, alpha: Float = -0.75, beta: Float = 0.5
+        let c0 = (0..<(m * ldc)).map { _ in generator.float() }
+        let expected = reference(m: m, n: k, k: n, alpha: alpha, a: a, b: bTransposed, beta: beta, c: c0, ldc: ldc)
+        var c = c0
+        kernels_sgemm_packed_transposed_parallel(m, alpha, a.storage, a.ld, packed, beta, &c, ldc, 3, pool, nil)
+        compare(c, expected, m: m, n: k, ldc: ldc,
+                "\(isaName(isa)) packed transposed \(precision) m \(m) k \(k) n \(n) transB \(tb)")
+    }
+
+    /// A product with op(B) packed in `precision`, computed in two column ranges and two row ranges.
+    private func checkPacked(isa: kernels_isa, precision: kernels_type, m: Int, n: Int, k: Int, ta: Bool, tb: Bool,
+                             generator: inout Generator) {
+        let a = Operand(rows: m, columns: k, transposed: ta, pad: 2, generator: &generator)
+        guard let (b, packed) = packedOperand(precision: precision, k: k, n: n, tb: tb, generator: &generator) else {
+            return XCTFail("packing failed")
+        }
         defer { kernels_packed_b_free(packed) }
         XCTAssertEqual(kernels_packed_b_k(packed), k)
         XCTAssertEqual(kernels_packed_b_n(packed), n)
@@ -318,6 +368,11 @@ struct Operand {
         let (storedRows, storedColumns) = transposed ? (columns, rows) : (rows, columns)
         ld = storedColumns + pad
         storage = (0..<max(storedRows * ld, 1)).map { _ in generator.float() }
+    }
+
+    /// An operand over given storage.
+    init(rows: Int, columns: Int, transposed: Bool, ld: Int, storage: [Float]) {
+        (self.rows, self.columns, self.transposed, self.ld, self.storage) = (rows, columns, transposed, ld, storage)
     }
 
     /// Where op(X)[i, p] is stored.

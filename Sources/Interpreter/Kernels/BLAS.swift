@@ -84,4 +84,16 @@ public enum BLAS {
                                           Parallel.threadCount, loop, loopContext)
         }
     }
+
+    /// `C = alpha · A · op(B)ᵀ + beta · C` with A `[m, b.columns]`, C `[m, b.rows]`: the input gradient `dY · Wᵀ` of a
+    /// product whose W was packed for `x · W`, repacked block by block from its panels (`kernels_sgemm_packed_transposed_parallel`).
+    public static func sgemm(
+        m: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int, transposedOf b: PackedMatrix,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        Parallel.withParallelFor { loop, loopContext in
+            kernels_sgemm_packed_transposed_parallel(m, alpha, a, lda, b.pointer, beta, c, ldc, Parallel.threadCount,
+                                                     loop, loopContext)
+        }
+    }
 }

@@ -145,6 +145,27 @@ func matrixProduct(_ a: Tensor, _ weight: PackedWeight, alpha: Float) throws(Ker
     return Tensor(shape: Array(a.shape.dropLast()) + [n], floats: product, dataType: a.dataType)
 }
 
+/// The gradient of `Y = alpha · A · op(W)` (the packed product above) with respect to A: `dA = alpha · dY · op(W)ᵀ`,
+/// from the same panels the forward product read, shaped as A (`aShape`).
+func matrixProductGradient(_ dY: Tensor, _ weight: PackedWeight, alpha: Float, aShape: [Int]) throws(KernelError) -> Tensor {
+    guard dY.rank >= 1, dY.shape.last == weight.n, case .float(let d) = dY.widenedStorage else {
+        throw KernelError("the output gradient \(dY.shape) does not match a product with [\(weight.k), \(weight.n)]")
+    }
+    let rows = dY.count / max(weight.n, 1), k = weight.k
+    guard rows * k == aShape.reduce(1, *) else {
+        throw KernelError("the output gradient \(dY.shape) does not match the input \(aShape)")
+    }
+    let gradient = [Float](unsafeUninitializedCapacity: rows * k) { out, initialized in
+        initialized = rows * k
+        guard rows * k > 0 else { return }
+        d.withUnsafeBufferPointer { d in
+            BLAS.sgemm(m: rows, alpha: alpha, a: d.baseAddress!, lda: weight.n, transposedOf: weight.matrix, beta: 0,
+                       c: out.baseAddress!, ldc: k)
+        }
+    }
+    return Tensor(shape: aShape, floats: gradient, dataType: dY.dataType)
+}
+
 /// `(outputBatchIndex, aBatchIndex, bBatchIndex)` for every entry of the broadcast batch.
 func batchPairs(_ aBatch: [Int], _ bBatch: [Int], _ batch: [Int]) -> [(Int, Int, Int)] {
     var pairs: [(Int, Int, Int)] = []

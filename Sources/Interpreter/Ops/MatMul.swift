@@ -28,13 +28,21 @@ extension MatMul: WeightPackingOperator {
 }
 
 extension MatMul: DifferentiableOperator {
-    // dA reads B and dB reads A: a frozen weight's product keeps no activation.
+    // dA reads B and dB reads A: a frozen weight's product keeps no activation. A packed weight is the op's own
+    // (its input slot is gone, so dB is never wanted).
     func savedValues(wanted: [Bool]) -> SavedValues {
-        SavedValues(inputs: Set((wanted.first == true ? [1] : []) + (wanted.count > 1 && wanted[1] ? [0] : [])))
+        if packed != nil { return SavedValues(inputs: []) }
+        return SavedValues(inputs: Set((wanted.first == true ? [1] : []) + (wanted.count > 1 && wanted[1] ? [0] : [])))
     }
 
     // dA = alpha · dY · op(B)ᵀ, dB = alpha · op(A)ᵀ · dY (see `matrixProductGradient`)
     func gradient(_ context: GradientContext) throws -> [Tensor?] {
+        if let packed {
+            let dA = context.wants(0)
+                ? try matrixProductGradient(context.outputGradient(), packed, alpha: 1, aShape: context.inputShape(0))
+                : nil
+            return [dA, nil]
+        }
         let (dA, dB) = try matrixProductGradient(
             context.inputs.optional(0), context.inputs.optional(1), aShape: context.inputShape(0),
             bShape: context.inputShape(1), context.outputGradient(), transposeA: false, transposeB: false, alpha: 1,

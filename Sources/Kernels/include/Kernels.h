@@ -121,6 +121,14 @@ void kernels_sgemm_packed_parallel(int transpose_a, size_t m, float alpha, const
                                    const kernels_packed_b *b, float beta, float *c, size_t ldc,
                                    size_t threads, kernels_parallel_for loop, void *loop_context);
 
+/// `C = alpha · A · op(B)ᵀ + beta · C` with A `[m, n]` and C `[m, k]` (k and n those of the packed op(B)): the input
+/// gradient `dY·Wᵀ` of a product `x·W` whose W was packed for the forward, so that one packing serves both. op(B)ᵀ is
+/// repacked block by block from the panels as the product runs (as a plain operand is), never whole. Split across
+/// threads like `kernels_sgemm_parallel`; same beta contract.
+void kernels_sgemm_packed_transposed_parallel(size_t m, float alpha, const float *a, size_t lda,
+                                              const kernels_packed_b *b, float beta, float *c, size_t ldc,
+                                              size_t threads, kernels_parallel_for loop, void *loop_context);
+
 // Block-quantised weights
 
 /// Few-row products with a block-quantised weight read where it lies (onnxruntime's `MatMulNBits` layout, decoding):
