@@ -41,6 +41,17 @@ public protocol WeightPackingOperator: Operator {
     /// This op holding `weight` (the value of `packableInput`) packed, and reading it from there instead of its
     /// input; nil when the weight's shape or type does not suit a packed product.
     func packing(_ weight: Tensor) throws -> Self?
+    /// The weight this op holds packed, if any.
+    var packedWeight: PackedWeight? { get }
+}
+
+/// An op that can read its weight from the panels a product packed it into (`Session.packWeights`): an embedding
+/// Gather whose table is also a tied LM head's weight, so that the weight is held once, packed.
+public protocol PackedWeightReadingOperator: Operator {
+    /// The input holding the weight, when this node's settings allow reading it packed (nil otherwise).
+    var packedReadableInput: Int? { get }
+    /// This op reading its weight from `packed` instead of its input; nil when that packing does not serve it.
+    func reading(_ packed: PackedWeight) -> Self?
 }
 
 extension Array where Element == Tensor? {

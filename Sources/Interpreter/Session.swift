@@ -206,9 +206,10 @@ public final class Session: @unchecked Sendable {
     /// Packs, once, every frozen weight a product reads (`WeightPackingOperator`: MatMul, FusedMatMul with an
     /// untransposed A) into the GEMM's panel layout, in the weight's stored precision (float16 and bfloat16 weights
     /// stay 2 bytes a value), so that no run packs it again, and drops the session's unpacked copy: weights are held
-    /// once. A weight anything else reads too (a tied embedding and LM head, a second product) stays unpacked, and
-    /// so do weights of fewer than `minimumCount` values (LoRA's rank-r matrices: packing them saves nothing) and
-    /// the weights named in `keeping` (those a trainer trains or replaces between runs).
+    /// once. A tied embedding is packed too, its Gathers then reading rows from the LM head's panels. A weight
+    /// anything else reads too (a second product, a graph output) stays unpacked, and so do weights of fewer than
+    /// `minimumCount` values (LoRA's rank-r matrices: packing them saves nothing) and the weights named in `keeping`
+    /// (those a trainer trains or replaces between runs).
     ///
     /// The backward pass reads the same panels for the input gradient `dY · Wᵀ` (repacked block by block as the
     /// product runs), so a training session holds each frozen weight once too. Afterwards `setInitializer` refuses
@@ -216,16 +217,21 @@ public final class Session: @unchecked Sendable {
     @discardableResult
     public func packWeights(minimumCount: Int = PackedWeight.minimumCount, keeping: Set<String> = []) throws -> Int {
         var constantBySlot = Dictionary(constants.map { ($0.slot, $0.tensor) }, uniquingKeysWith: { _, last in last })
-        // Each weight's reads by products that could take it packed ([step, input]), and whether anything else
-        // (another op, a graph output) reads it too: such a weight would be held twice, so it stays unpacked.
+        // Each weight's reads by products that could take it packed ([step, input]), by ops that can read it from
+        // a product's panels (an embedding Gather on a tied LM head's weight), and whether anything else (another
+        // op, a graph output) reads it too: such a weight would be held twice, so it stays unpacked.
         var candidates: [Int: [[Int]]] = [:]
+        var panelReaders: [Int: [[Int]]] = [:]
         var readElsewhere = graphOutputSlots
         for (index, step) in steps.enumerated() {
             let packable = (step.op as? any WeightPackingOperator)?.packableInput
+            let readable = (step.op as? any PackedWeightReadingOperator)?.packedReadableInput
             for (input, slot) in step.inputSlots.enumerated() {
                 guard let slot else { continue }
                 if input == packable && constantBySlot[slot] != nil {
                     candidates[slot, default: []].append([index, input])
+                } else if input == readable && constantBySlot[slot] != nil {
+                    panelReaders[slot, default: []].append([index, input])
                 } else {
                     readElsewhere.insert(slot)
                 }
@@ -239,16 +245,25 @@ public final class Session: @unchecked Sendable {
         where reads.count == 1 && !readElsewhere.contains(slot) && !kept.contains(slot) {
             let (index, input) = (reads[0][0], reads[0][1])
             guard let op = steps[index].op as? any WeightPackingOperator, let weight = constantBySlot[slot] else { continue }
-            let packed: (any Operator)?
+            let packed: (any WeightPackingOperator)?
             do {
                 packed = weight.count >= minimumCount ? try op.packing(weight) : nil
             } catch let error as KernelError {
                 throw InterpreterError.nodeFailed(node: steps[index].node.label, opType: steps[index].node.opType,
                                                   reason: error.message)
             }
-            guard let packed else { continue }
+            guard let packed, let panels = packed.packedWeight else { continue }
+            // Every other reader must read the panels, or the weight stays unpacked.
+            let readers = panelReaders[slot, default: []].map { read in
+                ((steps[read[0]].op as? any PackedWeightReadingOperator)?.reading(panels), read)
+            }
+            guard readers.allSatisfy({ $0.0 != nil }) else { continue }
             steps[index].op = packed
             steps[index].inputSlots[input] = nil  // the product no longer reads the weight's slot
+            for (reader, read) in readers {
+                steps[read[0]].op = reader!
+                steps[read[0]].inputSlots[read[1]] = nil
+            }
             constantBySlot[slot] = nil
             constants.removeAll { $0.slot == slot }
             if let name = names[slot] { packedSources.insert(name) }

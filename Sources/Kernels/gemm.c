@@ -338,6 +338,12 @@ size_t kernels_packed_b_bytes(const kernels_packed_b *packed) {
 
 size_t kernels_packed_b_column_alignment(const kernels_packed_b *packed) { return (size_t)packed->nr; }
 
+void kernels_packed_b_column(const kernels_packed_b *packed, size_t column, float *out) {
+    const size_t nr = (size_t)packed->nr;
+    const size_t base = (column / nr) * packed->panel_stride + column % nr;
+    for (size_t p = 0; p < packed->k; p++) out[p] = kernels_panel_element(packed->data, base + p * nr, packed->type);
+}
+
 void kernels_sgemm_packed(int transpose_a, size_t m, size_t n_begin, size_t n_end, float alpha,
                           const float *a, size_t lda, const kernels_packed_b *b, float beta, float *c, size_t ldc) {
     if (n_end > b->n) n_end = b->n;

@@ -32,8 +32,8 @@ final class WeightPackingTests: XCTestCase {
         XCTAssertGreaterThan(packedTotal, 6 * 4, "every fixture's projections are packed")
     }
 
-    /// float16 weights stay 2 bytes a value in the panels; the unpacked copy is dropped; a weight another node reads
-    /// (the tied embedding) and LoRA-sized matrices stay as they are.
+    /// float16 weights stay 2 bytes a value in the panels; the unpacked copy is dropped, the tied embedding's too
+    /// (its Gather reads rows from the LM head's panels); LoRA-sized matrices stay as they are.
     func testPanelsKeepTheStoredPrecisionAndWeightsAreHeldOnce() throws {
         let weight = Tensor(shape: [64, 600], floats: (0..<38_400).map { Float(Float16(Float($0 % 97) * 0.01)) },
                             dataType: .float16)
@@ -43,16 +43,41 @@ final class WeightPackingTests: XCTestCase {
         XCTAssertNil(try PackedWeight(Tensor(shape: [4], floats: [1, 2, 3, 4]), transposed: false), "only matrices")
 
         let model = try ExportFixture.named("llama-dynamo").model()
-        XCTAssertEqual(try Session(model: model).packWeights(), 0, "the tiny fixture's weights are under the default size")
+        let byDefault = try Session(model: model)
+        XCTAssertEqual(try byDefault.packWeights(), 1, "of the tiny fixture's weights only the tied embedding is over the default size")
+        XCTAssertEqual(byDefault.packedWeightNames, [try XCTUnwrap(model.graph.nodes.first { $0.opType == "Gather" }?.inputs.first)])
         let session = try Session(model: model)
         let before = session.constantCount
         let count = try session.packWeights(minimumCount: 1)
         XCTAssertGreaterThan(count, 0)
         XCTAssertEqual(session.constantCount, before - count, "each packed weight's unpacked copy is dropped")
-        // The tied embedding (read by the Gather and, transposed, by the LM head) is not among them.
+        // The tied embedding (read by the Gather and, transposed, by the LM head) is among them.
         let embedding = try XCTUnwrap(model.graph.nodes.first { $0.opType == "Gather" }?.inputs.first)
-        XCTAssertNoThrow(try session.setInitializer(embedding, try model.loadTensor(
+        XCTAssert(session.packedWeightNames.contains(embedding), "the tied embedding is packed")
+        // Kept unpacked when asked, and then so is nothing else that reads it.
+        let keeping = try Session(model: model)
+        try keeping.packWeights(minimumCount: 1, keeping: [embedding])
+        XCTAssertFalse(keeping.packedWeightNames.contains(embedding))
+        XCTAssertNoThrow(try keeping.setInitializer(embedding, try model.loadTensor(
             XCTUnwrap(model.graph.initializers.first { $0.name == embedding }))))
+    }
+
+    /// A Gather reads rows of its table from a product's panels only when the product packed the table transposed
+    /// (its rows are then the panels' columns), on axis 0, and the rows it returns are the table's.
+    func testGatherReadsRowsFromPanelsOnlyWhenTheyAreTheTableRows() throws {
+        let table = Tensor(shape: [70, 40], floats: (0..<2800).map { Float($0) * 0.25 - 300 })
+        let transposed = try XCTUnwrap(try PackedWeight(table, transposed: true))
+        let plain = try XCTUnwrap(try PackedWeight(table, transposed: false))
+        let gather = try Gather(node: Node(name: "g", opType: "Gather", inputs: ["table", "ids"], outputs: ["rows"]), version: 13)
+        let indices = Tensor(shape: [2, 3], int64s: [0, 69, -1, 33, 34, 5])
+        XCTAssertNil(gather.reading(plain), "columns of an untransposed packing are not rows of the table")
+        let onAxis1 = try Gather(node: Node(name: "g", opType: "Gather", inputs: ["table", "ids"], outputs: ["rows"],
+                                            attributes: ["axis": .int(1)]), version: 13)
+        XCTAssertNil(onAxis1.reading(transposed))
+        let reading = try XCTUnwrap(gather.reading(transposed))
+        let expected = try gather.run([table, indices])[0]
+        assertBitIdentical(try reading.run([nil, indices])[0], expected, "rows from the panels")
+        XCTAssertThrowsError(try reading.run([nil, Tensor(shape: [1], int64s: [70])]))
     }
 
     func testPackedSessionsRefuseTrainingAndReplacingAPackedWeight() throws {

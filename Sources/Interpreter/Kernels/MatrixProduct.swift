@@ -1,3 +1,4 @@
+import Kernels
 import ONNXGraph
 
 /// numpy-style batched matrix product, `Y = alpha · op(A) · op(B)`, where `op` transposes the last two axes when
@@ -98,6 +99,8 @@ public struct PackedWeight: @unchecked Sendable {
     let dataType: DataType
     let k: Int
     let n: Int
+    /// op(W) is Wᵀ: W is `[n, k]`, and its rows are the packed columns (`rows(_:)`).
+    let transposed: Bool
 
     /// `weight` (`[k, n]`, or `[n, k]` when `transposed`) packed; nil unless it is a non-empty float32 / float16 /
     /// bfloat16 matrix.
@@ -121,7 +124,18 @@ public struct PackedWeight: @unchecked Sendable {
             return nil
         }
         guard let packed else { throw KernelError("out of memory packing a [\(rows), \(columns)] weight") }
-        (matrix, dataType, self.k, self.n) = (packed, weight.dataType, k, n)
+        (matrix, dataType, self.k, self.n, self.transposed) = (packed, weight.dataType, k, n, transposed)
+    }
+
+    /// Rows `positions` of W (`[n, k]`, packed transposed), one after another: an embedding lookup in a weight a
+    /// tied LM head's product holds packed.
+    func rows(_ positions: [Int]) -> [Float] {
+        [Float](unsafeUninitializedCapacity: positions.count * k) { out, initialized in
+            initialized = positions.count * k
+            for (row, position) in positions.enumerated() {
+                kernels_packed_b_column(matrix.pointer, position, out.baseAddress! + row * k)
+            }
+        }
     }
 }
 

@@ -25,6 +25,7 @@ struct FusedMatMul: Operator {
 
     /// op(B) packed once (`Session.packWeights`), read instead of input 1.
     var packed: PackedWeight?
+    var packedWeight: PackedWeight? { packed }
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         if let packed { return [try matrixProduct(inputs.required(0), packed, alpha: alpha)] }

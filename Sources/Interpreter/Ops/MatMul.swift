@@ -7,6 +7,7 @@ struct MatMul: Operator {
 
     /// B packed once (`Session.packWeights`), read instead of input 1.
     var packed: PackedWeight?
+    var packedWeight: PackedWeight? { packed }
 
     init(node: Node, version: Int) throws {}
 

@@ -84,6 +84,10 @@ size_t kernels_packed_b_bytes(const kernels_packed_b *packed);
 /// Column ranges passed to `kernels_sgemm_packed` must start at a multiple of this (the panel width).
 size_t kernels_packed_b_column_alignment(const kernels_packed_b *packed);
 
+/// Copies column `column` of a packed op(B) (`k` values, widened to float) to `out`: a row of a weight packed
+/// transposed, such as an embedding also read by a tied LM head's product.
+void kernels_packed_b_column(const kernels_packed_b *packed, size_t column, float *out);
+
 /// `C[:, n_begin..<n_end] = alpha · op(A) · op(B)[:, n_begin..<n_end] + beta · C[:, n_begin..<n_end]` with a packed
 /// op(B) `[k, n]`, op(A) `[m, k]`; `c` points at C's first element (column 0) and `n_begin` must be a multiple of
 /// `kernels_packed_b_column_alignment`. To compute a range of rows, offset `a` and `c` and pass fewer rows as `m`.
