@@ -18,7 +18,8 @@
 // Every block of the inner dimension reads and writes C once more. When C is too large to stay in L2 (an LM head's
 // [512, 49152] logits, 100 MB), those passes go to memory, so the inner dimension is cut into blocks of up to this
 // many instead: the B micro-panel then streams from L2, which the micro-kernel's two loads per 28 FMAs allow
-// (`bench gemm`, SmolLM LM head x·W 512 x 49152 x 576: 175-192 -> 202-215 GFLOP/s).
+// (`bench gemm`, SmolLM LM head x·W 256 x 49152 x 576, two alternations: 175-201 -> 210-253 GFLOP/s; noisy, a
+// third of the LM head shapes alone went the other way).
 #define KERNELS_KC_LARGE_C 1024
 // C larger than this many bytes takes KERNELS_KC_LARGE_C.
 #define KERNELS_LARGE_C_BYTES ((size_t)2 << 20)
