@@ -100,7 +100,7 @@ let package = Package(
         ),
         .target(
             name: "TestSupport",
-            dependencies: ["ONNXGraph", "Interpreter"],
+            dependencies: ["ONNXGraph", "Interpreter", "Kernels"],
             path: "Tests/TestSupport"
         ),
         .testTarget(

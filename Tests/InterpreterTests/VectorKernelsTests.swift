@@ -9,16 +9,7 @@ import XCTest
 /// this machine runs: `kernels_exp` is `fastExp` and `kernels_sigmoid` / `kernels_quick_gelu` are `Sigmoid.apply`'s
 /// formula bit for bit, and the Softmax, Sigmoid and QuickGelu ops give the same bits forward and backward whatever the
 /// ISA (their values against onnxruntime and finite differences: OpReferenceTests, GradientCheckTests).
-final class VectorKernelsTests: XCTestCase {
-    var saved = KERNELS_ISA_PORTABLE
-
-    override func setUp() { saved = kernels_active_isa() }
-    override func tearDown() { _ = kernels_force_isa(saved) }
-
-    var isas: [kernels_isa] {
-        [KERNELS_ISA_AVX512, KERNELS_ISA_AVX2, KERNELS_ISA_NEON, KERNELS_ISA_PORTABLE].filter { kernels_isa_supported($0) != 0 }
-    }
-
+final class VectorKernelsTests: ISATestCase {
     /// Every 997th float bit pattern (all signs, exponents, subnormals, infinities and NaN payloads: 4.3 million values)
     /// and the range the exponential is not flushed in, densely.
     static let values: [Float] = {

@@ -1,21 +1,12 @@
 import Kernels
+import TestSupport
 import XCTest
 
 // Every micro-kernel path this machine can run (the best ISA and each forced lower one) against a naive
 // double-precision reference. Tolerance per element: |c - reference| <= absolute + relative · magnitude, where
 // magnitude = |alpha| · Σ_p |op(A)[i,p] · op(B)[p,j]| + |beta · C0[i,j]| bounds what float rounding can reach.
-final class GEMMKernelTests: XCTestCase {
+final class GEMMKernelTests: ISATestCase {
     static let relative = 2e-6, absolute = 1e-6
-    // Forcing changes a process-wide setting: remember and restore it.
-    var saved = KERNELS_ISA_PORTABLE
-
-    override func setUp() { saved = kernels_active_isa() }
-    override func tearDown() { _ = kernels_force_isa(saved) }
-
-    /// Each ISA this machine runs, best first.
-    var isas: [kernels_isa] {
-        [KERNELS_ISA_AVX512, KERNELS_ISA_AVX2, KERNELS_ISA_NEON, KERNELS_ISA_PORTABLE].filter { kernels_isa_supported($0) != 0 }
-    }
 
     func testDispatchNamesAndForcing() {
         XCTAssertEqual(kernels_isa_supported(KERNELS_ISA_PORTABLE), 1)

@@ -1,19 +1,11 @@
 import Kernels
+import TestSupport
 import XCTest
 
 // `kernels_nbits_rows` (few-row products reading a block-quantised weight in place) on every ISA this machine runs,
 // against a double-precision sum of the dequantised weights `(float(q) − z) · s` computed here from the bytes
 // independently of the kernel. Tolerance per element: 1e-6 + 2e-6 · Σ|a · w|, what float sums can reach.
-final class NBitsKernelTests: XCTestCase {
-    var saved = KERNELS_ISA_PORTABLE
-
-    override func setUp() { saved = kernels_active_isa() }
-    override func tearDown() { _ = kernels_force_isa(saved) }
-
-    var isas: [kernels_isa] {
-        [KERNELS_ISA_AVX512, KERNELS_ISA_AVX2, KERNELS_ISA_NEON, KERNELS_ISA_PORTABLE].filter { kernels_isa_supported($0) != 0 }
-    }
-
+final class NBitsKernelTests: ISATestCase {
     func testEveryRowCountBlockSizeAndRaggedK() {
         // (k, block size, bits): whole blocks of 16, 32, 64 and 128 codes; a ragged last block (k not a multiple of
         // the block, and not of 16 either); 8 bits; one block only.

@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import TestSupport
 import XCTest
 
 // The elementwise kernels (Kernels.h, "Elementwise") on every ISA this machine runs, against references in Double over
@@ -15,7 +16,7 @@ import XCTest
 //   sigmoid: e^-|x| 3u, 1 + e, the division and the product u each: relative 6u, plus FLT_MIN absolute where e^-|x|
 //     flushes to 0 by contract.
 //   Softmax's gradient and QuickGelu's: derived at the check (error propagation through the formula).
-final class VectorMathKernelTests: XCTestCase {
+final class VectorMathKernelTests: ISATestCase {
     static let lengths = [1, 7, 15, 16, 17, 63, 1031]
     static let u = 0x1p-24
     static let upper: Float = 88.72283935546875    // ln(FLT_MAX) rounded up to a float: above it, +inf
@@ -24,17 +25,6 @@ final class VectorMathKernelTests: XCTestCase {
         .infinity, -.infinity, .nan, 88.7, -88.7, upper, upper.nextUp, 89, lower, lower.nextDown, -87.4, -1e30, 1e30,
         0x1p-133, -0x1p-133, .leastNonzeroMagnitude, .leastNormalMagnitude, 0, -0.0, 1, -1, 20, -20,
     ]
-
-    // Forcing changes a process-wide setting: remember and restore it.
-    var saved = KERNELS_ISA_PORTABLE
-
-    override func setUp() { saved = kernels_active_isa() }
-    override func tearDown() { _ = kernels_force_isa(saved) }
-
-    /// Each ISA this machine runs, best first.
-    var isas: [kernels_isa] {
-        [KERNELS_ISA_AVX512, KERNELS_ISA_AVX2, KERNELS_ISA_NEON, KERNELS_ISA_PORTABLE].filter { kernels_isa_supported($0) != 0 }
-    }
 
     func testExpIsWithinOneUlpWithItsSpecialValuesOnEveryISA() {
         // And 2¹⁹ values evenly spaced over the range that is neither flushed nor infinite.
