@@ -71,6 +71,17 @@ public enum GEMMBenchmark {
         return shapes
     }
 
+    /// The products of a rank-`rank` LoRA adapter on a `[hidden, hidden]` projection (`x·A·B`, A `[d, r]`, B `[r, d]`):
+    /// forward `x·A` and `(x·A)·B`, backward `d(xA) = dY·Bᵀ`, `dB = (xA)ᵀ·dY`, `dA = xᵀ·d(xA)`, `dX += d(xA)·Aᵀ`.
+    static func adapterShapes(model: String, hidden: Int, rank: Int = 8, rows: Int = 512) -> [Shape] {
+        [Shape(name: "\(model) lora x·A", m: rows, n: rank, k: hidden, transposeA: false, transposeB: false),
+         Shape(name: "\(model) lora xA·B", m: rows, n: hidden, k: rank, transposeA: false, transposeB: false),
+         Shape(name: "\(model) lora dY·Bᵀ", m: rows, n: rank, k: hidden, transposeA: false, transposeB: true),
+         Shape(name: "\(model) lora (xA)ᵀ·dY", m: rank, n: hidden, k: rows, transposeA: true, transposeB: false),
+         Shape(name: "\(model) lora xᵀ·d(xA)", m: hidden, n: rank, k: rows, transposeA: true, transposeB: false),
+         Shape(name: "\(model) lora d(xA)·Aᵀ", m: rows, n: hidden, k: rank, transposeA: false, transposeB: true)]
+    }
+
     /// SmolLM-135M (d 576, 9 q / 3 kv heads of 64, ffn 1536, vocab 49152), Qwen2.5-0.5B (d 896, 14 q / 2 kv heads of
     /// 64, ffn 4864, vocab 151936), and one attention head's products at 128 tokens.
     public static let defaultShapes: [Shape] =
@@ -78,6 +89,10 @@ public enum GEMMBenchmark {
         + modelShapes(model: "qwen", hidden: 896, kvWidth: 128, ffn: 4864, vocab: 151936)
         + [Shape(name: "attention q·kᵀ (one head)", m: 128, n: 128, k: 64, transposeA: false, transposeB: true),
            Shape(name: "attention p·v (one head)", m: 128, n: 64, k: 128, transposeA: false, transposeB: false)]
+
+    /// The LoRA r 8 products of the q projection of both models (`--only lora`; not in the default run, whose shapes
+    /// are the ones compared with MKL).
+    public static let adapterProductShapes: [Shape] = adapterShapes(model: "smollm", hidden: 576) + adapterShapes(model: "qwen", hidden: 896)
 
     /// Times every shape on every ISA in `isas` (names as `kernels_isa_name` gives them; unsupported ones are
     /// skipped), each repeated until `minimumSeconds` have passed, reporting the fastest run. With `packed`, the products

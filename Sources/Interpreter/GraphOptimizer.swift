@@ -5,12 +5,72 @@ import ONNXGraph
 enum GraphOptimizer {
     /// The domain of the ops the rewrites introduce (onnxruntime's contrib domain, whose ops they are).
     static let fusedDomain = "com.microsoft"
+    /// The domain of the fused ops that are ours alone (onnxruntime has no equivalent); they exist only inside a session.
+    static let internalDomain = "onnx_dpo"
 
-    /// Applies every rewrite, in order.
-    static func optimize(_ nodes: [Node], graphOutputs: Set<String>) -> [Node] {
+    /// The rewritten nodes, and the constants some rewrite copied into an attribute (an epsilon, a scale): replacing
+    /// or training one of those would no longer reach the fused node, so the session refuses to.
+    struct Rewritten {
+        var nodes: [Node]
+        var foldedConstants: Set<String> = []
+    }
+
+    /// Applies every rewrite, in order. `constants` are the graph's small constants, which the rewrites that fold a
+    /// constant into an attribute read; without them those rewrites leave the graph alone.
+    static func optimize(_ nodes: [Node], graphOutputs: Set<String>, constants: Constants = Constants()) -> Rewritten {
         let quantized = fuseDynamicQuantizedMatMuls(nodes, graphOutputs: graphOutputs)
         let fused = fuseTransposedMatMul(quantized, uses: Uses(quantized), graphOutputs: graphOutputs)
-        return fuseSwish(fused, uses: Uses(fused), graphOutputs: graphOutputs)
+        var rewritten = foldProductScales(fused, uses: Uses(fused), graphOutputs: graphOutputs, constants: constants)
+        rewritten.nodes = fuseSwish(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs)
+        rewritten.nodes = fuseGatedActivation(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs)
+        let rotated = fuseRotateHalf(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs, constants: constants)
+        rewritten.nodes = rotated.nodes
+        rewritten.foldedConstants.formUnion(rotated.foldedConstants)
+        let normalized = fuseRMSNormalization(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs,
+                                              constants: constants)
+        return Rewritten(nodes: normalized.nodes, foldedConstants: rewritten.foldedConstants.union(normalized.foldedConstants))
+    }
+
+    /// The values of a graph's small constants: initializers of at most `maximumCount` values and the outputs of
+    /// `Constant` nodes, by name.
+    struct Constants {
+        static let maximumCount = 16
+
+        private(set) var tensors: [String: Tensor] = [:]
+        /// The shapes of every initializer, small or not.
+        private(set) var initializerShapes: [String: [Int]] = [:]
+
+        init() {}
+
+        /// From the graph's initializers' values and the `Constant` nodes among `nodes`.
+        init(initializers: [String: Tensor], nodes: [Node]) {
+            for (name, tensor) in initializers {
+                initializerShapes[name] = tensor.shape
+                if tensor.count <= Self.maximumCount { tensors[name] = tensor }
+            }
+            for node in nodes where node.opType == "Constant" && node.domain.isEmpty && node.outputs.count == 1 {
+                switch node.attributes.first?.value {
+                case .tensor(let value)? where node.attributes.count == 1 && value.count <= Self.maximumCount:
+                    tensors[node.outputs[0]] = value
+                case .float(let value)? where node.attributes.count == 1:
+                    tensors[node.outputs[0]] = Tensor(shape: [], floats: [value])
+                default:
+                    continue
+                }
+            }
+        }
+
+        /// The value of a one-element floating-point constant.
+        func scalar(_ name: String) -> Float? {
+            guard let tensor = tensors[name], tensor.count == 1, case .float(let values) = tensor.storage else { return nil }
+            return values[0]
+        }
+
+        /// The values of an integer constant.
+        func ints(_ name: String) -> [Int]? {
+            guard let tensor = tensors[name], tensor.storage.kind.isInteger else { return nil }
+            return tensor.int64s.map(Int.init)
+        }
     }
 
     /// How often each value is read, and which node writes it.
@@ -30,6 +90,15 @@ enum GraphOptimizer {
         func soleProducer(of value: String, graphOutputs: Set<String>) -> Int? {
             guard readers[value] == 1, !graphOutputs.contains(value) else { return nil }
             return producer[value]
+        }
+
+        /// `soleProducer(of:)` when it is a default-domain `opType` node of `nodes` not among `removed` (the nodes a
+        /// rewrite has already folded away).
+        func soleProducer(of value: String, opType: String, in nodes: [Node], graphOutputs: Set<String>,
+                          excluding removed: Set<Int>) -> Int? {
+            guard let index = soleProducer(of: value, graphOutputs: graphOutputs), !removed.contains(index),
+                  nodes[index].opType == opType, nodes[index].domain.isEmpty else { return nil }
+            return index
         }
     }
 

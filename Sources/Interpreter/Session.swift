@@ -30,6 +30,9 @@ public final class Session: @unchecked Sendable {
     private let graphOutputSlots: Set<Int>
     /// Initializers read by nodes `foldConstants` precomputed: training them would not reach those nodes.
     private var foldedSources: Set<String> = []
+    /// Constants `GraphOptimizer` copied into a fused node's attribute (an epsilon, a scale): they can no longer be
+    /// replaced or trained.
+    private var fusedSources: Set<String> = []
     /// Weights `packWeights` packed into their products: they can no longer be replaced or trained.
     private var packedSources: Set<String> = []
 
@@ -60,7 +63,21 @@ public final class Session: @unchecked Sendable {
         guard unsupported.isEmpty else { throw InterpreterError.unsupportedOperators(unsupported) }
         var opsets = model.opsetImports
         opsets[GraphOptimizer.fusedDomain] = opsets[GraphOptimizer.fusedDomain] ?? 1
-        let nodes = optimize ? GraphOptimizer.optimize(graph.nodes, graphOutputs: Set(graph.outputs.map(\.name))) : graph.nodes
+        opsets[GraphOptimizer.internalDomain] = 1
+        var loaded: [String: Tensor] = [:]
+        for initializer in graph.initializers where additionalInitializers[initializer.name] == nil {
+            loaded[initializer.name] = try model.loadTensor(initializer)
+        }
+        let nodes: [Node]
+        if optimize {
+            // Only the model's own constants may be folded: additional initializers are replaced between runs.
+            let constants = GraphOptimizer.Constants(initializers: loaded, nodes: graph.nodes)
+            let rewritten = GraphOptimizer.optimize(graph.nodes, graphOutputs: Set(graph.outputs.map(\.name)), constants: constants)
+            nodes = rewritten.nodes
+            fusedSources = rewritten.foldedConstants
+        } else {
+            nodes = graph.nodes
+        }
         let resolved = nodes.map { try! registry.resolve($0, opsets: opsets).get() }
 
         var slots: [String: Int] = [:]
@@ -71,7 +88,7 @@ public final class Session: @unchecked Sendable {
         }
         var constants: [(Int, Tensor)] = []
         for initializer in graph.initializers where additionalInitializers[initializer.name] == nil {
-            constants.append((slot(initializer.name), try model.loadTensor(initializer)))
+            constants.append((slot(initializer.name), loaded[initializer.name]!))
         }
         for (name, tensor) in additionalInitializers.sorted(by: { $0.key < $1.key }) {
             constants.append((slot(name), tensor))
@@ -151,6 +168,10 @@ public final class Session: @unchecked Sendable {
             }
             guard !foldedSources.contains(name) else {
                 throw InterpreterError.invalidInput(name: name, reason: "feeds a node foldConstants precomputed, so it cannot be trained")
+            }
+            guard !fusedSources.contains(name) else {
+                throw InterpreterError.invalidInput(name: name, reason:
+                    "was folded into a fused op's attribute, so it cannot be trained; build the session with optimize: false")
             }
             guard let slot = slotByName[name],
                   constants.contains(where: { $0.slot == slot }) || inputs.contains(where: { $0.name == name }) else {
@@ -270,6 +291,7 @@ public final class Session: @unchecked Sendable {
             packedCount += 1
         }
         (checkpointPlan, attentionPlan) = Self.plans(steps, constants: constants, graphOutputSlots: graphOutputSlots)
+        if packedCount > 0 { Allocator.releaseFreeMemory() }
         return packedCount
     }
 
@@ -307,6 +329,10 @@ public final class Session: @unchecked Sendable {
         guard !packedSources.contains(name) else {
             throw InterpreterError.invalidInput(name: name, reason:
                 "was packed into its products (packWeights), so it cannot be replaced; build another session")
+        }
+        guard !fusedSources.contains(name) else {
+            throw InterpreterError.invalidInput(name: name, reason:
+                "was folded into a fused op's attribute, so it cannot be replaced; build the session with optimize: false")
         }
         guard let slot = slotByName[name], let index = constants.firstIndex(where: { $0.slot == slot }) else {
             throw InterpreterError.invalidInput(name: name, reason: "is not an initializer of the model")

@@ -41,3 +41,12 @@ void kernels_quick_gelu(size_t n, float alpha, const float *x, float *y) { activ
 void kernels_quick_gelu_backward(size_t n, float alpha, const float *dy, const float *x, float *dx) {
     active_table()->quick_gelu_backward(n, alpha, dy, x, dx);
 }
+
+void kernels_gated_quick_gelu(size_t n, float alpha, const float *gate, const float *up, float *y) {
+    active_table()->gated_quick_gelu(n, alpha, gate, up, y);
+}
+
+void kernels_gated_quick_gelu_backward(size_t n, float alpha, const float *dy, const float *gate, const float *up,
+                                       float *dgate, float *dup) {
+    active_table()->gated_quick_gelu_backward(n, alpha, dy, gate, up, dgate, dup);
+}

@@ -41,6 +41,9 @@ typedef struct {
     void (*sigmoid)(size_t n, const float *x, float *y);
     void (*quick_gelu)(size_t n, float alpha, const float *x, float *y);
     void (*quick_gelu_backward)(size_t n, float alpha, const float *dy, const float *x, float *dx);
+    void (*gated_quick_gelu)(size_t n, float alpha, const float *gate, const float *up, float *y);
+    void (*gated_quick_gelu_backward)(size_t n, float alpha, const float *dy, const float *gate, const float *up,
+                                      float *dgate, float *dup);
 } kernels_vector_table;
 
 extern const kernels_vector_table kernels_vector_portable_table;
@@ -231,6 +234,33 @@ KERNELS_VECTOR_INLINE void kernels_quick_gelu_backward_body(size_t n, float alph
     }
 }
 
+// QuickGelu(gate) · up, rounded as the two ops round: the product x·s, then its product with up.
+KERNELS_VECTOR_INLINE void kernels_gated_quick_gelu_body(size_t n, float alpha, const float *gate, const float *up,
+                                                         float *y) {
+    for (size_t i = 0; i < n; i++) {
+        const float activated = gate[i] * kernels_sigmoid_element(alpha * gate[i]);
+        y[i] = activated * up[i];
+    }
+}
+
+// y = q · up with q = QuickGelu(gate): dup = dy · q; dgate = (dy · up) · (s + z·s·(1 − s)), z = alpha·gate. Either
+// output may be NULL (not wanted). The same operations as Mul's and QuickGelu's rules one after the other.
+KERNELS_VECTOR_INLINE void kernels_gated_quick_gelu_backward_body(size_t n, float alpha, const float *dy,
+                                                                  const float *gate, const float *up, float *dgate,
+                                                                  float *dup) {
+    if (dup) {
+        for (size_t i = 0; i < n; i++) dup[i] = dy[i] * (gate[i] * kernels_sigmoid_element(alpha * gate[i]));
+    }
+    if (dgate) {
+        for (size_t i = 0; i < n; i++) {
+            const float dq = dy[i] * up[i];
+            const float z = alpha * gate[i];
+            const float s = kernels_sigmoid_element(z);
+            dgate[i] = dq * (s + z * s * (1.0f - s));
+        }
+    }
+}
+
 /* The entry points of one ISA and their table: each ISA file defines TARGET (its function attributes, empty for the
  * portable build) and says KERNELS_VECTOR_ENTRY_POINTS(its table). */
 #define KERNELS_VECTOR_ENTRY_POINTS(TABLE)                                                                          \
@@ -258,8 +288,16 @@ KERNELS_VECTOR_INLINE void kernels_quick_gelu_backward_body(size_t n, float alph
                                                   float *dx) {                                                      \
         kernels_quick_gelu_backward_body(n, alpha, dy, x, dx);                                                      \
     }                                                                                                               \
+    static TARGET void vector_gated_quick_gelu(size_t n, float alpha, const float *gate, const float *up, float *y) { \
+        kernels_gated_quick_gelu_body(n, alpha, gate, up, y);                                                       \
+    }                                                                                                               \
+    static TARGET void vector_gated_quick_gelu_backward(size_t n, float alpha, const float *dy, const float *gate,  \
+                                                        const float *up, float *dgate, float *dup) {                \
+        kernels_gated_quick_gelu_backward_body(n, alpha, dy, gate, up, dgate, dup);                                 \
+    }                                                                                                               \
     const kernels_vector_table TABLE = {vector_exp, vector_max, vector_sum, vector_exp_shifted_sum,                 \
                                         vector_exp_shifted_scaled, vector_softmax_rows, vector_softmax_backward_rows, \
-                                        vector_sigmoid, vector_quick_gelu, vector_quick_gelu_backward};
+                                        vector_sigmoid, vector_quick_gelu, vector_quick_gelu_backward,              \
+                                        vector_gated_quick_gelu, vector_gated_quick_gelu_backward};
 
 #endif

@@ -15,7 +15,7 @@ extension Bench {
         @Option(help: "Keep repeating each product for at least this many seconds (the fastest run is reported).")
         var minSeconds = 0.3
 
-        @Option(help: "Time only the shapes whose name contains this text (e.g. \"smollm q/o\").")
+        @Option(help: "Time only the shapes whose name contains this text (e.g. \"smollm q/o\"; \"lora\" for the adapter's products, which the default run leaves out).")
         var only: String?
 
         @Option(help: "Threads a product is split across (default: every core).")
@@ -34,7 +34,9 @@ extension Bench {
             case "best": isas = [GEMMBenchmark.bestISA]
             default: isas = isa.split(separator: ",").map(String.init)
             }
-            let shapes = GEMMBenchmark.defaultShapes.filter { only == nil || $0.name.contains(only!) }
+            let shapes = only.map { only in
+                (GEMMBenchmark.defaultShapes + GEMMBenchmark.adapterProductShapes).filter { $0.name.contains(only) }
+            } ?? GEMMBenchmark.defaultShapes
             let result = GEMMBenchmark.run(isas: isas, shapes: shapes, minimumSeconds: minSeconds, packed: !noPacked,
                                            threads: threads ?? Parallel.threadCount) { measurement in
                 guard !json else { return }

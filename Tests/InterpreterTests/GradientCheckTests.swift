@@ -29,6 +29,7 @@ final class GradientCheckTests: XCTestCase {
         let registry = OperatorRegistry.standard
         for opType in registry.operatorTypes {
             let type = registry.implementation(of: opType) ?? registry.implementation(of: opType, domain: "com.microsoft")
+                ?? registry.implementation(of: opType, domain: "onnx_dpo")
             let differentiable = type is any DifferentiableOperator.Type
             XCTAssertNotEqual(differentiable, Self.nonDifferentiable.contains(opType),
                               "\(opType): \(differentiable ? "has a rule but is listed as non-differentiable" : "has no gradient rule")")

@@ -63,7 +63,10 @@ final class OpReferenceTests: XCTestCase {
         for path in try AttentionOpTests.casePaths() {  // MultiHeadAttention and Attention, fixtures/attention/ops
             covered.formUnion(try Model.load(path: "\(path).onnx").graph.nodes.map(\.opType))
         }
-        let missing = OperatorRegistry.standard.operatorTypes.filter { !covered.contains($0) }
+        // The session's internal fused ops (domain onnx_dpo) have no onnxruntime counterpart: GraphOptimizerTests
+        // checks each against the chain of standard ops it replaces, bit for bit, and against finite differences.
+        let registry = OperatorRegistry.standard
+        let missing = registry.operatorTypes.filter { !covered.contains($0) && registry.implementation(of: $0, domain: "onnx_dpo") == nil }
         XCTAssertEqual(missing, [], "ops without reference cases")
     }
 }

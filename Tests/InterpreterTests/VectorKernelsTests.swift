@@ -49,6 +49,37 @@ final class VectorKernelsTests: ISATestCase {
         }
     }
 
+    /// The gated kernels (`GatedQuickGelu`) are QuickGelu's kernels and a product, forward and backward, bit for bit
+    /// on every ISA, each gradient alone or both.
+    func testGatedQuickGeluIsQuickGeluThenAProductBitForBitOnEveryISA() {
+        // Every 16th value and the special ones: the elementwise formula is QuickGelu's, checked on all values above.
+        let gate = stride(from: 0, to: Self.values.count, by: 16).map { Self.values[$0] } + Self.values.suffix(9)
+        let up = gate.reversed().map { $0 * 0.5 + 0.25 }, dy = gate.map { 1 - $0 * 0.125 }
+        for alpha: Float in [1, 1.702] {
+            for isa in isas {
+                XCTAssertEqual(kernels_force_isa(isa), isa)
+                let n = gate.count
+                var activated = [Float](repeating: 0, count: n), y = [Float](repeating: 0, count: n)
+                kernels_quick_gelu(n, alpha, gate, &activated)
+                kernels_gated_quick_gelu(n, alpha, gate, up, &y)
+                XCTAssertEqual(zip(y, zip(activated, up).map(*)).filter { $0.bitPattern != $1.bitPattern }.count, 0,
+                               "\(name(isa)) gated forward \(alpha)")
+                var dActivation = [Float](repeating: 0, count: n)
+                kernels_quick_gelu_backward(n, alpha, zip(dy, up).map(*), gate, &dActivation)
+                var dGate = [Float](repeating: 0, count: n), dUp = [Float](repeating: 0, count: n)
+                kernels_gated_quick_gelu_backward(n, alpha, dy, gate, up, &dGate, &dUp)
+                XCTAssertEqual(zip(dGate, dActivation).filter { $0.bitPattern != $1.bitPattern }.count, 0, "\(name(isa)) dgate \(alpha)")
+                XCTAssertEqual(zip(dUp, zip(dy, activated).map(*)).filter { $0.bitPattern != $1.bitPattern }.count, 0,
+                               "\(name(isa)) dup \(alpha)")
+                var alone = [Float](repeating: 0, count: n)
+                kernels_gated_quick_gelu_backward(n, alpha, dy, gate, up, &alone, nil)
+                XCTAssertEqual(alone.map(\.bitPattern), dGate.map(\.bitPattern), "\(name(isa)) dgate alone")
+                kernels_gated_quick_gelu_backward(n, alpha, dy, gate, up, nil, &alone)
+                XCTAssertEqual(alone.map(\.bitPattern), dUp.map(\.bitPattern), "\(name(isa)) dup alone")
+            }
+        }
+    }
+
     /// The op cases of fixtures/ops run forward and backward under each ISA: the same bits every time.
     func testOpsGiveTheSameBitsForwardAndBackwardOnEveryISA() throws {
         let cases = try OpReferenceTests.caseNames().filter {

@@ -124,15 +124,8 @@ final class WeightPackingTests: XCTestCase {
             XCTAssertGreaterThan(count, 0, name)
             XCTAssertTrue(packed.packedWeightNames.isDisjoint(with: trainable), name)
             let feeds = inputs.filter { key, _ in plain.inputs.contains { $0.name == key } }
-            func gradients(_ session: Session) throws -> [String: Tensor] {
-                let pass = try session.forward(feeds, trainable: trainable)
-                let logits = try XCTUnwrap(pass.outputs["logits"])
-                // A seed that differs per element, so that every row and column of dY matters.
-                let seed = Tensor(shape: logits.shape, floats: (0..<logits.count).map { Float($0 % 13) * 0.01 - 0.06 },
-                                  dataType: logits.dataType)
-                return try pass.backward(["logits": seed])
-            }
-            let expected = try gradients(plain), actual = try gradients(packed)
+            let expected = try seededGradients(plain, feeds: feeds, trainable: trainable)
+            let actual = try seededGradients(packed, feeds: feeds, trainable: trainable)
             XCTAssertEqual(Set(actual.keys), trainable, name)
             for weight in trainable {
                 assertBitIdentical(actual[weight], try XCTUnwrap(expected[weight]), "\(name) d\(weight) (\(count) packed)")

@@ -1,4 +1,5 @@
 import Foundation
+import Interpreter
 import ONNXGraph
 
 /// The one finite-difference rule of the test suite, used by every gradient test (ops, whole models, LoRA adapters,
@@ -116,4 +117,16 @@ public func gradientCheck(
     guard count > 0 else { return nil }
     return "\(count) of \(checked) checked elements of \(label) differ (max |rule − finite differences| "
         + "\(maxDifference)); first: " + mismatches.joined(separator: "; ")
+}
+
+/// The gradients of `trainable` from one forward and backward pass of `session`, seeded at `output` with values that
+/// differ per element (so that every row and column of the output gradient matters): what tests comparing two sessions'
+/// gradients (packed against unpacked, optimised against not) both compute.
+public func seededGradients(_ session: Session, feeds: [String: Tensor], trainable: Set<String>,
+                            output: String = "logits") throws -> [String: Tensor] {
+    let pass = try session.forward(feeds, trainable: trainable)
+    guard let logits = pass.outputs[output] else { throw KernelError("the session returned no '\(output)'") }
+    let seed = Tensor(shape: logits.shape, floats: (0..<logits.count).map { Float($0 % 13) * 0.01 - 0.06 },
+                      dataType: logits.dataType)
+    return try pass.backward([output: seed])
 }

@@ -14,6 +14,7 @@ let elementwiseOperators: [any Operator.Type] = [
     Tanh.self,
     Sigmoid.self,
     QuickGelu.self,
+    GatedQuickGelu.self,
     FastGelu.self,
     BiasGelu.self,
     Erf.self,

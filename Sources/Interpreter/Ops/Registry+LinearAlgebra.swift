@@ -13,4 +13,5 @@ let linearAlgebraOperators: [any Operator.Type] = [
     Attention23.self,
     RotaryEmbedding.self,
     RotaryEmbedding23.self,
+    RotateHalfEmbedding.self,
 ]

@@ -191,6 +191,15 @@ void kernels_quick_gelu(size_t n, float alpha, const float *x, float *y);
 /// QuickGelu's gradient: with `z = alpha · x`, `s = sigmoid(z)`, `dx[i] = dy[i] · (s + z · s · (1 - s))`.
 void kernels_quick_gelu_backward(size_t n, float alpha, const float *dy, const float *x, float *dx);
 
+/// `y[i] = QuickGelu(gate[i]) · up[i]`, the two products rounded as the separate ops round them: a gated MLP's
+/// `SiLU(gate) · up` with `alpha = 1`.
+void kernels_gated_quick_gelu(size_t n, float alpha, const float *gate, const float *up, float *y);
+
+/// Its gradient: `dup = dy · QuickGelu(gate)`, `dgate = (dy · up) · (s + z · s · (1 - s))` with `z = alpha · gate`,
+/// `s = sigmoid(z)`. A NULL `dgate` or `dup` is not computed.
+void kernels_gated_quick_gelu_backward(size_t n, float alpha, const float *dy, const float *gate, const float *up,
+                                       float *dgate, float *dup);
+
 #ifdef __cplusplus
 }
 #endif
