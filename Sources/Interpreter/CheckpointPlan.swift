@@ -84,8 +84,8 @@ public struct CheckpointPlan: Sendable {
 
     /// Attention's score computation, recomputed in the backward pass instead of kept (as torch's memory-efficient
     /// scaled-dot-product attention does): one segment per `Softmax`, from the product that makes the scores
-    /// (`Q·Kᵀ`, a `MatMul` or `FusedMatMul`) through the elementwise steps between (scale, mask, soft-cap) to the
-    /// product that reads the probabilities (`P·V`), no-op `Cast`s included. The segment's inputs are Q, K, V and
+    /// (`Q·Kᵀ`, a `MatMul`, `FusedMatMul` or `GroupedMatMul`) through the elementwise steps between (scale, mask,
+    /// soft-cap) to the product that reads the probabilities (`P·V`), no-op `Cast`s included. The segment's inputs are Q, K, V and
     /// the mask; the `[batch, heads, queries, keys]` scores, probabilities and their intermediates are made again
     /// just before the segment is differentiated, so a training step keeps none of them, for one more pass of the
     /// attention products. Found from the graph: every value between the two products is read once (by the next
@@ -101,7 +101,7 @@ public struct CheckpointPlan: Sendable {
             for case let slot? in step.inputs { readers[slot, default: []].append(index) }
             for case let slot? in step.outputs { producer[slot] = index }
         }
-        let products: Set<String> = ["MatMul", "FusedMatMul"]
+        let products: Set<String> = ["MatMul", "FusedMatMul", "GroupedMatMul"]
         // Steps allowed between the score product and Softmax (the scale, the mask, Gemma-2's soft-cap).
         let scoreSteps: Set<String> = ["Mul", "Div", "Add", "Sub", "Tanh", "Where", "Cast", "Identity", "Constant"]
         // The one step reading `slot`, when exactly one does and it is not a graph output.

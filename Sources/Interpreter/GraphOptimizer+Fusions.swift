@@ -30,6 +30,47 @@ extension GraphOptimizer {
         return Rewritten(nodes: result.enumerated().filter { !removed.contains($0.offset) }.map(\.element), foldedConstants: folded)
     }
 
+    /// Grouped-query attention's products on repeated key/value heads, `MatMul(A, Reshape(Expand(Unsqueeze(B, axes
+    /// [2]), s5), s4))` (a FusedMatMul with an untransposed A too: `Q·Kᵀ` after `fuseTransposedMatMul` and
+    /// `foldProductScales`), become `onnx_dpo.GroupedMatMul(A, B, s5, s4)` with the product's transB and alpha, when the
+    /// repeat's intermediates have no other reader: the query heads sharing a key/value head are stacked into one
+    /// product, and the repeated copy of K and V is never made. The fused op checks the shapes at run time and runs the
+    /// three ops when they are not `repeat_kv`'s.
+    static func fuseGroupedProducts(_ nodes: [Node], uses: Uses, graphOutputs: Set<String>, constants: Constants) -> Rewritten {
+        var removed = Set<Int>()
+        var folded = Set<String>()
+        var result = nodes
+        func sole(_ value: String, _ opType: String) -> Int? {
+            uses.soleProducer(of: value, opType: opType, in: nodes, graphOutputs: graphOutputs, excluding: removed)
+        }
+        for (index, node) in nodes.enumerated() where isFloatProduct(node) && (try? node.int("transA", default: 0)) == 0 {
+            guard let reshape = sole(node.inputs[1], "Reshape"), nodes[reshape].inputs.count == 2,
+                  let expand = sole(nodes[reshape].inputs[0], "Expand"), nodes[expand].inputs.count == 2,
+                  let unsqueeze = sole(nodes[expand].inputs[0], "Unsqueeze") else { continue }
+            let axesInput = nodes[unsqueeze].inputs.count > 1 ? nodes[unsqueeze].inputs[1] : ""
+            let axes: [Int]?
+            if !axesInput.isEmpty {
+                axes = constants.ints(axesInput)
+            } else if case .ints(let values)? = nodes[unsqueeze].attributes["axes"] {
+                axes = values
+            } else {
+                axes = nil
+            }
+            guard axes == [2] else { continue }
+            var attributes: [String: Attribute] = [
+                "transB": .int((try? node.int("transB", default: 0)) ?? 0),
+                "alpha": .float(node.opType == "FusedMatMul" ? (try? node.float("alpha", default: 1)) ?? 1 : 1),
+            ]
+            if let allowZero = try? nodes[reshape].int("allowzero", default: 0), allowZero != 0 { attributes["allowzero"] = .int(1) }
+            result[index] = Node(name: node.name, opType: "GroupedMatMul", domain: internalDomain,
+                                 inputs: [node.inputs[0], nodes[unsqueeze].inputs[0], nodes[expand].inputs[1], nodes[reshape].inputs[1]],
+                                 outputs: node.outputs, attributes: attributes, metadata: node.metadata, index: node.index)
+            removed.formUnion([reshape, expand, unsqueeze])
+            if !axesInput.isEmpty { folded.insert(axesInput) }
+        }
+        return Rewritten(nodes: result.enumerated().filter { !removed.contains($0.offset) }.map(\.element), foldedConstants: folded)
+    }
+
     /// Whether `node` is a two-operand default-domain MatMul or one of our FusedMatMuls.
     private static func isFloatProduct(_ node: Node) -> Bool {
         node.inputs.count == 2 && (node.opType == "MatMul" && node.domain.isEmpty

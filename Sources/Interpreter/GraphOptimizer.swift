@@ -21,6 +21,10 @@ enum GraphOptimizer {
         let quantized = fuseDynamicQuantizedMatMuls(nodes, graphOutputs: graphOutputs)
         let fused = fuseTransposedMatMul(quantized, uses: Uses(quantized), graphOutputs: graphOutputs)
         var rewritten = foldProductScales(fused, uses: Uses(fused), graphOutputs: graphOutputs, constants: constants)
+        let grouped = fuseGroupedProducts(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs,
+                                          constants: constants)
+        rewritten.nodes = grouped.nodes
+        rewritten.foldedConstants.formUnion(grouped.foldedConstants)
         rewritten.nodes = fuseSwish(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs)
         rewritten.nodes = fuseGatedActivation(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs)
         let rotated = fuseRotateHalf(rewritten.nodes, uses: Uses(rewritten.nodes), graphOutputs: graphOutputs, constants: constants)

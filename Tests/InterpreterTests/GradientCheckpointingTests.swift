@@ -96,7 +96,8 @@ final class GradientCheckpointingTests: XCTestCase {
             }
             for core in cores {
                 let types = core.map { nodes[$0].opType }
-                if !["MatMul", "FusedMatMul"].contains(types.first!) || !["MatMul", "FusedMatMul"].contains(types.last!)
+                let products = ["MatMul", "FusedMatMul", "GroupedMatMul"]
+                if !products.contains(types.first!) || !products.contains(types.last!)
                     || !types.contains("Softmax") {
                     failures.append("\(fixture.name): attention core \(types)")
                 }

@@ -13,13 +13,14 @@ final class GraphOptimizerTests: XCTestCase {
         var scaleSomewhere = false
         var rotationSomewhere = false
         var gatedSomewhere = false
+        var groupedSomewhere = false
         for fixture in try ExportFixture.all() {
             let model = try fixture.model()
             let inputs = try fixture.inputs()
             let optimized = try Session(model: model)
             let plain = try Session(model: model, optimize: false)
-            // Each transA / transB flag stands for one Transpose folded away.
-            let fused = optimized.nodes.filter { $0.opType == "FusedMatMul" }
+            // Each transA / transB flag stands for one Transpose folded away (GroupedMatMul keeps its FusedMatMul's).
+            let fused = optimized.nodes.filter { ["FusedMatMul", "GroupedMatMul"].contains($0.opType) }
                 .map { node in ["transA", "transB"].filter { (try? node.int($0, default: 0)) == 1 }.count }
                 .reduce(0, +)
             let transposes = { (session: Session) in session.nodes.filter { $0.opType == "Transpose" }.count }
@@ -35,12 +36,18 @@ final class GraphOptimizerTests: XCTestCase {
             XCTAssertEqual(plain.nodes.filter { $0.opType == "ReduceMean" }.count - optimized.nodes.filter { $0.opType == "ReduceMean" }.count,
                            norms, "\(fixture.name): one ReduceMean removed per fused RMSNorm")
             normSomewhere = normSomewhere || norms > 0
-            let scaled = optimized.nodes.filter { $0.opType == "FusedMatMul" && (try? $0.float("alpha", default: 1)) != 1 }.count
+            let scaled = optimized.nodes.filter {
+                ["FusedMatMul", "GroupedMatMul"].contains($0.opType) && (try? $0.float("alpha", default: 1)) != 1
+            }.count
             XCTAssertEqual(plain.nodes.filter { $0.opType == "Mul" }.count - optimized.nodes.filter { $0.opType == "Mul" }.count,
                            scaled + swish + gated + 2 * norms + 2 * optimized.nodes.filter { $0.opType == "RotateHalfEmbedding" }.count,
                            "\(fixture.name): Muls folded into products, SiLUs, gates, RMSNorms and rotations")
             gatedSomewhere = gatedSomewhere || gated > 0
             scaleSomewhere = scaleSomewhere || scaled > 0
+            let grouped = optimized.nodes.filter { $0.opType == "GroupedMatMul" }.count
+            XCTAssertEqual(plain.nodes.filter { $0.opType == "Expand" }.count - optimized.nodes.filter { $0.opType == "Expand" }.count,
+                           grouped, "\(fixture.name): one repeat of K or V removed per grouped product")
+            groupedSomewhere = groupedSomewhere || grouped > 0
             let rotations = optimized.nodes.filter { $0.opType == "RotateHalfEmbedding" }.count
             XCTAssertEqual(plain.nodes.filter { $0.opType == "Neg" }.count - optimized.nodes.filter { $0.opType == "Neg" }.count,
                            rotations, "\(fixture.name): one Neg removed per fused rotation")
@@ -48,6 +55,7 @@ final class GraphOptimizerTests: XCTestCase {
             assertClose(try XCTUnwrap(optimized.run(inputs)["logits"]), try XCTUnwrap(plain.run(inputs)["logits"]),
                         relative: 1e-5, absolute: 1e-5, fixture.name)
         }
+        XCTAssert(groupedSomewhere, "grouped-query attention's products should become GroupedMatMul in some fixture")
         XCTAssert(gatedSomewhere, "the gated MLP's SiLU(gate) · up should become GatedQuickGelu in some fixture")
         XCTAssert(rotationSomewhere, "the dynamo exports' rotate-half should become RotateHalfEmbedding in some fixture")
         XCTAssert(fusedSomewhere, "attention's Q·Kᵀ should be fused in some fixture")
@@ -260,6 +268,71 @@ final class GraphOptimizerTests: XCTestCase {
                 }
             }
             XCTAssertNil(try GradientCheckTests.check(try model(rewritten), feeds: feeds, trainable: ["gate", "up"]), test.name)
+        }
+    }
+
+    /// Grouped-query attention's products on `repeat_kv`'s copies fuse into `GroupedMatMul`: the same outputs bit for bit
+    /// (each element is the same dot product) and the same gradients (K's and V's summed over each group by the stacked
+    /// product instead of by Expand's rule), with B's transpose and alpha carried over; shapes that are not a head
+    /// repeat run the three ops inside the fused one and agree too.
+    func testGroupedProductsGiveTheRepeatedHeadsResults() throws {
+        struct Case {
+            var name: String
+            var a: [Int], b: [Int], expand: [Int64], reshape: [Int64]
+            var transposed = false
+        }
+        let cases = [
+            Case(name: "P·V, 3 query heads per key/value head", a: [2, 6, 5, 7], b: [2, 2, 7, 4],
+                 expand: [2, 2, 3, 7, 4], reshape: [2, 6, 7, 4]),
+            Case(name: "scaled Q·Kᵀ, reshape with 0 and -1", a: [2, 4, 5, 8], b: [2, 2, 6, 8], expand: [1, 1, 2, 1, 1],
+                 reshape: [0, -1, 6, 8], transposed: true),
+            Case(name: "no repeat of heads (merges other axes)", a: [1, 2, 5, 6], b: [1, 2, 3, 4], expand: [1, 2, 2, 3, 4],
+                 reshape: [1, 2, 6, 4]),
+        ]
+        for test in cases {
+            let constants: [String: Tensor] = ["axes": Tensor(shape: [1], int64s: [2]), "scale": Tensor(shape: [], floats: [0.125])]
+            var nodes = [
+                Node(name: "unsqueeze", opType: "Unsqueeze", inputs: ["b", "axes"], outputs: ["unsqueezed"]),
+                Node(name: "expand", opType: "Expand", inputs: ["unsqueezed", "s5"], outputs: ["expanded"]),
+                Node(name: "reshape", opType: "Reshape", inputs: ["expanded", "s4"], outputs: ["repeated"]),
+            ]
+            if test.transposed {
+                nodes += [Node(name: "transpose", opType: "Transpose", inputs: ["repeated"], outputs: ["kt"],
+                               attributes: ["perm": .ints([0, 1, 3, 2])]),
+                          Node(name: "product", opType: "MatMul", inputs: ["a", "kt"], outputs: ["p"]),
+                          Node(name: "scaled", opType: "Mul", inputs: ["p", "scale"], outputs: ["y"])]
+            } else {
+                nodes.append(Node(name: "product", opType: "MatMul", inputs: ["a", "repeated"], outputs: ["y"]))
+            }
+            let rewritten = GraphOptimizer.optimize(nodes, graphOutputs: ["y"],
+                                                    constants: GraphOptimizer.Constants(initializers: constants, nodes: nodes))
+            XCTAssertEqual(rewritten.nodes.map(\.opType), ["GroupedMatMul"], test.name)
+            XCTAssertEqual(rewritten.nodes.first?.inputs, ["a", "b", "s5", "s4"], test.name)
+            let feeds: [String: Tensor] = [
+                "a": Tensor(shape: test.a, floats: uniformTestValues(test.a.reduce(1, *), seed: 11)),
+                "b": Tensor(shape: test.b, floats: uniformTestValues(test.b.reduce(1, *), seed: 12)),
+                "s5": Tensor(shape: [5], int64s: test.expand), "s4": Tensor(shape: [4], int64s: test.reshape),
+            ]
+            func session(_ nodes: [Node]) throws -> Session {
+                var model = try graphModel(nodes: nodes, outputs: ["y"], opset: 18, inputs: ["a", "b"])
+                model.graph.inputs += [ValueInfo(name: "s5", elementType: .int64, shape: nil),
+                                       ValueInfo(name: "s4", elementType: .int64, shape: nil)]
+                return try Session(model: model, optimize: false, additionalInitializers: constants)
+            }
+            let fused = try session(rewritten.nodes), chain = try session(nodes)
+            let y = try XCTUnwrap(chain.run(feeds)["y"])
+            assertBitIdentical(try fused.run(feeds)["y"], y, test.name)
+            let seed = ["y": Tensor(shape: y.shape, floats: uniformTestValues(y.count, seed: 13))]
+            for trainable in [Set(["a", "b"]), ["a"], ["b"]] {
+                let expected = try chain.forward(feeds, trainable: trainable).backward(seed)
+                let actual = try fused.forward(feeds, trainable: trainable).backward(seed)
+                for name in trainable.sorted() {
+                    assertClose(try XCTUnwrap(actual[name]), try XCTUnwrap(expected[name]), relative: 1e-5, absolute: 1e-6,
+                                "\(test.name) d\(name) of \(trainable.sorted())")
+                }
+            }
+            XCTAssertNil(try GradientCheckTests.check(try session(rewritten.nodes).model, feeds: feeds, trainable: ["a", "b"]),
+                         test.name)
         }
     }
 

@@ -2,6 +2,7 @@
 let linearAlgebraOperators: [any Operator.Type] = [
     MatMul.self,
     FusedMatMul.self,
+    GroupedMatMul.self,
     Gemm.self,
     MatMulNBits.self,
     DynamicQuantizeLinear.self,
