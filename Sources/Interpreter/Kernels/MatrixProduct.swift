@@ -51,8 +51,15 @@ func matrixProduct(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
                                    beta: 0, c: outBase, ldc: n)
                         return
                     }
-                    // One GEMM per batch entry; the entries (attention's batch × heads) are spread over the threads.
                     let pairs = batchPairs(aBatch, bBatch, batch)
+                    if pairs.count == 1 {
+                        // One matrix each (a LoRA factor's gradient `(x·A)ᵀ · dY`): the product itself is split.
+                        BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                                   a: xBase + pairs[0].1 * aRows * aColumns, lda: aColumns,
+                                   b: yBase + pairs[0].2 * bRows * bColumns, ldb: bColumns, beta: 0, c: outBase, ldc: n)
+                        return
+                    }
+                    // One GEMM per batch entry; the entries (attention's batch × heads) are spread over the threads.
                     let perThread = max(1, BLAS.parallelThreshold / max(m * n * k, 1))
                     Parallel.forEachChunk(pairs.count, minimumPerThread: perThread) { entries in
                         for (index, aIndex, bIndex) in pairs[entries] {
