@@ -288,6 +288,7 @@ final class GraphOptimizerTests: XCTestCase {
                  reshape: [0, -1, 6, 8], transposed: true),
             Case(name: "no repeat of heads (merges other axes)", a: [1, 2, 5, 6], b: [1, 2, 3, 4], expand: [1, 2, 2, 3, 4],
                  reshape: [1, 2, 6, 4]),
+            Case(name: "no key/value heads", a: [1, 0, 5, 3], b: [1, 0, 3, 4], expand: [1, 0, 2, 3, 4], reshape: [1, 0, 3, 4]),
         ]
         for test in cases {
             let constants: [String: Tensor] = ["axes": Tensor(shape: [1], int64s: [2]), "scale": Tensor(shape: [], floats: [0.125])]

@@ -40,7 +40,7 @@ struct GroupedMatMul: Operator {
         guard aShape.count == 4, bShape.count == 4, expandShape.storage.kind.isInteger,
               reshapeShape.storage.kind.isInteger else { return nil }
         let (batch, heads, rows, columns) = (bShape[0], bShape[1], bShape[2], bShape[3])
-        guard let expanded = try? broadcastShape([[batch, heads, 1, rows, columns], expandShape.int64s.map(Int.init)]),
+        guard heads > 0, let expanded = try? broadcastShape([[batch, heads, 1, rows, columns], expandShape.int64s.map(Int.init)]),
               expanded.count == 5, expanded[0] == batch, expanded[1] == heads, expanded[3] == rows, expanded[4] == columns
         else { return nil }
         let group = expanded[2]
