@@ -46,12 +46,11 @@ enum GraphOptimizer {
 
         init() {}
 
-        /// From the graph's initializers' values and the `Constant` nodes among `nodes`.
-        init(initializers: [String: Tensor], nodes: [Node]) {
-            for (name, tensor) in initializers {
-                initializerShapes[name] = tensor.shape
-                if tensor.count <= Self.maximumCount { tensors[name] = tensor }
-            }
+        /// From the values of the graph's small initializers, every initializer's shape (by default the given
+        /// values' own), and the `Constant` nodes among `nodes`.
+        init(initializers: [String: Tensor], shapes: [String: [Int]]? = nil, nodes: [Node]) {
+            initializerShapes = shapes ?? initializers.mapValues(\.shape)
+            for (name, tensor) in initializers where tensor.count <= Self.maximumCount { tensors[name] = tensor }
             for node in nodes where node.opType == "Constant" && node.domain.isEmpty && node.outputs.count == 1 {
                 switch node.attributes.first?.value {
                 case .tensor(let value)? where node.attributes.count == 1 && value.count <= Self.maximumCount:

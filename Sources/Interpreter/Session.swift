@@ -64,14 +64,19 @@ public final class Session: @unchecked Sendable {
         var opsets = model.opsetImports
         opsets[GraphOptimizer.fusedDomain] = opsets[GraphOptimizer.fusedDomain] ?? 1
         opsets[GraphOptimizer.internalDomain] = 1
-        var loaded: [String: Tensor] = [:]
-        for initializer in graph.initializers where additionalInitializers[initializer.name] == nil {
-            loaded[initializer.name] = try model.loadTensor(initializer)
-        }
         let nodes: [Node]
         if optimize {
-            // Only the model's own constants may be folded: additional initializers are replaced between runs.
-            let constants = GraphOptimizer.Constants(initializers: loaded, nodes: graph.nodes)
+            // Only the model's own constants may be folded: additional initializers are replaced between runs. The
+            // rewrites read only small values (an epsilon, a scale, an axis), loaded here for them alone: holding every
+            // weight across the session's build kept the first copies alive, 160 MiB more at the peak for a builder model.
+            var small: [String: Tensor] = [:], shapes: [String: [Int]] = [:]
+            for initializer in graph.initializers where additionalInitializers[initializer.name] == nil {
+                shapes[initializer.name] = initializer.shape
+                if initializer.count <= GraphOptimizer.Constants.maximumCount {
+                    small[initializer.name] = try model.loadTensor(initializer)
+                }
+            }
+            let constants = GraphOptimizer.Constants(initializers: small, shapes: shapes, nodes: graph.nodes)
             let rewritten = GraphOptimizer.optimize(graph.nodes, graphOutputs: Set(graph.outputs.map(\.name)), constants: constants)
             nodes = rewritten.nodes
             fusedSources = rewritten.foldedConstants
@@ -88,7 +93,7 @@ public final class Session: @unchecked Sendable {
         }
         var constants: [(Int, Tensor)] = []
         for initializer in graph.initializers where additionalInitializers[initializer.name] == nil {
-            constants.append((slot(initializer.name), loaded[initializer.name]!))
+            constants.append((slot(initializer.name), try model.loadTensor(initializer)))
         }
         for (name, tensor) in additionalInitializers.sorted(by: { $0.key < $1.key }) {
             constants.append((slot(name), tensor))
