@@ -67,8 +67,8 @@ public final class Session: @unchecked Sendable {
         let nodes: [Node]
         if optimize {
             // Only the model's own constants may be folded: additional initializers are replaced between runs. The
-            // rewrites read only small values (an epsilon, a scale, an axis), loaded here for them alone: holding every
-            // weight across the session's build kept the first copies alive, 160 MiB more at the peak for a builder model.
+            // rewrites read only small values (an epsilon, a scale, an axis), loaded here for them alone (a dictionary
+            // of every loaded weight, held until the session was built, raised a builder model's peak by 160 MiB).
             var small: [String: Tensor] = [:], shapes: [String: [Int]] = [:]
             for initializer in graph.initializers where additionalInitializers[initializer.name] == nil {
                 shapes[initializer.name] = initializer.shape
