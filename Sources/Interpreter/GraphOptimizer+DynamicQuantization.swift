@@ -36,6 +36,6 @@ extension GraphOptimizer {
             removed.insert(index)
             for input in node.inputs where !input.isEmpty { readers[input, default: 0] -= 1 }
         }
-        return result.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        return keeping(result, without: removed)
     }
 }

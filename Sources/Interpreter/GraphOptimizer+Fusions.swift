@@ -27,7 +27,7 @@ extension GraphOptimizer {
                 break
             }
         }
-        return Rewritten(nodes: result.enumerated().filter { !removed.contains($0.offset) }.map(\.element), foldedConstants: folded)
+        return Rewritten(nodes: keeping(result, without: removed), foldedConstants: folded)
     }
 
     /// Grouped-query attention's products on repeated key/value heads, `MatMul(A, Reshape(Expand(Unsqueeze(B, axes
@@ -68,7 +68,7 @@ extension GraphOptimizer {
             removed.formUnion([reshape, expand, unsqueeze])
             if !axesInput.isEmpty { folded.insert(axesInput) }
         }
-        return Rewritten(nodes: result.enumerated().filter { !removed.contains($0.offset) }.map(\.element), foldedConstants: folded)
+        return Rewritten(nodes: keeping(result, without: removed), foldedConstants: folded)
     }
 
     /// Whether `node` is a two-operand default-domain MatMul or one of our FusedMatMuls.
@@ -95,7 +95,7 @@ extension GraphOptimizer {
                 break
             }
         }
-        return result.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        return keeping(result, without: removed)
     }
 
     /// RMSNorm spelled out in elementary ops, as torch's exporters write Llama's, Qwen's and Phi-3's (`x ·
@@ -159,7 +159,7 @@ extension GraphOptimizer {
                 break
             }
         }
-        return Rewritten(nodes: result.enumerated().filter { !removed.contains($0.offset) }.map(\.element), foldedConstants: folded)
+        return Rewritten(nodes: keeping(result, without: removed), foldedConstants: folded)
     }
 
     /// Rotary position embedding in Hugging Face's "rotate half" form, as torch's exporters spell it out:
@@ -209,7 +209,7 @@ extension GraphOptimizer {
                 }
             }
         }
-        return Rewritten(nodes: result.enumerated().filter { !removed.contains($0.offset) }.map(\.element), foldedConstants: folded)
+        return Rewritten(nodes: keeping(result, without: removed), foldedConstants: folded)
     }
 
     /// Whether `node` is a default-domain ReduceMean over the last axis alone (attribute or constant input), keeping it.

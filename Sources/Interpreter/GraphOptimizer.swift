@@ -127,7 +127,7 @@ enum GraphOptimizer {
             fused.attributes = flags
             result[index] = fused
         }
-        return result.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        return keeping(result, without: removed)
     }
 
     /// `Mul(X, Sigmoid(X))` (either operand order) becomes `QuickGelu(X, alpha = 1)`, i.e. SiLU, when the sigmoid
@@ -151,7 +151,12 @@ enum GraphOptimizer {
                 break
             }
         }
-        return result.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        return keeping(result, without: removed)
+    }
+
+    /// `nodes` without those at the positions in `removed` (the nodes a rewrite folded into others).
+    static func keeping(_ nodes: [Node], without removed: Set<Int>) -> [Node] {
+        nodes.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
     }
 
     /// Whether `node` is a default-domain Transpose whose `perm` is the identity but for the last two axes.

@@ -21,39 +21,29 @@ struct GroupedMatMul: Operator {
 
     let alpha: Float
     let transB: Bool
-    /// The Reshape's `allowzero`: whether a 0 in `reshapeShape` is a zero-size dimension rather than a copied one.
-    let allowZero: Bool
     private let expand: Expand
+    /// The replaced Reshape, with its `allowzero`: it resolves `reshapeShape` for the stacked form and runs in the
+    /// general one.
     private let reshape: Reshape
 
     init(node: Node, version: Int) throws {
         alpha = try node.float("alpha", default: 1)
         transB = try node.int("transB", default: 0) != 0
-        allowZero = try node.int("allowzero", default: 0) != 0
         expand = try Expand(node: Node(name: node.name, opType: Expand.opType, inputs: ["", ""], outputs: [""]), version: 13)
         reshape = try Reshape(node: Node(name: node.name, opType: Reshape.opType, inputs: ["", ""], outputs: [""],
-                                         attributes: ["allowzero": .int(allowZero ? 1 : 0)]), version: 14)
+                                         attributes: ["allowzero": .int(try node.int("allowzero", default: 0))]), version: 14)
     }
 
     /// The group size n when A `[b, kv·n, m, k]` and B `[b, kv, r, c]` with these shape inputs are the stacked form.
     private func groupSize(_ aShape: [Int], _ bShape: [Int], _ expandShape: Tensor, _ reshapeShape: Tensor) -> Int? {
-        guard aShape.count == 4, bShape.count == 4, expandShape.storage.kind.isInteger,
-              reshapeShape.storage.kind.isInteger else { return nil }
+        guard aShape.count == 4, bShape.count == 4, expandShape.storage.kind.isInteger else { return nil }
         let (batch, heads, rows, columns) = (bShape[0], bShape[1], bShape[2], bShape[3])
         guard heads > 0, let expanded = try? broadcastShape([[batch, heads, 1, rows, columns], expandShape.int64s.map(Int.init)]),
               expanded.count == 5, expanded[0] == batch, expanded[1] == heads, expanded[3] == rows, expanded[4] == columns
         else { return nil }
         let group = expanded[2]
-        // Reshape's target: 0 copies the input's dimension (unless allowzero), one -1 takes what is left.
-        var target = reshapeShape.int64s.map(Int.init)
-        guard target.count == 4 else { return nil }
-        for axis in target.indices where target[axis] == 0 && !allowZero { target[axis] = expanded[axis] }
-        if let free = target.firstIndex(of: -1) {
-            let known = target.enumerated().filter { $0.offset != free }.map(\.element).reduce(1, *)
-            guard known > 0 else { return nil }
-            target[free] = expanded.reduce(1, *) / known
-        }
-        guard target == [batch, heads * group, rows, columns], aShape[0] == batch, aShape[1] == heads * group,
+        guard let target = try? reshape.resolvedShape(reshapeShape, for: expanded),
+              target == [batch, heads * group, rows, columns], aShape[0] == batch, aShape[1] == heads * group,
               group > 0 else { return nil }
         return group
     }

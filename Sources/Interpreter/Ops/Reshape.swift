@@ -16,10 +16,16 @@ struct Reshape: Operator {
 
     func run(_ inputs: [Tensor?]) throws -> [Tensor] {
         let data = try inputs.required(0)
-        let shapeInput = try inputs.required(1)
+        return [data.reshaped(try resolvedShape(try inputs.required(1), for: data.shape))]
+    }
+
+    /// The shape an input of `inputShape` takes under the requested `shapeInput`: its -1 inferred, its 0s copied
+    /// (unless `allowZero`). Throws when the request is malformed or does not hold the input's element count.
+    func resolvedShape(_ shapeInput: Tensor, for inputShape: [Int]) throws(KernelError) -> [Int] {
         let requested = try shapeInput.intValues("Reshape's shape")
+        let count = inputShape.reduce(1, *)
         func failure(_ reason: String) -> KernelError {
-            KernelError("cannot reshape an input of shape \(data.shape) to \(requested)"
+            KernelError("cannot reshape an input of shape \(inputShape) to \(requested)"
                 + (allowZero ? " with allowzero" : "") + ": \(reason)")
         }
         guard shapeInput.rank == 1 else { throw failure("the shape must be a 1-D tensor, got shape \(shapeInput.shape)") }
@@ -32,8 +38,8 @@ struct Reshape: Operator {
                 inferred = axis
                 shape.append(1)
             case 0 where !allowZero:
-                guard axis < data.rank else { throw failure("0 at position \(axis) has no input dimension to copy") }
-                shape.append(data.shape[axis])
+                guard axis < inputShape.count else { throw failure("0 at position \(axis) has no input dimension to copy") }
+                shape.append(inputShape[axis])
             case ..<0:
                 throw failure("negative size \(size)")
             default:
@@ -43,15 +49,15 @@ struct Reshape: Operator {
         if let inferred {
             if allowZero && requested.contains(0) { throw failure("-1 together with 0 is ambiguous under allowzero") }
             let known = shape.reduce(1, *)
-            guard known != 0, data.count % known == 0 else {
-                throw failure("the -1 cannot be inferred from \(data.count) elements")
+            guard known != 0, count % known == 0 else {
+                throw failure("the -1 cannot be inferred from \(count) elements")
             }
-            shape[inferred] = data.count / known
+            shape[inferred] = count / known
         }
-        guard shape.reduce(1, *) == data.count else {
-            throw failure("\(shape) holds \(shape.reduce(1, *)) elements, the input \(data.count)")
+        guard shape.reduce(1, *) == count else {
+            throw failure("\(shape) holds \(shape.reduce(1, *)) elements, the input \(count)")
         }
-        return [data.reshaped(shape)]
+        return shape
     }
 }
 
